@@ -1,0 +1,113 @@
+/**
+ * Reverse-mode automatic differentiation over the graph IR.
+ *
+ * `grad(loss, wrt)` appends the backward pass for exactly the requested values: a node is
+ * differentiated only when it lies on a path from some requested value to the loss, and each
+ * VJP is told which of its inputs need a gradient. Frozen weights therefore never get a weight
+ * gradient. Contributions to a value used several times are summed.
+ *
+ * @module
+ */
+
+import type { Node, Value } from "./graph.ts";
+import { add } from "./ops/elementwise.ts";
+import { onesLike, zerosLike } from "./ops/constant.ts";
+import { VJP_TABLE } from "./ops/table.ts";
+
+/** Options of {@link grad}. */
+export interface GradOptions {
+  /** Gradient flowing into `loss` (defaults to ones, i.e. d loss / d loss = 1). */
+  seed?: Value;
+  /** Prefix of the names of the returned gradients (default `"d"`: `d.fc1.lora_A`). */
+  prefix?: string;
+}
+
+const FLOATS = new Set(["F32", "F64", "F16", "BF16"]);
+
+/**
+ * Appends the backward pass of `loss` with respect to each of `wrt`, returning one gradient per
+ * requested value (zeros where the loss does not depend on it).
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "./graph.ts";
+ * import { grad } from "./autograd.ts";
+ * import { matmul } from "./ops/matmul.ts";
+ * import { reduceSum } from "./ops/reduce.ts";
+ * const g = new Graph();
+ * const x = g.input("x", "F32", ["batch", 3]);
+ * const w = g.input("w", "F32", [3, 2]);
+ * const [dw] = grad(reduceSum(matmul(x, w)), [w]);
+ * ```
+ */
+export function grad(loss: Value, wrt: readonly Value[], opts: GradOptions = {}): Value[] {
+  const g = loss.graph;
+  const targets = new Set(wrt);
+  const onPath = dependsOn(g.nodes, targets);
+  const toLoss = ancestorsOf(loss);
+  const grads = new Map<Value, Value>();
+  grads.set(loss, opts.seed ?? onesLike(loss));
+  // Snapshot: the backward nodes appended below must not be visited.
+  const forward = g.nodes.slice();
+  for (let i = forward.length - 1; i >= 0; i--) {
+    const node = forward[i]!;
+    if (!toLoss.has(node)) continue;
+    const dy = node.outputs.map((o) => grads.get(o) ?? null);
+    if (dy.every((d) => d === null)) continue;
+    const needs = node.inputs.map((v) => v !== null && onPath.has(v) && FLOATS.has(v.dtype));
+    if (!needs.some(Boolean)) continue;
+    const vjp = VJP_TABLE[node.op];
+    if (!vjp || node.domain !== "") {
+      throw new TypeError(
+        `Cannot differentiate ${
+          node.domain ? node.domain + "." : ""
+        }${node.op} (node ${node.name}): no gradient rule`,
+      );
+    }
+    const contributions = vjp({ node, dy, needs });
+    node.inputs.forEach((v, j) => {
+      const c = contributions[j];
+      if (!v || !needs[j] || !c) return;
+      const prev = grads.get(v);
+      grads.set(v, prev ? add(prev, c) : c); // fan-out: contributions accumulate
+    });
+  }
+  const prefix = opts.prefix ?? "d";
+  return wrt.map((w) => {
+    const d = grads.get(w) ?? zerosLike(w);
+    return g.node("Identity", [d], {}, [{
+      dtype: d.dtype,
+      shape: w.shape,
+      name: uniqueName(w, prefix),
+    }])[0]!;
+  });
+}
+
+function uniqueName(w: Value, prefix: string): string {
+  const base = `${prefix}.${w.name}`;
+  return w.graph.has(base) ? w.graph.freshName(base) : base;
+}
+
+/** Values that depend on any of `sources` (including the sources themselves). */
+function dependsOn(nodes: readonly Node[], sources: ReadonlySet<Value>): Set<Value> {
+  const reached = new Set<Value>(sources);
+  for (const n of nodes) {
+    if (n.inputs.some((v) => v !== null && reached.has(v))) {
+      for (const o of n.outputs) reached.add(o);
+    }
+  }
+  return reached;
+}
+
+/** Nodes that the value `v` depends on. */
+function ancestorsOf(v: Value): Set<Node> {
+  const seen = new Set<Node>();
+  const stack = [v];
+  while (stack.length) {
+    const p = stack.pop()!.producer;
+    if (!p || seen.has(p)) continue;
+    seen.add(p);
+    for (const i of p.inputs) if (i) stack.push(i);
+  }
+  return seen;
+}

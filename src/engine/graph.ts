@@ -1,0 +1,238 @@
+/**
+ * The graph IR of ffwd's engine: values with a dtype and a (possibly symbolic) shape, nodes that
+ * are ONNX operators with attributes, frozen initializers and graph inputs.
+ *
+ * Builders (in `ops/`) append nodes in order, so `graph.nodes` is always topologically sorted.
+ * Shapes are inferred when a node is built: a wrong shape fails there, naming the op and the shapes.
+ *
+ * @module
+ */
+
+import type { DType, Tensor } from "../tensor.ts";
+
+/** A dimension: a size, or the name of a symbolic dimension such as `"batch"`. */
+export type Dim = number | string;
+
+/** A shape whose dimensions may be symbolic. */
+export type Shape = readonly Dim[];
+
+/** An ONNX attribute, tagged with its ONNX type (a JS number cannot say int or float). */
+export type Attr =
+  | { readonly type: "int"; readonly value: number }
+  | { readonly type: "float"; readonly value: number }
+  | { readonly type: "string"; readonly value: string }
+  | { readonly type: "ints"; readonly value: readonly number[] }
+  | { readonly type: "floats"; readonly value: readonly number[] }
+  | { readonly type: "strings"; readonly value: readonly string[] }
+  | { readonly type: "tensor"; readonly value: Tensor };
+
+/** Integer attribute. */
+export const int = (value: number): Attr => ({ type: "int", value });
+/** Float attribute. */
+export const float = (value: number): Attr => ({ type: "float", value });
+/** String attribute. */
+export const str = (value: string): Attr => ({ type: "string", value });
+/** Integer-list attribute. */
+export const ints = (value: readonly number[]): Attr => ({ type: "ints", value });
+/** Float-list attribute. */
+export const floats = (value: readonly number[]): Attr => ({ type: "floats", value });
+/** Tensor attribute. */
+export const tensorAttr = (value: Tensor): Attr => ({ type: "tensor", value });
+
+/**
+ * An initializer whose bytes stay in another file (ONNX external data): for example an F32 weight
+ * inside a safetensors file, referenced in place by absolute path, offset and length.
+ */
+export interface ExternalTensor {
+  readonly kind: "external";
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  /** Absolute path of the file that holds the bytes. */
+  readonly path: string;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** What an initializer holds: tensor data in memory or a reference to bytes in a file. */
+export type InitData = Tensor | ExternalTensor;
+
+/** Where a value comes from. */
+export type ValueKind = "input" | "initializer" | "node";
+
+/** One tensor-valued edge of the graph. */
+export class Value {
+  constructor(
+    readonly graph: Graph,
+    readonly name: string,
+    readonly dtype: DType,
+    readonly shape: Shape,
+    readonly kind: ValueKind,
+    readonly producer: Node | null = null,
+  ) {}
+
+  /** Rank of the value. */
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** `[a, b, c]` for error messages. */
+  toString(): string {
+    return formatShape(this.shape);
+  }
+}
+
+/** One ONNX operator application. */
+export interface Node {
+  readonly op: string;
+  readonly domain: string;
+  readonly name: string;
+  /** `null` marks an omitted optional input. */
+  readonly inputs: readonly (Value | null)[];
+  readonly outputs: readonly Value[];
+  readonly attrs: Readonly<Record<string, Attr>>;
+}
+
+/** Shape and dtype of a node output, as computed by an op's shape rule. */
+export interface OutputSpec {
+  readonly dtype: DType;
+  readonly shape: Shape;
+  readonly name?: string;
+}
+
+/** Formats a shape as `[batch, 784]`. */
+export function formatShape(shape: Shape): string {
+  return `[${shape.join(", ")}]`;
+}
+
+/**
+ * A computation graph. Frozen weights are initializers, trainable parameters and data are inputs.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "./graph.ts";
+ * const g = new Graph();
+ * const x = g.input("x", "F32", ["batch", 4]);
+ * g.output(x);
+ * ```
+ */
+export class Graph {
+  readonly nodes: Node[] = [];
+  readonly inputs: Value[] = [];
+  readonly initializers: Map<Value, InitData> = new Map();
+  readonly outputs: Value[] = [];
+  /** Free-form key/value pairs emitted as ONNX `metadata_props`. */
+  readonly metadata: Map<string, string> = new Map();
+  /** Lowest default-domain opset that can express every node (ops newer than 17 raise it). */
+  minOpset = 17;
+  readonly #names = new Set<string>();
+  #counter = 0;
+
+  /** Adds a graph input (data or a trainable parameter). */
+  input(name: string, dtype: DType, shape: Shape): Value {
+    const v = new Value(this, this.#claim(name), dtype, shape, "input");
+    this.inputs.push(v);
+    return v;
+  }
+
+  /** Adds a frozen initializer. */
+  initializer(name: string, data: InitData): Value {
+    const v = new Value(this, this.#claim(name), data.dtype, [...data.shape], "initializer");
+    this.initializers.set(v, data);
+    return v;
+  }
+
+  /** Adds an anonymous constant (an initializer with a generated name). */
+  constant(t: Tensor, hint = "const"): Value {
+    return this.initializer(this.freshName(hint), t);
+  }
+
+  /** Appends a node; the op's shape rule has already computed `outputs`. */
+  node(
+    op: string,
+    inputs: readonly (Value | null)[],
+    attrs: Record<string, Attr>,
+    outputs: readonly OutputSpec[],
+    domain = "",
+  ): Value[] {
+    for (const v of inputs) {
+      if (v && v.graph !== this) {
+        throw new TypeError(`Cannot use value "${v.name}" of another graph in ${op}`);
+      }
+    }
+    const outs: Value[] = [];
+    const node: Node = {
+      op,
+      domain,
+      name: this.freshName(op),
+      inputs: [...inputs],
+      outputs: outs,
+      attrs,
+    };
+    for (const o of outputs) {
+      outs.push(
+        new Value(
+          this,
+          this.#claim(o.name ?? this.freshName(op.toLowerCase())),
+          o.dtype,
+          o.shape,
+          "node",
+          node,
+        ),
+      );
+    }
+    this.nodes.push(node);
+    return outs;
+  }
+
+  /** Records that a node needs at least `opset` (e.g. the opset-20 Gelu). */
+  requireOpset(opset: number): void {
+    this.minOpset = Math.max(this.minOpset, opset);
+  }
+
+  /** Marks a value as a graph output. */
+  output(v: Value): Value {
+    if (!this.outputs.includes(v)) this.outputs.push(v);
+    return v;
+  }
+
+  /** A name not used yet in this graph, starting with `hint`. */
+  freshName(hint: string): string {
+    let name: string;
+    do name = `${hint}_${this.#counter++}`; while (this.#names.has(name));
+    return name;
+  }
+
+  /** Whether a value name is taken. */
+  has(name: string): boolean {
+    return this.#names.has(name);
+  }
+
+  /** Finds an input, initializer or node output by name. */
+  find(name: string): Value | undefined {
+    for (const v of this.inputs) if (v.name === name) return v;
+    for (const v of this.initializers.keys()) if (v.name === name) return v;
+    for (const n of this.nodes) for (const v of n.outputs) if (v.name === name) return v;
+    return undefined;
+  }
+
+  #claim(name: string): string {
+    if (name === "") throw new TypeError("Cannot name a value with the empty string");
+    if (this.#names.has(name)) throw new TypeError(`Cannot add value "${name}": the name is taken`);
+    this.#names.add(name);
+    return name;
+  }
+}
+
+/** The nodes needed to compute `outputs`, in order (dead-node elimination). */
+export function liveNodes(graph: Graph, outputs: readonly Value[] = graph.outputs): Node[] {
+  const live = new Set<Node>();
+  const stack: Value[] = [...outputs];
+  while (stack.length) {
+    const v = stack.pop()!;
+    const p = v.producer;
+    if (!p || live.has(p)) continue;
+    live.add(p);
+    for (const i of p.inputs) if (i) stack.push(i);
+  }
+  return graph.nodes.filter((n) => live.has(n));
+}

@@ -1,0 +1,110 @@
+/**
+ * Element-wise arithmetic with numpy broadcasting: Add, Sub, Mul, Div, Neg, Pow, Exp, Log, Sqrt,
+ * Reciprocal, Abs. Each gradient of a broadcast operand is summed back to that operand's shape.
+ *
+ * @module
+ */
+
+import type { Graph, Value } from "../graph.ts";
+import { assertFloat, assertSameDtype, broadcastShapes } from "../shapes.ts";
+import { inputsOf, outputOf, type Vjp } from "../vjp.ts";
+import { scalar } from "./constant.ts";
+import { unbroadcast } from "./reduce.ts";
+
+/** A value, or a number that becomes a scalar constant of the other operand's dtype. */
+export type Operand = Value | number;
+
+function lift(a: Operand, b: Operand, op: string): [Value, Value, Graph] {
+  if (typeof a === "number" && typeof b === "number") {
+    throw new TypeError(`Cannot apply ${op} to two numbers: one operand must be a graph value`);
+  }
+  const g = typeof a === "number" ? (b as Value).graph : a.graph;
+  const va = typeof a === "number" ? scalar(g, a, (b as Value).dtype) : a;
+  const vb = typeof b === "number" ? scalar(g, b, va.dtype) : b;
+  return [va, vb, g];
+}
+
+function binary(op: string, a: Operand, b: Operand): Value {
+  const [va, vb, g] = lift(a, b, op);
+  assertSameDtype(op, va, vb);
+  const shape = broadcastShapes(op, va.shape, vb.shape);
+  return g.node(op, [va, vb], {}, [{ dtype: va.dtype, shape }])[0]!;
+}
+
+function unary(op: string, x: Value): Value {
+  return x.graph.node(op, [x], {}, [{ dtype: x.dtype, shape: x.shape }])[0]!;
+}
+
+/** `a + b` with broadcasting. */
+export const add = (a: Operand, b: Operand): Value => binary("Add", a, b);
+/** `a - b` with broadcasting. */
+export const sub = (a: Operand, b: Operand): Value => binary("Sub", a, b);
+/** `a * b` with broadcasting. */
+export const mul = (a: Operand, b: Operand): Value => binary("Mul", a, b);
+/** `a / b` with broadcasting. */
+export const div = (a: Operand, b: Operand): Value => binary("Div", a, b);
+/** `a ** b` with broadcasting. */
+export function pow(a: Operand, b: Operand): Value {
+  return binary("Pow", a, b);
+}
+/** `-x`. */
+export const neg = (x: Value): Value => unary("Neg", x);
+/** `e^x`. */
+export const exp = (x: Value): Value => (assertFloat("Exp", x), unary("Exp", x));
+/** Natural logarithm. */
+export const log = (x: Value): Value => (assertFloat("Log", x), unary("Log", x));
+/** Square root. */
+export const sqrt = (x: Value): Value => (assertFloat("Sqrt", x), unary("Sqrt", x));
+/** `1 / x`. */
+export const reciprocal = (x: Value): Value => unary("Reciprocal", x);
+/** `|x|`. */
+export const abs = (x: Value): Value => unary("Abs", x);
+/** Sign of x (-1, 0, 1); no gradient. */
+export const sign = (x: Value): Value => unary("Sign", x);
+
+/** Gradient rules of this family. */
+export const VJPS: Record<string, Vjp> = {
+  Add: ({ node, dy: [dy], needs }) => {
+    const [a, b] = inputsOf(node);
+    return [needs[0] ? unbroadcast(dy!, a!) : null, needs[1] ? unbroadcast(dy!, b!) : null];
+  },
+  Sub: ({ node, dy: [dy], needs }) => {
+    const [a, b] = inputsOf(node);
+    return [needs[0] ? unbroadcast(dy!, a!) : null, needs[1] ? unbroadcast(neg(dy!), b!) : null];
+  },
+  Mul: ({ node, dy: [dy], needs }) => {
+    const [a, b] = inputsOf(node);
+    return [
+      needs[0] ? unbroadcast(mul(dy!, b!), a!) : null,
+      needs[1] ? unbroadcast(mul(dy!, a!), b!) : null,
+    ];
+  },
+  Div: ({ node, dy: [dy], needs }) => {
+    // saved for backward: b and the output y = a / b, so dB = -dy · y / b
+    const [a, b] = inputsOf(node);
+    const y = outputOf(node);
+    return [
+      needs[0] ? unbroadcast(div(dy!, b!), a!) : null,
+      needs[1] ? unbroadcast(neg(div(mul(dy!, y), b!)), b!) : null,
+    ];
+  },
+  Neg: ({ dy: [dy] }) => [neg(dy!)],
+  Pow: ({ node, dy: [dy], needs }) => {
+    // d(a^b)/da = b · a^(b-1); d(a^b)/db = a^b · ln a (defined for a > 0)
+    const [a, b] = inputsOf(node);
+    const y = outputOf(node);
+    return [
+      needs[0] ? unbroadcast(mul(dy!, mul(b!, pow(a!, sub(b!, 1)))), a!) : null,
+      needs[1] ? unbroadcast(mul(dy!, mul(y, log(a!))), b!) : null,
+    ];
+  },
+  Exp: ({ node, dy: [dy] }) => [mul(dy!, outputOf(node))],
+  Log: ({ node, dy: [dy] }) => [div(dy!, inputsOf(node)[0]!)],
+  Sqrt: ({ node, dy: [dy] }) => [div(dy!, mul(outputOf(node), 2))],
+  Reciprocal: ({ node, dy: [dy] }) => {
+    const y = outputOf(node);
+    return [neg(mul(dy!, mul(y, y)))];
+  },
+  Abs: ({ node, dy: [dy] }) => [mul(dy!, sign(inputsOf(node)[0]!))],
+  Sign: () => [null],
+};

@@ -1,0 +1,157 @@
+/**
+ * Matrix products: MatMul (numpy semantics: batched, broadcasting, 1-D operands) and Gemm
+ * (`alpha · A' · B' + beta · C`, ONNX spec, with transA / transB).
+ *
+ * The backward of a product with a frozen weight is one MatMul for the activation gradient:
+ * the weight gradient is emitted only when the autograd asks for it.
+ *
+ * @module
+ */
+
+import { type Dim, float, formatShape, int, type Value } from "../graph.ts";
+import { assertSameDtype, broadcastShapes } from "../shapes.ts";
+import { inputsOf, type Vjp } from "../vjp.ts";
+import { mul } from "./elementwise.ts";
+import { unbroadcast } from "./reduce.ts";
+import { reshape, squeeze, transposeLast2, unsqueeze } from "./shape.ts";
+
+function innerMismatch(op: string, a: Value, b: Value): never {
+  throw new TypeError(
+    `Cannot multiply matrices in ${op}: inner dimensions differ, a is ${
+      formatShape(a.shape)
+    }, b is ${formatShape(b.shape)}`,
+  );
+}
+
+/**
+ * `a @ b` with numpy semantics.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { matmul } from "./matmul.ts";
+ * const g = new Graph();
+ * const x = g.input("x", "F32", ["batch", 4]);
+ * const w = g.input("w", "F32", [4, 3]);
+ * const y = matmul(x, w); // [batch, 3]
+ * ```
+ */
+export function matmul(a: Value, b: Value): Value {
+  assertSameDtype("MatMul", a, b);
+  if (a.rank === 0 || b.rank === 0) {
+    throw new TypeError(`Cannot apply MatMul to a scalar: a is ${a}, b is ${b}`);
+  }
+  const as = a.rank === 1 ? [1, a.shape[0]!] : a.shape;
+  const bs = b.rank === 1 ? [b.shape[0]!, 1] : b.shape;
+  const k1 = as[as.length - 1]!;
+  const k2 = bs[bs.length - 2]!;
+  if (k1 !== k2) innerMismatch("MatMul", a, b);
+  const batch = broadcastShapes("MatMul", as.slice(0, -2), bs.slice(0, -2));
+  const shape: Dim[] = [...batch];
+  if (a.rank > 1) shape.push(as[as.length - 2]!);
+  if (b.rank > 1) shape.push(bs[bs.length - 1]!);
+  return a.graph.node("MatMul", [a, b], {}, [{ dtype: a.dtype, shape }])[0]!;
+}
+
+/** Options of {@link gemm}. */
+export interface GemmOptions {
+  alpha?: number;
+  beta?: number;
+  transA?: boolean;
+  transB?: boolean;
+}
+
+/** `alpha · A' · B' + beta · C` on 2-D operands (C broadcasts to the result). */
+export function gemm(a: Value, b: Value, c: Value | null = null, opts: GemmOptions = {}): Value {
+  const { alpha = 1, beta = 1, transA = false, transB = false } = opts;
+  assertSameDtype("Gemm", a, b);
+  if (a.rank !== 2 || b.rank !== 2) {
+    throw new TypeError(`Cannot apply Gemm: operands must be 2-D, a is ${a}, b is ${b}`);
+  }
+  const [m, k1] = transA ? [a.shape[1]!, a.shape[0]!] : [a.shape[0]!, a.shape[1]!];
+  const [k2, n] = transB ? [b.shape[1]!, b.shape[0]!] : [b.shape[0]!, b.shape[1]!];
+  if (k1 !== k2) innerMismatch("Gemm", a, b);
+  if (c) {
+    const bc = broadcastShapes("Gemm", [m, n], c.shape);
+    if (bc[0] !== m || bc[1] !== n) {
+      throw new TypeError(`Cannot broadcast C ${c} to the Gemm result ${formatShape([m, n])}`);
+    }
+  }
+  const attrs = {
+    alpha: float(alpha),
+    beta: float(beta),
+    transA: int(transA ? 1 : 0),
+    transB: int(transB ? 1 : 0),
+  };
+  return a.graph.node("Gemm", c ? [a, b, c] : [a, b], attrs, [{
+    dtype: a.dtype,
+    shape: [m, n],
+  }])[0]!;
+}
+
+/** Gradient of `a @ b` for `a` and `b`, each reduced back over broadcast batch axes. */
+function matmulVjp(
+  a: Value,
+  b: Value,
+  dy: Value,
+  needA: boolean,
+  needB: boolean,
+): (Value | null)[] {
+  // Lift 1-D operands to matrices so one rule covers every case, then drop the added axis.
+  const a2 = a.rank === 1 ? unsqueeze(a, [0]) : a;
+  const b2 = b.rank === 1 ? unsqueeze(b, [1]) : b;
+  let d = dy;
+  if (a.rank === 1) d = unsqueeze(d, [d.rank - (b.rank === 1 ? 0 : 1)]);
+  if (b.rank === 1) d = unsqueeze(d, [d.rank]);
+  let dA: Value | null = null;
+  let dB: Value | null = null;
+  if (needA) {
+    dA = unbroadcast(matmul(d, transposeLast2(b2)), a2); // dA = dY · Bᵀ
+    if (a.rank === 1) dA = squeeze(dA, [0]);
+  }
+  if (needB) {
+    if (b2.rank === 2 && a2.rank > 2) {
+      // A shared weight under a batched input: fold the batch axes into rows, one GEMM.
+      const k = a2.shape[a2.rank - 1]!;
+      const n = d.shape[d.rank - 1]!;
+      dB = matmul(transposeLast2(reshape(a2, [-1, k])), reshape(d, [-1, n]));
+    } else {
+      dB = unbroadcast(matmul(transposeLast2(a2), d), b2); // dB = Aᵀ · dY
+    }
+    if (b.rank === 1) dB = squeeze(dB, [1]);
+  }
+  return [dA, dB];
+}
+
+function attr(node: { attrs: Record<string, unknown> }, name: string, dflt: number): number {
+  const a = node.attrs[name] as { value: number } | undefined;
+  return a ? a.value : dflt;
+}
+
+/** Gradient rules of this family. */
+export const VJPS: Record<string, Vjp> = {
+  MatMul: ({ node, dy: [dy], needs }) => {
+    const [a, b] = inputsOf(node);
+    return matmulVjp(a!, b!, dy!, needs[0]!, needs[1]!);
+  },
+  Gemm: ({ node, dy: [dy], needs }) => {
+    const [a, b, c] = node.inputs;
+    const alpha = attr(node, "alpha", 1);
+    const beta = attr(node, "beta", 1);
+    const tA = attr(node, "transA", 0) === 1;
+    const tB = attr(node, "transB", 0) === 1;
+    // With A' = op(A), B' = op(B): dA' = α·dY·B'ᵀ and dB' = α·A'ᵀ·dY, written back through op.
+    const dA = !needs[0]
+      ? null
+      : tA
+      ? gemm(b!, dy!, null, { alpha, transA: tB, transB: true })
+      : gemm(dy!, b!, null, { alpha, transB: !tB });
+    const dB = !needs[1]
+      ? null
+      : tB
+      ? gemm(dy!, a!, null, { alpha, transA: true, transB: tA })
+      : gemm(a!, dy!, null, { alpha, transA: !tA });
+    const dC = needs[2] && c ? unbroadcast(beta === 1 ? dy! : mul(dy!, beta), c) : null;
+    return [dA, dB, dC];
+  },
+};
