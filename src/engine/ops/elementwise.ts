@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Graph, Value } from "../graph.ts";
+import type { Value } from "../graph.ts";
 import { assertFloat, assertSameDtype, broadcastShapes } from "../shapes.ts";
 import { inputsOf, outputOf, type Vjp } from "../vjp.ts";
 import { scalar } from "./constant.ts";
@@ -14,52 +14,174 @@ import { unbroadcast } from "./reduce.ts";
 /** A value, or a number that becomes a scalar constant of the other operand's dtype. */
 export type Operand = Value | number;
 
-function lift(a: Operand, b: Operand, op: string): [Value, Value, Graph] {
+/**
+ * The two operands of a binary op as values of one graph: a number becomes a rank-0 constant of
+ * the other operand's dtype. Two numbers fail, naming `op`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { liftOperands } from "./elementwise.ts";
+ * const x = new Graph().input("x", "F64", [3]);
+ * const [a, b] = liftOperands(x, 2, "Mul"); // b is an F64 scalar constant
+ * ```
+ */
+export function liftOperands(a: Operand, b: Operand, op: string): [Value, Value] {
   if (typeof a === "number" && typeof b === "number") {
     throw new TypeError(`Cannot apply ${op} to two numbers: one operand must be a graph value`);
   }
   const g = typeof a === "number" ? (b as Value).graph : a.graph;
   const va = typeof a === "number" ? scalar(g, a, (b as Value).dtype) : a;
   const vb = typeof b === "number" ? scalar(g, b, va.dtype) : b;
-  return [va, vb, g];
+  return [va, vb];
 }
 
 function binary(op: string, a: Operand, b: Operand): Value {
-  const [va, vb, g] = lift(a, b, op);
+  const [va, vb] = liftOperands(a, b, op);
   assertSameDtype(op, va, vb);
   const shape = broadcastShapes(op, va.shape, vb.shape);
-  return g.node(op, [va, vb], {}, [{ dtype: va.dtype, shape }])[0]!;
+  return va.graph.node(op, [va, vb], {}, [{ dtype: va.dtype, shape }])[0]!;
 }
 
 function unary(op: string, x: Value): Value {
   return x.graph.node(op, [x], {}, [{ dtype: x.dtype, shape: x.shape }])[0]!;
 }
 
-/** `a + b` with broadcasting. */
+/**
+ * `a + b` with broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { add } from "./elementwise.ts";
+ * const g = new Graph();
+ * const y = add(g.input("x", "F32", ["batch", 4]), g.input("b", "F32", [4])); // [batch, 4]
+ * ```
+ */
 export const add = (a: Operand, b: Operand): Value => binary("Add", a, b);
-/** `a - b` with broadcasting. */
+/**
+ * `a - b` with broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { sub } from "./elementwise.ts";
+ * const y = sub(1, new Graph().input("p", "F32", [3])); // 1 - p
+ * ```
+ */
 export const sub = (a: Operand, b: Operand): Value => binary("Sub", a, b);
-/** `a * b` with broadcasting. */
+/**
+ * `a * b` with broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { mul } from "./elementwise.ts";
+ * const y = mul(new Graph().input("x", "F32", [2, 3]), 0.5);
+ * ```
+ */
 export const mul = (a: Operand, b: Operand): Value => binary("Mul", a, b);
-/** `a / b` with broadcasting. */
+/**
+ * `a / b` with broadcasting.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { div } from "./elementwise.ts";
+ * const g = new Graph();
+ * const y = div(g.input("x", "F32", [2, 3]), g.input("s", "F32", [2, 1]));
+ * ```
+ */
 export const div = (a: Operand, b: Operand): Value => binary("Div", a, b);
-/** `a ** b` with broadcasting. */
+/**
+ * `a ** b` with broadcasting. The gradient for `b` is `a^b · ln a`, defined for `a > 0`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { pow } from "./elementwise.ts";
+ * const sq = pow(new Graph().input("x", "F32", [3]), 2);
+ * ```
+ */
 export function pow(a: Operand, b: Operand): Value {
   return binary("Pow", a, b);
 }
-/** `-x`. */
+/**
+ * `-x`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { neg } from "./elementwise.ts";
+ * const y = neg(new Graph().input("x", "F32", [3]));
+ * ```
+ */
 export const neg = (x: Value): Value => unary("Neg", x);
-/** `e^x`. */
+/**
+ * `e^x`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { exp } from "./elementwise.ts";
+ * const y = exp(new Graph().input("x", "F32", [3]));
+ * ```
+ */
 export const exp = (x: Value): Value => (assertFloat("Exp", x), unary("Exp", x));
-/** Natural logarithm. */
+/**
+ * Natural logarithm.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { log } from "./elementwise.ts";
+ * const y = log(new Graph().input("x", "F32", [3]));
+ * ```
+ */
 export const log = (x: Value): Value => (assertFloat("Log", x), unary("Log", x));
-/** Square root. */
+/**
+ * Square root.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { sqrt } from "./elementwise.ts";
+ * const y = sqrt(new Graph().input("x", "F32", [3]));
+ * ```
+ */
 export const sqrt = (x: Value): Value => (assertFloat("Sqrt", x), unary("Sqrt", x));
-/** `1 / x`. */
+/**
+ * `1 / x`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { reciprocal } from "./elementwise.ts";
+ * const y = reciprocal(new Graph().input("x", "F32", [3]));
+ * ```
+ */
 export const reciprocal = (x: Value): Value => unary("Reciprocal", x);
-/** `|x|`. */
+/**
+ * `|x|`; its gradient at 0 is 0 (`sign(0)`), as in PyTorch.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { abs } from "./elementwise.ts";
+ * const y = abs(new Graph().input("x", "F32", [3]));
+ * ```
+ */
 export const abs = (x: Value): Value => unary("Abs", x);
-/** Sign of x (-1, 0, 1); no gradient. */
+/**
+ * Sign of x (-1, 0, 1); no gradient.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { sign } from "./elementwise.ts";
+ * const s = sign(new Graph().input("x", "F32", [3]));
+ * ```
+ */
 export const sign = (x: Value): Value => unary("Sign", x);
 
 /** Gradient rules of this family. */
@@ -90,7 +212,8 @@ export const VJPS: Record<string, Vjp> = {
   },
   Neg: ({ dy: [dy] }) => [neg(dy!)],
   Pow: ({ node, dy: [dy], needs }) => {
-    // d(a^b)/da = b · a^(b-1); d(a^b)/db = a^b · ln a (defined for a > 0)
+    // saved for backward: a, b and y = a^b
+    // dA = dy · b · a^(b-1); dB = dy · a^b · ln a (defined for a > 0)
     const [a, b] = inputsOf(node);
     const y = outputOf(node);
     return [

@@ -5,15 +5,18 @@
  * @module
  */
 
-import { type Dim, formatShape, int, ints, type Shape, type Value } from "../graph.ts";
+import { type Dim, formatShape, int, ints, type Node, type Shape, type Value } from "../graph.ts";
 import { broadcastAxes, knownSize, normAxis } from "../shapes.ts";
 import { inputsOf, type Vjp } from "../vjp.ts";
-import { int64s, shapeOf, sizeOf } from "./constant.ts";
+import { constantInts, int64s, shapeOf, sizeOf } from "./constant.ts";
 import { cast, expand, unsqueeze } from "./shape.ts";
-import { div, mul } from "./elementwise.ts";
+import { div } from "./elementwise.ts";
 
 function reducedShape(op: string, x: Value, axes: readonly number[], keepdims: boolean): Dim[] {
   const set = new Set(axes.map((a) => normAxis(op, a, x.rank)));
+  if (set.size !== axes.length) {
+    throw new TypeError(`Invalid axes [${axes.join(", ")}] in ${op} of ${x}: axes repeat`);
+  }
   const out: Dim[] = [];
   x.shape.forEach((d, i) => {
     if (!set.has(i)) out.push(d);
@@ -27,7 +30,7 @@ function allAxes(x: Value): number[] {
 }
 
 /**
- * Sum over `axes` (all axes when omitted).
+ * Sum over `axes` (all axes when omitted; an explicit `[]` returns `x` unchanged).
  *
  * @example
  * ```ts
@@ -49,7 +52,18 @@ export function reduceSum(x: Value, axes?: readonly number[], keepdims = false):
   )[0]!;
 }
 
-/** Mean over `axes` (all axes when omitted). */
+/**
+ * Mean over `axes` (all axes when omitted). Axes are an attribute, as in opset 13–17; the VJP
+ * also reads the axes input of opset 18+ graphs.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { reduceMean } from "./reduce.ts";
+ * const g = new Graph();
+ * const m = reduceMean(g.input("x", "F32", ["batch", 3]), [0], true); // [1, 3]
+ * ```
+ */
 export function reduceMean(x: Value, axes?: readonly number[], keepdims = false): Value {
   const ax = (axes ?? allAxes(x)).map((a) => normAxis("ReduceMean", a, x.rank));
   const shape = reducedShape("ReduceMean", x, ax, keepdims);
@@ -61,7 +75,18 @@ export function reduceMean(x: Value, axes?: readonly number[], keepdims = false)
   )[0]!;
 }
 
-/** Sums `dy` (shaped like a broadcast result) back to the shape of `x`. */
+/**
+ * Sums `dy` (shaped like a broadcast result) back to the shape of `x`: over the leading axes `x`
+ * lacks and, keeping them, over the axes where `x` has size 1.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { unbroadcast } from "./reduce.ts";
+ * const g = new Graph();
+ * const db = unbroadcast(g.input("dy", "F32", ["batch", 4]), g.input("b", "F32", [1, 4])); // [1, 4]
+ * ```
+ */
 export function unbroadcast(dy: Value, x: Value): Value {
   if (dy.rank < x.rank) {
     throw new TypeError(
@@ -77,31 +102,30 @@ export function unbroadcast(dy: Value, x: Value): Value {
 
 /** Brings a reduced gradient back to the input's shape (inverse of a keepdims=0 reduce). */
 function spread(dy: Value, x: Value, axes: readonly number[], keepdims: boolean): Value {
-  const kept = keepdims ? dy : unsqueeze(dy, axes);
+  const kept = keepdims || axes.length === 0 ? dy : unsqueeze(dy, axes);
   return expand(kept, shapeOf(x), x.shape);
 }
 
-function axesOf(
-  node: { inputs: readonly (Value | null)[]; attrs: Record<string, unknown> },
-  x: Value,
-  fromInput: boolean,
-): number[] {
-  if (fromInput) {
-    const a = node.inputs[1];
-    if (!a) return allAxes(x);
-    const init = a.graph.initializers.get(a);
-    if (!init || !("data" in init)) {
-      throw new TypeError(`Cannot differentiate ReduceSum with non-constant axes "${a.name}"`);
-    }
-    return Array.from(init.data as BigInt64Array, (v) => normAxis("ReduceSum", Number(v), x.rank));
-  }
-  const attr = node.attrs["axes"] as { value: number[] } | undefined;
-  return attr ? attr.value.map((v) => normAxis("ReduceMean", v, x.rank)) : allAxes(x);
+function attr(node: Node, name: string): number | undefined {
+  return (node.attrs[name] as { value: number } | undefined)?.value;
 }
 
-function keep(node: { attrs: Record<string, unknown> }): boolean {
-  const k = node.attrs["keepdims"] as { value: number } | undefined;
-  return k ? k.value !== 0 : true;
+/**
+ * The reduced axes of a reduce node: the `axes` attribute (opset < 18 ReduceMean) or input
+ * (ReduceSum 13+, every reduce 18+), all axes when absent or empty, none when empty and
+ * `noop_with_empty_axes` is set.
+ */
+function axesOf(node: Node, x: Value): number[] {
+  const a = node.inputs[1];
+  let axes = (node.attrs["axes"] as { value: readonly number[] } | undefined)?.value;
+  if (a) {
+    axes = constantInts(a);
+    if (!axes) {
+      throw new TypeError(`Cannot differentiate ${node.op} with non-constant axes "${a.name}"`);
+    }
+  }
+  if (!axes || axes.length === 0) return attr(node, "noop_with_empty_axes") ? [] : allAxes(x);
+  return axes.map((v) => normAxis(node.op, v, x.rank));
 }
 
 /** Number of elements reduced over, as a scalar of x's dtype (runtime when dims are symbolic). */
@@ -114,16 +138,18 @@ function count(x: Value, y: Value, axes: readonly number[]): Value | number {
 
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
+  // dX = dY spread back over the reduced axes
   ReduceSum: ({ node, dy: [dy] }) => {
     const x = inputsOf(node)[0]!;
-    const axes = axesOf(node, x, true);
-    return [spread(dy!, x, axes, keep(node)), null];
+    return [spread(dy!, x, axesOf(node, x), attr(node, "keepdims") !== 0), null];
   },
+  // dX = dY / n spread back, n the number of elements averaged (runtime for symbolic axes)
   ReduceMean: ({ node, dy: [dy] }) => {
     const x = node.inputs[0]!;
-    const axes = axesOf(node, x, false);
+    const axes = axesOf(node, x);
     const n = count(x, node.outputs[0]!, axes);
-    const scaled = typeof n === "number" ? mul(dy!, 1 / n) : div(dy!, n);
-    return [spread(scaled, x, axes, keep(node))];
+    // Divide rather than multiply by 1/n: a float32 constant 1/n is inexact in the float64 twin.
+    const scaled = n === 1 ? dy! : div(dy!, n);
+    return [spread(scaled, x, axes, attr(node, "keepdims") !== 0), null];
   },
 };

@@ -1,20 +1,25 @@
 /**
  * Shape and layout ops whose gradients are data movement: Reshape, Transpose, Identity, Expand,
- * Unsqueeze, Squeeze, Flatten and Cast.
+ * Unsqueeze, Squeeze and Flatten. Cast lives in `cast.ts` (re-exported here), joining in
+ * `concat.ts`, cutting in `slice.ts`.
  *
  * @module
  */
 
-import type { DType } from "../../tensor.ts";
 import { type Dim, formatShape, int, ints, type Shape, type Value } from "../graph.ts";
-import { broadcastShapes, knownSize, normAxis } from "../shapes.ts";
+import { broadcastShapes, normAxis } from "../shapes.ts";
 import { inputsOf, type Vjp } from "../vjp.ts";
 import { int64s, shapeOf } from "./constant.ts";
 import { unbroadcast } from "./reduce.ts";
 
+export { cast, dtypeOfOnnx, onnxDtype } from "./cast.ts";
+
 /**
- * Reshapes `x` to `shape`. Symbolic dimensions are kept by position (ONNX `0`) or inferred
- * (`-1`); `-1` may also be given explicitly.
+ * Reshapes `x` to `shape`. A symbolic dimension at the same position as in `x` is copied (ONNX
+ * `0`); one dimension may be `-1` (or a new symbolic name) and is inferred. The inferred size is
+ * computed at build time when the sizes allow it: symbolic dimensions shared by both shapes
+ * cancel, so `["batch", 2, 3]` to `[-1, 3]` is `[dim, 3]` but `["batch", 6]` to `[-1, 6]` is
+ * `["batch", 6]`. A literal `0` would mean "copy" to ONNX and is rejected.
  *
  * @example
  * ```ts
@@ -25,41 +30,45 @@ import { unbroadcast } from "./reduce.ts";
  * ```
  */
 export function reshape(x: Value, shape: readonly Dim[]): Value {
+  const fail = (why: string): never => {
+    throw new TypeError(`Cannot reshape ${x} to ${formatShape(shape)} in Reshape: ${why}`);
+  };
   const spec: number[] = [];
   const out: Dim[] = [];
   let inferred = -1;
   shape.forEach((d, i) => {
-    if (typeof d === "number" && d >= 0) {
+    if (d === 0) fail("a dimension of size 0 is not supported");
+    if (typeof d === "number" && d > 0) {
+      if (!Number.isInteger(d)) fail(`dimension ${d} is not an integer`);
       spec.push(d);
       out.push(d);
     } else if (typeof d === "string" && x.shape[i] === d) {
       spec.push(0);
       out.push(d);
     } else {
-      if (inferred >= 0) {
-        throw new TypeError(
-          `Cannot reshape ${formatShape(x.shape)} to ${
-            formatShape(shape)
-          }: more than one unknown dimension`,
-        );
-      }
+      if (typeof d === "number" && d !== -1) fail(`dimension ${d} is negative`);
+      if (inferred >= 0) fail("more than one unknown dimension");
       inferred = i;
       spec.push(-1);
-      out.push(d === -1 ? "?" : d);
+      out.push(d);
     }
   });
-  const inSize = knownSize(x.shape);
-  const known = knownSize(out.filter((_, i) => i !== inferred));
-  if (inferred >= 0 && inSize !== undefined && known !== undefined) {
-    if (known === 0 || inSize % known !== 0) {
-      throw new TypeError(`Cannot reshape ${formatShape(x.shape)} to ${formatShape(shape)}`);
-    }
-    out[inferred] = inSize / known;
-  } else if (inferred < 0 && inSize !== undefined && known !== undefined && inSize !== known) {
-    throw new TypeError(
-      `Cannot reshape ${formatShape(x.shape)} to ${formatShape(shape)}: sizes differ`,
-    );
-  } else if (inferred >= 0 && out[inferred] === "?") {
+  const num = factor(x.shape);
+  const den = factor(out.filter((_, i) => i !== inferred));
+  const left = [...num.syms];
+  const cancels = den.syms.every((s) => {
+    const k = left.indexOf(s);
+    if (k >= 0) left.splice(k, 1);
+    return k >= 0;
+  });
+  if (inferred < 0) {
+    if (cancels && left.length === 0 && num.n !== den.n) fail("sizes differ");
+  } else if (cancels && left.length === 0) {
+    if (den.n === 0 || num.n % den.n !== 0) fail(`${num.n} elements do not divide by ${den.n}`);
+    out[inferred] = num.n / den.n;
+  } else if (cancels && left.length === 1 && num.n === den.n) {
+    out[inferred] = left[0]!;
+  } else if (out[inferred] === -1) {
     out[inferred] = x.graph.freshName("dim");
   }
   return x.graph.node("Reshape", [x, int64s(x.graph, spec)], {}, [{
@@ -68,45 +77,115 @@ export function reshape(x: Value, shape: readonly Dim[]): Value {
   }])[0]!;
 }
 
-/** Reshapes `x` to a runtime shape (a 1-D int64 value) whose static form is `staticShape`. */
+/** Known sizes multiplied together, and the symbolic dimensions left over. */
+function factor(shape: Shape): { n: number; syms: string[] } {
+  let n = 1;
+  const syms: string[] = [];
+  for (const d of shape) typeof d === "number" ? (n *= d) : syms.push(d);
+  return { n, syms };
+}
+
+/**
+ * Reshapes `x` to a runtime shape (a 1-D int64 value) whose static form is `staticShape`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { shapeOf } from "./constant.ts";
+ * import { reshape, reshapeTo } from "./shape.ts";
+ * const g = new Graph();
+ * const x = g.input("x", "F32", ["batch", 2, 3]);
+ * const back = reshapeTo(reshape(x, ["batch", 6]), shapeOf(x), x.shape);
+ * ```
+ */
 export function reshapeTo(x: Value, shape: Value, staticShape: Shape): Value {
   return x.graph.node("Reshape", [x, shape], {}, [{ dtype: x.dtype, shape: staticShape }])[0]!;
 }
 
-/** Permutes axes (reverses them when `perm` is omitted). */
+/**
+ * Permutes axes (reverses them when `perm` is omitted); negative axes count from the end.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { transpose } from "./shape.ts";
+ * const y = transpose(new Graph().input("x", "F32", ["batch", 2, 3]), [0, 2, 1]); // [batch, 3, 2]
+ * ```
+ */
 export function transpose(x: Value, perm?: readonly number[]): Value {
-  const p = perm ?? x.shape.map((_, i) => x.rank - 1 - i);
-  if (
-    p.length !== x.rank || new Set(p.map((a) => normAxis("Transpose", a, x.rank))).size !== x.rank
-  ) {
-    throw new TypeError(`Invalid perm [${p.join(", ")}] in Transpose of ${formatShape(x.shape)}`);
+  const given = perm ?? x.shape.map((_, i) => x.rank - 1 - i);
+  const p = given.map((a) => (a < 0 ? a + x.rank : a));
+  if (p.length !== x.rank || p.some((a) => !(a >= 0 && a < x.rank)) || new Set(p).size !== x.rank) {
+    throw new TypeError(`Invalid perm [${given.join(", ")}] in Transpose of ${x}`);
   }
   const shape = p.map((a) => x.shape[a]!);
   return x.graph.node("Transpose", [x], { perm: ints(p) }, [{ dtype: x.dtype, shape }])[0]!;
 }
 
-/** Swaps the last two axes. */
+/**
+ * Swaps the last two axes.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { transposeLast2 } from "./shape.ts";
+ * const wT = transposeLast2(new Graph().input("w", "F32", [4, 3])); // [3, 4]
+ * ```
+ */
 export function transposeLast2(x: Value): Value {
   const p = x.shape.map((_, i) => i);
   [p[x.rank - 2], p[x.rank - 1]] = [x.rank - 1, x.rank - 2];
   return transpose(x, p);
 }
 
-/** A copy of `x` (ONNX Identity), useful to give an output its own name. */
+/**
+ * A copy of `x` (ONNX Identity), useful to give an output its own name.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { identity } from "./shape.ts";
+ * const y = identity(new Graph().input("x", "F32", [2]), "logits");
+ * ```
+ */
 export function identity(x: Value, name?: string): Value {
   return x.graph.node("Identity", [x], {}, [{ dtype: x.dtype, shape: x.shape, name }])[0]!;
 }
 
-/** Broadcasts `x` to a runtime shape whose static form is `staticShape`. */
+/**
+ * Broadcasts `x` to a runtime shape (a 1-D int64 value) whose static form is `staticShape`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { shapeOf } from "./constant.ts";
+ * import { expand } from "./shape.ts";
+ * const g = new Graph();
+ * const x = g.input("x", "F32", ["batch", 4]);
+ * const b = expand(g.input("b", "F32", [4]), shapeOf(x), x.shape); // [batch, 4]
+ * ```
+ */
 export function expand(x: Value, shape: Value, staticShape: Shape): Value {
   const out = broadcastShapes("Expand", x.shape, staticShape);
   return x.graph.node("Expand", [x, shape], {}, [{ dtype: x.dtype, shape: out }])[0]!;
 }
 
-/** Inserts size-1 axes at `axes` (positions in the result). */
+/**
+ * Inserts size-1 axes at `axes` (positions in the result).
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { unsqueeze } from "./shape.ts";
+ * const y = unsqueeze(new Graph().input("x", "F32", ["batch", 3]), [1, -1]); // [batch, 1, 3, 1]
+ * ```
+ */
 export function unsqueeze(x: Value, axes: readonly number[]): Value {
   const rank = x.rank + axes.length;
   const set = new Set(axes.map((a) => normAxis("Unsqueeze", a, rank)));
+  if (set.size !== axes.length) {
+    throw new TypeError(`Invalid axes [${axes.join(", ")}] in Unsqueeze of ${x}: axes repeat`);
+  }
   const out: Dim[] = [];
   let j = 0;
   for (let i = 0; i < rank; i++) out.push(set.has(i) ? 1 : x.shape[j++]!);
@@ -116,12 +195,21 @@ export function unsqueeze(x: Value, axes: readonly number[]): Value {
   }])[0]!;
 }
 
-/** Removes size-1 axes at `axes`. */
+/**
+ * Removes size-1 axes at `axes`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { squeeze } from "./shape.ts";
+ * const y = squeeze(new Graph().input("x", "F32", ["batch", 1, 3]), [1]); // [batch, 3]
+ * ```
+ */
 export function squeeze(x: Value, axes: readonly number[]): Value {
   const set = new Set(axes.map((a) => normAxis("Squeeze", a, x.rank)));
   for (const a of set) {
     if (x.shape[a] !== 1) {
-      throw new TypeError(`Cannot squeeze axis ${a} of ${formatShape(x.shape)}: its size is not 1`);
+      throw new TypeError(`Cannot squeeze axis ${a} of ${x} in Squeeze: its size is not 1`);
     }
   }
   const out = x.shape.filter((_, i) => !set.has(i));
@@ -131,56 +219,30 @@ export function squeeze(x: Value, axes: readonly number[]): Value {
   }])[0]!;
 }
 
-/** Flattens to 2-D around `axis` (ONNX Flatten). */
+/**
+ * Flattens to 2-D around `axis` (ONNX Flatten): `[d0 · … · d(axis-1), d(axis) · … · d(n-1)]`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { flatten } from "./shape.ts";
+ * const y = flatten(new Graph().input("x", "F32", ["batch", 2, 3])); // [batch, 6]
+ * ```
+ */
 export function flatten(x: Value, axis = 1): Value {
   const a = axis < 0 ? axis + x.rank : axis;
-  const left = knownSize(x.shape.slice(0, a));
-  const right = knownSize(x.shape.slice(a));
-  const shape: Dim[] = [
-    left ?? (a === 1 ? x.shape[0]! : x.graph.freshName("dim")),
-    right ?? x.graph.freshName("dim"),
-  ];
+  if (!Number.isInteger(a) || a < 0 || a > x.rank) {
+    throw new RangeError(`Invalid axis ${axis} in Flatten for a value of rank ${x.rank}`);
+  }
+  const side = (dims: Shape): Dim => {
+    const f = factor(dims);
+    if (f.syms.length === 0) return f.n;
+    return f.syms.length === 1 && f.n === 1 ? f.syms[0]! : x.graph.freshName("dim");
+  };
+  const shape: Dim[] = [side(x.shape.slice(0, a)), side(x.shape.slice(a))];
   return x.graph.node("Flatten", [x], { axis: int(axis) }, [{ dtype: x.dtype, shape }])[0]!;
 }
 
-const ONNX_DTYPE: Partial<Record<DType, number>> = {
-  F32: 1,
-  U8: 2,
-  I8: 3,
-  U16: 4,
-  I16: 5,
-  I32: 6,
-  I64: 7,
-  BOOL: 9,
-  F16: 10,
-  F64: 11,
-  U32: 12,
-  U64: 13,
-  BF16: 16,
-};
-
-/** ONNX `TensorProto.DataType` code of a dtype. */
-export function onnxDtype(dtype: DType): number {
-  const code = ONNX_DTYPE[dtype];
-  if (code === undefined) throw new TypeError(`Cannot represent dtype ${dtype} in ONNX`);
-  return code;
-}
-
-/** The dtype of an ONNX `TensorProto.DataType` code. */
-export function dtypeOfOnnx(code: number): DType {
-  for (const [k, v] of Object.entries(ONNX_DTYPE)) if (v === code) return k as DType;
-  if (code === 17) return "F8_E4M3";
-  if (code === 19) return "F8_E5M2";
-  throw new TypeError(`Unsupported ONNX data type ${code}`);
-}
-
-/** Converts `x` to `dtype`. */
-export function cast(x: Value, dtype: DType): Value {
-  if (x.dtype === dtype) return x;
-  return x.graph.node("Cast", [x], { to: int(onnxDtype(dtype)) }, [{ dtype, shape: x.shape }])[0]!;
-}
-
-const isFloatDtype = (d: DType) => d === "F32" || d === "F64" || d === "F16" || d === "BF16";
 const back = (dy: Value, x: Value) => reshapeTo(dy, shapeOf(x), x.shape);
 
 /** Gradient rules of this family. */
@@ -198,8 +260,4 @@ export const VJPS: Record<string, Vjp> = {
     return [transpose(dy!, inv)];
   },
   Expand: ({ node, dy: [dy] }) => [unbroadcast(dy!, inputsOf(node)[0]!), null],
-  Cast: ({ node, dy: [dy] }) => {
-    const x = node.inputs[0]!;
-    return [isFloatDtype(x.dtype) ? cast(dy!, x.dtype) : null];
-  },
 };
