@@ -1,0 +1,170 @@
+/**
+ * Everything known about an ONNX file before its graph is built: real inputs with their shapes,
+ * sorted nodes without post-processing, linear layers, the nodes the outputs need and the ops
+ * ffwd cannot import. Reads no tensor data (only `Constant` node attributes).
+ *
+ * @module
+ */
+
+import type { Dim } from "../../engine/graph.ts";
+import type { NodeProto, TensorProto, ValueInfoProto } from "../../onnx/gen/onnx_pb.ts";
+import type { DType, Tensor } from "../../tensor.ts";
+import { attrInt, attrTensor } from "./_attrs.ts";
+import { cutPostProcessing, domainOf, neededNodes, qualifiedOp, sortNodes } from "./_graph.ts";
+import { type ConstInfo, findLinearLayers, type LinearMatch } from "./linear.ts";
+import { handlerOf } from "./op_map.ts";
+import { type InitializerInfo, initializerInfo, type OnnxFile } from "./read.ts";
+import { dimsOf, dtypeOfCode, tensorFromProto } from "./tensor_proto.ts";
+
+/** A real graph input (not an initializer) with its declared dtype and shape. */
+export interface InputDecl {
+  readonly name: string;
+  /** Storage dtype as declared (half precision is fed as float32). */
+  readonly dtype: DType;
+  readonly shape: readonly Dim[];
+}
+
+/** The analysis of an ONNX file. */
+export interface Analysis {
+  readonly file: OnnxFile;
+  /** Opset version per domain (`""` is the default domain). */
+  readonly opsets: ReadonlyMap<string, number>;
+  readonly inputs: readonly InputDecl[];
+  /** The network's outputs (after post-processing is cut off). */
+  readonly outputs: readonly string[];
+  /** Initializers by name. */
+  readonly initializers: ReadonlyMap<string, TensorProto>;
+  readonly initializerInfo: readonly InitializerInfo[];
+  /** Tensors of `Constant` nodes by output name. */
+  readonly constants: ReadonlyMap<string, Tensor>;
+  /** Nodes the outputs need, sorted. */
+  readonly nodes: readonly NodeProto[];
+  /** Linear layers the outputs need, by the node that produces the layer's output. */
+  readonly linear: ReadonlyMap<NodeProto, LinearMatch>;
+  /** Needed nodes no handler exists for. */
+  readonly unsupported: readonly NodeProto[];
+  /** Position of each node in the file, for messages about unnamed nodes. */
+  readonly index: ReadonlyMap<NodeProto, number>;
+  /** Op histogram of the whole file (`Op` or `domain.Op` → count). */
+  readonly histogram: Readonly<Record<string, number>>;
+  readonly notes: readonly string[];
+}
+
+/** Ops whose outputs are never float: their values are not network outputs. */
+const NON_FLOAT_OPS = new Set([
+  "ArgMax",
+  "ArgMin",
+  "Shape",
+  "Size",
+  "NonZero",
+  "Equal",
+  "Greater",
+  "Less",
+  "Not",
+  "And",
+  "Or",
+]);
+
+/** Analyzes a decoded file. */
+export function analyze(file: OnnxFile): Analysis {
+  const g = file.proto.graph!;
+  const notes: string[] = [];
+  const opsets = new Map<string, number>();
+  for (const o of file.proto.opsetImport) {
+    opsets.set(o.domain === "ai.onnx" ? "" : o.domain, Number(o.version));
+  }
+  if (!opsets.has("")) opsets.set("", 1);
+  const initializers = new Map(g.initializer.map((t) => [t.name, t]));
+  const ir = Number(file.proto.irVersion);
+  const shadowed = g.input.filter((i) => initializers.has(i.name)).map((i) => `"${i.name}"`);
+  if (shadowed.length && ir >= 4) {
+    notes.push(
+      `Graph inputs ${shadowed.join(", ")} have initializers (IR ${ir}): imported as constants ` +
+        "with those values; list them in `trainable` to feed them",
+    );
+  }
+  const inputs = g.input.filter((i) => !initializers.has(i.name)).map((i) => inputDecl(file, i));
+  const halfInputs = inputs.filter((i) => i.dtype === "F16" || i.dtype === "BF16");
+  if (halfInputs.length) {
+    notes.push(
+      `Inputs ${halfInputs.map((i) => `"${i.name}" (${i.dtype})`).join(", ")} are fed as F32: ` +
+        "ffwd computes half-precision models in float32",
+    );
+  }
+  const available = new Set([...inputs.map((i) => i.name), ...initializers.keys()]);
+  const sorted = sortNodes(g.node, available, file.path);
+  const constants = new Map<string, Tensor>();
+  for (const n of sorted) {
+    const t = n.opType === "Constant" && domainOf(n) === "" ? attrTensor(n, "value") : undefined;
+    if (t && n.output[0]) constants.set(n.output[0], tensorFromProto(t, `node "${n.name}"`));
+  }
+  const declared = new Map<string, number>();
+  for (const v of [...g.valueInfo, ...g.output, ...g.input]) {
+    if (v.type?.value.case === "tensorType") declared.set(v.name, v.type.value.value.elemType);
+  }
+  const producer = new Map<string, NodeProto>();
+  for (const n of sorted) for (const o of n.output) producer.set(o, n);
+  const floatValue = (name: string) => {
+    const code = declared.get(name);
+    if (code !== undefined && code !== 0) return [1, 10, 11, 16].includes(code);
+    const p = producer.get(name);
+    if (!p) return true;
+    if (p.opType === "Cast") return [1, 10, 11, 16].includes(attrInt(p, "to", 1));
+    return !NON_FLOAT_OPS.has(p.opType);
+  };
+  const cut = cutPostProcessing(
+    sorted,
+    g.output.map((o) => o.name),
+    new Set(inputs.map((i) => i.name)),
+    floatValue,
+  );
+  if (cut.note) notes.push(cut.note);
+  const constOf = (name: string): ConstInfo | undefined => {
+    const t = initializers.get(name);
+    if (t) return { dtype: dtypeOfCode(t.dataType, `tensor "${name}"`), shape: dimsOf(t) };
+    const c = constants.get(name);
+    return c ? { dtype: c.dtype, shape: c.shape } : undefined;
+  };
+  const matches = findLinearLayers(sorted, constOf, new Set(cut.outputs));
+  const finals = new Map(matches.map((m) => [m.biasAdd ?? m.anchor, m]));
+  const depsOf = (n: NodeProto): readonly string[] => {
+    const m = finals.get(n);
+    return m ? [m.x, m.layer.weightKey, m.layer.biasKey ?? ""] : n.input;
+  };
+  const needed = neededNodes(sorted, cut.outputs, depsOf, (name) => producer.get(name));
+  const nodes = sorted.filter((n) => needed.has(n));
+  const histogram: Record<string, number> = {};
+  for (const n of g.node) histogram[qualifiedOp(n)] = (histogram[qualifiedOp(n)] ?? 0) + 1;
+  return {
+    file,
+    opsets,
+    inputs,
+    outputs: cut.outputs,
+    initializers,
+    initializerInfo: g.initializer.map((t) => initializerInfo(file, t)),
+    constants,
+    nodes,
+    linear: new Map([...finals].filter(([n]) => needed.has(n))),
+    unsupported: nodes.filter((n) => !finals.has(n) && !handlerOf(domainOf(n), n.opType)),
+    index: new Map(g.node.map((n, i) => [n, i])),
+    histogram,
+    notes,
+  };
+}
+
+/** Dtype and shape of a graph input; unknown dimensions get symbolic names. */
+function inputDecl(file: OnnxFile, v: ValueInfoProto): InputDecl {
+  const what = `ONNX model "${file.path}": input "${v.name}"`;
+  if (v.type?.value.case !== "tensorType") {
+    throw new TypeError(`Cannot import ${what}: it is not a tensor`);
+  }
+  const t = v.type.value.value;
+  const dtype = dtypeOfCode(t.elemType, what);
+  if (!t.shape) throw new TypeError(`Cannot import ${what}: its shape is not declared`);
+  const shape = t.shape.dim.map((d, i): Dim => {
+    if (d.value.case === "dimValue" && d.value.value >= 0n) return Number(d.value.value);
+    if (d.value.case === "dimParam" && d.value.value !== "") return d.value.value;
+    return `${v.name}_dim${i}`; // unknown (or -1): symbolic, named after the input
+  });
+  return { name: v.name, dtype, shape };
+}

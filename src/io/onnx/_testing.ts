@@ -1,0 +1,240 @@
+/**
+ * Test helpers of the ONNX importer (imported only by its `*_test.ts` files): small ONNX models
+ * written by hand, and running an imported model and the original file side by side.
+ *
+ * @module
+ */
+
+import { create, toBinary } from "@bufbuild/protobuf";
+import * as ort from "onnxruntime-node";
+import {
+  type AttributeProto,
+  AttributeProto_AttributeType as AT,
+  AttributeProtoSchema,
+  GraphProtoSchema,
+  type ModelProto,
+  ModelProtoSchema,
+  type NodeProto,
+  NodeProtoSchema,
+  OperatorSetIdProtoSchema,
+  StringStringEntryProtoSchema,
+  type TensorProto,
+  TensorProto_DataLocation,
+  TensorProtoSchema,
+  TensorShapeProto_DimensionSchema,
+  TensorShapeProtoSchema,
+  TypeProto_TensorSchema,
+  TypeProtoSchema,
+  type ValueInfoProto,
+  ValueInfoProtoSchema,
+} from "../../onnx/gen/onnx_pb.ts";
+import { Graph } from "../../engine/graph.ts";
+import { fromOrt, Session, toOrt } from "../../engine/runtime.ts";
+import type { BuildOptions } from "../../model.ts";
+import type { Tensor } from "../../tensor.ts";
+import type { OnnxModel } from "./import.ts";
+
+/** The realdata folder (see `../shared/realdata/README.md`). */
+export const REALDATA = new URL("../../../../shared/realdata/", import.meta.url).pathname;
+
+/** A test that reads `REALDATA`, skipped when FFWD_SKIP_REALDATA=1. */
+export function realdataTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, ignore: Deno.env.get("FFWD_SKIP_REALDATA") === "1", fn });
+}
+
+/** An attribute value: `{ i }`, `{ f }`, `{ ints }`, `{ floats }`, `{ s }` or `{ t }`. */
+export type A =
+  | { i: number }
+  | { f: number }
+  | { ints: number[] }
+  | { floats: number[] }
+  | { s: string }
+  | { t: TensorProto };
+
+function attr(name: string, a: A): AttributeProto {
+  if ("i" in a) return create(AttributeProtoSchema, { name, type: AT.INT, i: BigInt(a.i) });
+  if ("f" in a) return create(AttributeProtoSchema, { name, type: AT.FLOAT, f: a.f });
+  if ("ints" in a) {
+    return create(AttributeProtoSchema, { name, type: AT.INTS, ints: a.ints.map(BigInt) });
+  }
+  if ("floats" in a) {
+    return create(AttributeProtoSchema, { name, type: AT.FLOATS, floats: a.floats });
+  }
+  if ("s" in a) {
+    return create(AttributeProtoSchema, {
+      name,
+      type: AT.STRING,
+      s: new TextEncoder().encode(a.s),
+    });
+  }
+  return create(AttributeProtoSchema, { name, type: AT.TENSOR, t: a.t });
+}
+
+/** A node. */
+export function node(
+  op: string,
+  inputs: string[],
+  outputs: string[],
+  attrs: Record<string, A> = {},
+  extra: { name?: string; domain?: string } = {},
+): NodeProto {
+  return create(NodeProtoSchema, {
+    opType: op,
+    input: inputs,
+    output: outputs,
+    name: extra.name ?? "",
+    domain: extra.domain ?? "",
+    attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)),
+  });
+}
+
+/** A float32 tensor with its data in raw_data. */
+export function f32(name: string, dims: number[], values: number[]): TensorProto {
+  const raw = new Uint8Array(new Float32Array(values).buffer);
+  return create(TensorProtoSchema, { name, dims: dims.map(BigInt), dataType: 1, rawData: raw });
+}
+
+/** An int64 tensor with its data in int64_data. */
+export function i64(name: string, dims: number[], values: number[]): TensorProto {
+  return create(TensorProtoSchema, {
+    name,
+    dims: dims.map(BigInt),
+    dataType: 7,
+    int64Data: values.map(BigInt),
+  });
+}
+
+/** A tensor whose data is external. */
+export function external(
+  name: string,
+  dims: number[],
+  dataType: number,
+  kv: Record<string, string>,
+): TensorProto {
+  return create(TensorProtoSchema, {
+    name,
+    dims: dims.map(BigInt),
+    dataType,
+    dataLocation: TensorProto_DataLocation.EXTERNAL,
+    externalData: Object.entries(kv).map(([key, value]) =>
+      create(StringStringEntryProtoSchema, { key, value })
+    ),
+  });
+}
+
+/** A graph input or output: elem type 1 is FLOAT, dims are sizes or symbolic names. */
+export function io(name: string, dims: (number | string)[], elemType = 1): ValueInfoProto {
+  const dim = dims.map((d) =>
+    create(TensorShapeProto_DimensionSchema, {
+      value: typeof d === "number"
+        ? { case: "dimValue", value: BigInt(d) }
+        : { case: "dimParam", value: d },
+    })
+  );
+  return create(ValueInfoProtoSchema, {
+    name,
+    type: create(TypeProtoSchema, {
+      value: {
+        case: "tensorType",
+        value: create(TypeProto_TensorSchema, {
+          elemType,
+          shape: create(TensorShapeProtoSchema, { dim }),
+        }),
+      },
+    }),
+  });
+}
+
+/** What {@link model} assembles. */
+export interface ModelParts {
+  nodes: NodeProto[];
+  inputs: ValueInfoProto[];
+  outputs: ValueInfoProto[];
+  inits?: TensorProto[];
+  opset?: number;
+  ir?: number;
+  domains?: Record<string, number>;
+}
+
+/** A model proto. */
+export function model(p: ModelParts): ModelProto {
+  const opsetImport = [
+    create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(p.opset ?? 17) }),
+  ];
+  for (const [domain, v] of Object.entries(p.domains ?? {})) {
+    opsetImport.push(create(OperatorSetIdProtoSchema, { domain, version: BigInt(v) }));
+  }
+  return create(ModelProtoSchema, {
+    irVersion: BigInt(p.ir ?? 8),
+    producerName: "ffwd-test",
+    opsetImport,
+    graph: create(GraphProtoSchema, {
+      name: "test",
+      node: p.nodes,
+      input: p.inputs,
+      output: p.outputs,
+      initializer: p.inits ?? [],
+    }),
+  });
+}
+
+/** Writes a model to `dir/name` and returns the path. */
+export async function writeModel(dir: string, name: string, m: ModelProto): Promise<string> {
+  const path = `${dir}/${name}`;
+  await Deno.writeFile(path, toBinary(ModelProtoSchema, m));
+  return path;
+}
+
+/** A float32 tensor. */
+export const t32 = (shape: number[], values: number[]): Tensor<"F32"> => ({
+  dtype: "F32",
+  shape,
+  data: Float32Array.from(values),
+});
+
+/** Builds and runs an imported model; feeds and results are keyed by the model's IO names. */
+export async function runImported(
+  m: OnnxModel,
+  feeds: Record<string, Tensor>,
+  opts: BuildOptions = {},
+): Promise<Record<string, Tensor>> {
+  const g = new Graph();
+  const built = m.build(g, opts);
+  const s = await Session.compile(g);
+  try {
+    const named: Record<string, Tensor> = {};
+    built.inputs.forEach((v, i) => (named[v.name] = feeds[m.inputs[i]!.name]!));
+    const out = await s.run(named);
+    return Object.fromEntries(built.outputs.map((v, i) => [m.outputs[i]!.name, out[v.name]!]));
+  } finally {
+    await s.release();
+  }
+}
+
+/** Runs the original file in onnxruntime. */
+export async function runOriginal(
+  path: string,
+  feeds: Record<string, Tensor>,
+): Promise<Record<string, Tensor>> {
+  const s = await ort.InferenceSession.create(path, { logSeverityLevel: 3 });
+  try {
+    const out = await s.run(
+      Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, toOrt(t)])),
+    );
+    return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, fromOrt(t)]));
+  } finally {
+    await s.release();
+  }
+}
+
+/** Largest absolute difference between two float tensors of one shape. */
+export function maxDiff(a: Tensor, b: Tensor): number {
+  if (a.shape.join() !== b.shape.join()) {
+    throw new Error(`Shapes differ: [${a.shape}] vs [${b.shape}]`);
+  }
+  let m = 0;
+  for (let i = 0; i < a.data.length; i++) {
+    m = Math.max(m, Math.abs(Number(a.data[i]) - Number(b.data[i])));
+  }
+  return m;
+}

@@ -1,0 +1,154 @@
+/**
+ * ONNX graphs as ffwd base models. `openOnnxModel` reads a model written by PyTorch (0.3 to 2.x),
+ * tf2onnx, keras2onnx or skl2onnx, finds its linear layers, and returns a {@link BaseModel} whose
+ * `build` replays the ONNX nodes through ffwd's builders (shapes inferred, differentiable), calling
+ * the linear hook on every layer.
+ *
+ * What is refused, and why: external data outside the model's folder (onnxruntime would read it
+ * outside Deno's sandbox); ops outside `supportedOps()`, with the op, domain, node and the list.
+ * What is changed, with a note in `model.notes`: `ai.onnx.ml` post-processing after the network
+ * (ZipMap, ArrayFeatureExtractor, …) is cut off; half-precision models compute in float32;
+ * initializers that IR ≥ 4 graphs also list as inputs are imported as constants.
+ *
+ * @module
+ */
+
+import { Graph } from "../../engine/graph.ts";
+import type { ModelProto } from "../../onnx/gen/onnx_pb.ts";
+import type { BaseModel, BuildOptions, Built, ModelIO } from "../../model.ts";
+import type { Tensor } from "../../tensor.ts";
+import { type Analysis, analyze } from "./_analyze.ts";
+import { describeNode, qualifiedOp } from "./_graph.ts";
+import { replay } from "./_replay.ts";
+import type { OnnxLinearLayer } from "./linear.ts";
+import { supportedOps } from "./op_map.ts";
+import { type InitializerInfo, loadTensor, readOnnxFile } from "./read.ts";
+
+/** An opset import of a model. */
+export interface OpsetImport {
+  /** `""` for the default ONNX domain. */
+  readonly domain: string;
+  readonly version: number;
+}
+
+/** A base model read from an ONNX file. */
+export interface OnnxModel extends BaseModel {
+  readonly format: "onnx";
+  readonly layers: readonly OnnxLinearLayer[];
+  readonly producer: { readonly name: string; readonly version: string };
+  readonly irVersion: number;
+  readonly opsets: readonly OpsetImport[];
+  /** Node count per op type (`Op`, or `domain.Op` outside the default domain). */
+  readonly opHistogram: Readonly<Record<string, number>>;
+  readonly initializers: readonly InitializerInfo[];
+  /** The decoded file, to export a merged model that keeps the original graph. */
+  readonly proto: ModelProto;
+  /** What the import changed or cut off, one sentence each. */
+  readonly notes: readonly string[];
+}
+
+/**
+ * Opens an ONNX model as a base model. Fails before reading tensor data when an external data
+ * location is unsafe, and before building when an op is unsupported.
+ *
+ * @example
+ * ```ts ignore
+ * import { Graph } from "../../engine/graph.ts";
+ * import { openOnnxModel } from "./import.ts";
+ * const model = await openOnnxModel("mlp.onnx");
+ * model.layers.map((l) => `${l.name} ${l.inFeatures}→${l.outFeatures} ${l.orientation}`);
+ * const g = new Graph();
+ * const { outputs } = model.build(g, { hook: ({ y }) => y });
+ * ```
+ */
+export async function openOnnxModel(path: string): Promise<OnnxModel> {
+  const file = await readOnnxFile(path);
+  const a = analyze(file);
+  assertSupported(a);
+  const tensors = new Map<string, Tensor>();
+  const reads = new Set(a.nodes.flatMap((n) => {
+    const m = a.linear.get(n);
+    return m ? [m.x, m.layer.weightKey, m.layer.biasKey ?? ""] : n.input;
+  }));
+  for (const name of [...reads, ...a.outputs]) {
+    const tp = a.initializers.get(name);
+    if (tp && !tensors.has(name)) tensors.set(name, await loadTensor(file, tp));
+  }
+  const notes = [...a.notes];
+  // A dry run validates every node's shapes now and gives the outputs' shapes.
+  const built = replay(a, tensors, new Graph(), {}, notes);
+  return new Model(a, tensors, notes, built);
+}
+
+function assertSupported(a: Analysis): void {
+  const bad = a.unsupported;
+  if (bad.length === 0) return;
+  const n = bad[0]!;
+  const others = [...new Set(bad.slice(1).map((b) => qualifiedOp(b)))].filter((o) =>
+    o !== qualifiedOp(n)
+  );
+  throw new TypeError(
+    `Cannot import ONNX model "${a.file.path}": unsupported op ${n.opType} (domain "${
+      n.domain || "ai.onnx"
+    }") at ${describeNode(n, a.index.get(n) ?? -1)}${
+      others.length ? `; also unsupported: ${others.join(", ")}` : ""
+    }. Supported ops: ${supportedOps().join(", ")}`,
+  );
+}
+
+class Model implements OnnxModel {
+  readonly format = "onnx" as const;
+  readonly source: string;
+  readonly inputs: readonly ModelIO[];
+  readonly outputs: readonly ModelIO[];
+  readonly layers: readonly OnnxLinearLayer[];
+  readonly producer: { readonly name: string; readonly version: string };
+  readonly irVersion: number;
+  readonly opsets: readonly OpsetImport[];
+  readonly opHistogram: Readonly<Record<string, number>>;
+  readonly initializers: readonly InitializerInfo[];
+  readonly proto: ModelProto;
+
+  constructor(
+    private readonly a: Analysis,
+    private readonly tensors: ReadonlyMap<string, Tensor>,
+    readonly notes: string[],
+    dry: Built,
+  ) {
+    const p = a.file.proto;
+    this.source = a.file.path;
+    const io = (v: { name: string; dtype: ModelIO["dtype"]; shape: ModelIO["shape"] }) => ({
+      name: v.name,
+      dtype: v.dtype,
+      shape: v.shape,
+    });
+    this.inputs = dry.inputs.map(io);
+    this.outputs = dry.outputs.map(io);
+    this.layers = [...a.linear.values()].map((m) => m.layer);
+    this.producer = { name: p.producerName, version: p.producerVersion };
+    this.irVersion = Number(p.irVersion);
+    this.opsets = [...a.opsets].map(([domain, version]) => ({ domain, version }));
+    this.opHistogram = a.histogram;
+    this.initializers = a.initializerInfo;
+    this.proto = p;
+  }
+
+  build(g: Graph, opts: BuildOptions = {}): Built {
+    return replay(this.a, this.tensors, g, opts, this.notes);
+  }
+
+  async readTensor(key: string): Promise<Tensor> {
+    const known = this.tensors.get(key) ?? this.a.constants.get(key);
+    if (known) return known;
+    const tp = this.a.initializers.get(key);
+    if (!tp) {
+      throw new TypeError(
+        `Cannot read tensor "${key}" of ONNX model "${this.source}": no initializer or ` +
+          `Constant has that name (${this.a.initializers.size} initializers)`,
+      );
+    }
+    return await loadTensor(this.a.file, tp);
+  }
+
+  close(): void {}
+}

@@ -1,0 +1,256 @@
+import { grad } from "../../engine/autograd.ts";
+import { Graph } from "../../engine/graph.ts";
+import { add } from "../../engine/ops/elementwise.ts";
+import { reduceSum } from "../../engine/ops/reduce.ts";
+import { Session } from "../../engine/runtime.ts";
+import {
+  f32,
+  i64,
+  io,
+  maxDiff,
+  model,
+  node,
+  REALDATA,
+  realdataTest,
+  runImported,
+  runOriginal,
+  t32,
+  writeModel,
+} from "./_testing.ts";
+import { openOnnxModel } from "./import.ts";
+import { inspectOnnx } from "./inspect.ts";
+
+function assertEquals(actual: unknown, expected: unknown, what = ""): void {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${what}: expected ${e}, got ${a}`);
+}
+
+async function inTemp<T>(f: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
+  try {
+    return await f(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const MNIST =
+  `${REALDATA}onnxruntime__onnxruntime-qnn/onnxruntime/test/testdata/test_training_model.onnx`;
+const mnistInput = () => t32([1, 784], Array.from({ length: 784 }, (_, i) => Math.sin(i)));
+
+Deno.test("nodes that are not topologically sorted are sorted", async () => {
+  await inTemp(async (dir) => {
+    const m = model({
+      // y = relu(x·W + b), written consumer-first
+      nodes: [
+        node("Relu", ["h"], ["y"]),
+        node("Add", ["xw", "fc.bias"], ["h"]),
+        node("MatMul", ["x", "fc.weight"], ["xw"]),
+      ],
+      inputs: [io("x", ["batch", 2])],
+      outputs: [io("y", ["batch", 2])],
+      inits: [f32("fc.weight", [2, 2], [1, 2, 3, 4]), f32("fc.bias", [2], [-10, 0])],
+    });
+    const mm = await openOnnxModel(await writeModel(dir, "unsorted.onnx", m));
+    assertEquals(mm.layers.map((l) => `${l.name} ${l.biasKey}`), ["fc fc.bias"]);
+    const out = await runImported(mm, { x: t32([2, 2], [1, 1, 2, 2]) });
+    assertEquals([...out["y"]!.data], [0, 6, 0, 12]);
+  });
+});
+
+realdataTest(
+  "IR < 4 lists weights as inputs: they stay weights, and only real inputs are inputs",
+  async () => {
+    const mm = await openOnnxModel(
+      `${REALDATA}onnx__onnx/onnx/backend/test/data/pytorch-converted/test_Linear/model.onnx`,
+    );
+    assertEquals(mm.irVersion, 3);
+    assertEquals(mm.inputs.map((i) => i.name), ["0"]);
+    assertEquals(mm.notes, []);
+    const mnist = await openOnnxModel(MNIST);
+    assertEquals(mnist.inputs.map((i) => i.name), ["X"]);
+    if (!/"W1".*imported as constants/.test(mnist.notes[0] ?? "")) throw new Error("missing note");
+  },
+);
+
+realdataTest("a hook that adds a constant shifts the output by that constant", async () => {
+  const mm = await openOnnxModel(MNIST);
+  const x = mnistInput();
+  const base = await runImported(mm, { X: x });
+  const sites: string[] = [];
+  const shifted = await runImported(mm, { X: x }, {
+    hook: ({ layer, x, y, weight, bias }) => {
+      sites.push(`${layer.name} x${x} y${y} w${weight} b${bias}`);
+      return layer.name === "W3" ? add(y, 1) : y;
+    },
+  });
+  assertEquals(sites, [
+    "W1 x[1, 784] y[1, 128] w[784, 128] b[128]",
+    "W2 x[1, 128] y[1, 32] w[128, 32] b[32]",
+    "W3 x[1, 32] y[1, 10] w[32, 10] b[10]",
+  ]);
+  const b = base["predictions"]!.data as Float32Array;
+  const s = shifted["predictions"]!.data as Float32Array;
+  for (let i = 0; i < 10; i++) {
+    if (Math.abs(s[i]! - b[i]! - 1) > 1e-5) throw new Error(`element ${i}: ${b[i]} → ${s[i]}`);
+  }
+  const original = await runOriginal(MNIST, { X: x });
+  if (maxDiff(base["predictions"]!, original["predictions"]!) > 1e-5) throw new Error("parity");
+});
+
+Deno.test("an unsupported op fails naming the op, domain, node and the supported ops", async () => {
+  await inTemp(async (dir) => {
+    const m = model({
+      nodes: [
+        node("Relu", ["x"], ["h"]),
+        node("Frobnicate", ["h"], ["y"], {}, {
+          name: "frob_1",
+          domain: "org.example",
+        }),
+      ],
+      inputs: [io("x", [2])],
+      outputs: [io("y", [2])],
+      domains: { "org.example": 1 },
+    });
+    const path = await writeModel(dir, "custom.onnx", m);
+    const e = await openOnnxModel(path).then(() => null, (e) => e as Error);
+    const want = [
+      path,
+      "unsupported op Frobnicate",
+      'domain "org.example"',
+      'node "frob_1"',
+      "Gemm",
+    ];
+    if (!(e instanceof TypeError) || !want.every((w) => e.message.includes(w))) {
+      throw new Error(`Unexpected error: ${e}`);
+    }
+    const s = await inspectOnnx(path);
+    assertEquals(s.unsupported, ['node "frob_1" (org.example.Frobnicate)']);
+  });
+});
+
+Deno.test("ai.onnx.ml post-processing is cut off with a note, and the probabilities become the output", async () => {
+  await inTemp(async (dir) => {
+    const m = model({
+      nodes: [
+        node("Gemm", ["x", "coef", "intercept"], ["logits"]),
+        node("Softmax", ["logits"], ["probabilities"], { axis: { i: 1 } }),
+        node("ArgMax", ["probabilities"], ["label_index"], { axis: { i: 1 } }),
+        node("ArrayFeatureExtractor", ["classes", "label_index"], ["label"], {}, {
+          domain: "ai.onnx.ml",
+        }),
+        node("ZipMap", ["probabilities"], ["output_probability"], {
+          classlabels_int64s: { ints: [0, 1] },
+        }, {
+          domain: "ai.onnx.ml",
+        }),
+      ],
+      inputs: [io("x", ["N", 2])],
+      outputs: [io("label", ["N"], 7), io("output_probability", [])],
+      inits: [
+        f32("coef", [2, 2], [1, 2, 3, 4]),
+        f32("intercept", [2], [0, 1]),
+        i64("classes", [2], [0, 1]),
+      ],
+      opset: 12,
+      domains: { "ai.onnx.ml": 1 },
+    });
+    const mm = await openOnnxModel(await writeModel(dir, "skl.onnx", m));
+    assertEquals(mm.outputs.map((o) => `${o.name} ${o.dtype} ${o.shape}`), [
+      "probabilities F32 N,2",
+    ]);
+    if (!/Cut off post-processing .*ZipMap/.test(mm.notes.join("\n"))) {
+      throw new Error(mm.notes.join());
+    }
+    assertEquals(mm.layers.map((l) => `${l.name} ${l.orientation}`), ["coef in_out"]);
+    const out = await runImported(mm, { x: t32([1, 2], [0, 0]) });
+    const p = out["probabilities"]!.data as Float32Array;
+    if (Math.abs(p[1]! - Math.exp(1) / (1 + Math.exp(1))) > 1e-6) throw new Error(`${p}`);
+  });
+});
+
+realdataTest(
+  "overrides replace stored weights and trainable weights become differentiable inputs",
+  async () => {
+    const mm = await openOnnxModel(MNIST);
+    const x = mnistInput();
+    const zeros = { dtype: "F32" as const, shape: [10], data: new Float32Array(10).fill(0.5) };
+    const out = await runImported(mm, { X: x }, {
+      overrides: new Map([["W3", { ...zeros, shape: [32, 10], data: new Float32Array(320) }], [
+        "B3",
+        zeros,
+      ]]),
+    });
+    assertEquals([...out["predictions"]!.data], new Array(10).fill(0.5));
+    // Full fine-tuning of B3: d(sum predictions)/dB3 = 1 everywhere.
+    const g = new Graph();
+    const built = mm.build(g, { trainable: new Set(["B3"]) });
+    const b3 = g.inputs.find((v) => v.name === "B3")!;
+    const [dB3] = grad(reduceSum(built.outputs[0]!), [b3]);
+    g.output(dB3!);
+    const s = await Session.compile(g);
+    try {
+      const r = await s.run({ X: x, B3: zeros });
+      assertEquals([...r[dB3!.name]!.data], new Array(10).fill(1));
+    } finally {
+      await s.release();
+    }
+  },
+);
+
+realdataTest(
+  "inspectOnnx() gives a JSON-able summary with linear layers and orientations",
+  async () => {
+    const s = await inspectOnnx(
+      `${REALDATA}tracel-ai__burn/crates/burn-import/onnx-tests/tests/linear/linear.onnx`,
+    );
+    const again = JSON.parse(JSON.stringify(s));
+    assertEquals(again, s);
+    assertEquals([s.producer.name, s.producer.version, s.irVersion], ["pytorch", "2.0.1", 8]);
+    assertEquals(s.opsets, [{ domain: "", version: 16 }]);
+    assertEquals(s.ops, { Gemm: 1, MatMul: 2, Add: 1 });
+    assertEquals(s.linearLayers.map((l) => `${l.name}:${l.orientation}`), [
+      "linear1_with_gemm:out_in",
+      "linear2_with_matmul:in_out",
+      "linear3_with_matmul:in_out",
+    ]);
+    assertEquals(s.initializers.find((i) => i.name === "onnx::MatMul_15"), {
+      name: "onnx::MatMul_15",
+      dtype: "F32",
+      shape: [7, 8],
+      bytes: 224,
+    });
+  },
+);
+
+Deno.test("ai.onnx.ml preprocessing before the network is not cut: it fails as unsupported", async () => {
+  await inTemp(async (dir) => {
+    const m = model({
+      nodes: [
+        node(
+          "Scaler",
+          ["x"],
+          ["scaled"],
+          { offset: { floats: [0, 0] }, scale: { floats: [1, 2] } },
+          {
+            name: "scaler",
+            domain: "ai.onnx.ml",
+          },
+        ),
+        node("Gemm", ["scaled", "coef"], ["y"]),
+      ],
+      inputs: [io("x", ["N", 2])],
+      outputs: [io("y", ["N", 2])],
+      inits: [f32("coef", [2, 2], [1, 2, 3, 4])],
+      domains: { "ai.onnx.ml": 1 },
+    });
+    const e = await openOnnxModel(await writeModel(dir, "pre.onnx", m)).then(() => null, (e) => e);
+    if (
+      !(e instanceof TypeError) ||
+      !/unsupported op Scaler \(domain "ai.onnx.ml"\) at node "scaler"/.test(e.message)
+    ) {
+      throw new Error(`Unexpected: ${e}`);
+    }
+  });
+});

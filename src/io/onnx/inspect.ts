@@ -1,0 +1,104 @@
+/**
+ * A JSON-able summary of an ONNX file for `ffwd inspect`: producer, opsets, op histogram,
+ * inputs and outputs, initializers, linear layers with their orientation, unsupported ops and
+ * import notes. Reads no tensor data, and works on files ffwd cannot import (it lists why).
+ *
+ * @module
+ */
+
+import type { Dim } from "../../engine/graph.ts";
+import { analyze } from "./_analyze.ts";
+import { describeNode } from "./_graph.ts";
+import { readOnnxFile } from "./read.ts";
+
+/** The summary {@link inspectOnnx} returns; every field is plain JSON. */
+export interface OnnxSummary {
+  readonly path: string;
+  readonly format: "onnx";
+  readonly irVersion: number;
+  readonly producer: { readonly name: string; readonly version: string };
+  readonly opsets: readonly { readonly domain: string; readonly version: number }[];
+  readonly ops: Readonly<Record<string, number>>;
+  readonly inputs: readonly {
+    readonly name: string;
+    readonly dtype: string;
+    readonly shape: Dim[];
+  }[];
+  readonly outputs: readonly string[];
+  readonly initializers: readonly {
+    readonly name: string;
+    readonly dtype: string;
+    readonly shape: number[];
+    readonly bytes: number;
+    readonly external?: {
+      readonly location: string;
+      readonly offset: number;
+      readonly length?: number;
+    };
+  }[];
+  readonly linearLayers: readonly {
+    readonly name: string;
+    readonly inFeatures: number;
+    readonly outFeatures: number;
+    readonly orientation: "out_in" | "in_out";
+    readonly weightKey: string;
+    readonly biasKey?: string;
+    readonly dtype: string;
+    readonly node: string;
+  }[];
+  /** Needed nodes ffwd cannot import, as `node "name" (Op)`. */
+  readonly unsupported: readonly string[];
+  readonly notes: readonly string[];
+}
+
+/**
+ * Summarizes an ONNX file without building it. Unsafe external data locations still throw.
+ *
+ * @example
+ * ```ts ignore
+ * import { inspectOnnx } from "./inspect.ts";
+ * const s = await inspectOnnx("mlp.onnx");
+ * console.log(JSON.stringify(s.linearLayers, null, 2));
+ * ```
+ */
+export async function inspectOnnx(path: string): Promise<OnnxSummary> {
+  const a = analyze(await readOnnxFile(path));
+  const p = a.file.proto;
+  return {
+    path: a.file.path,
+    format: "onnx",
+    irVersion: Number(p.irVersion),
+    producer: { name: p.producerName, version: p.producerVersion },
+    opsets: [...a.opsets].map(([domain, version]) => ({ domain, version })),
+    ops: { ...a.histogram },
+    inputs: a.inputs.map((i) => ({ name: i.name, dtype: i.dtype, shape: [...i.shape] })),
+    outputs: [...a.outputs],
+    initializers: a.initializerInfo.map((i) => ({
+      name: i.name,
+      dtype: i.dtype,
+      shape: [...i.shape],
+      bytes: i.bytes,
+      ...(i.external
+        ? {
+          external: {
+            location: i.external.location,
+            offset: i.external.offset,
+            ...(i.external.length !== undefined ? { length: i.external.length } : {}),
+          },
+        }
+        : {}),
+    })),
+    linearLayers: [...a.linear.values()].map(({ layer: l }) => ({
+      name: l.name,
+      inFeatures: l.inFeatures,
+      outFeatures: l.outFeatures,
+      orientation: l.orientation,
+      weightKey: l.weightKey,
+      ...(l.biasKey ? { biasKey: l.biasKey } : {}),
+      dtype: l.dtype,
+      node: l.node,
+    })),
+    unsupported: a.unsupported.map((n) => describeNode(n, a.index.get(n) ?? -1)),
+    notes: [...a.notes],
+  };
+}

@@ -1,0 +1,191 @@
+/**
+ * ONNX import conformance over the third-party files in `../shared/realdata` (see its README):
+ * - ONNX backend cases (`node/*`, `pytorch-converted/*`) reproduce their reference outputs;
+ * - every other ONNX file, imported by ffwd and run through ffwd's session, gives the outputs of
+ *   the original file run directly in onnxruntime-node (max relative error 1e-5, seeded inputs);
+ * - the files the README marks as hostile or as not ONNX fail with the expected error.
+ *
+ * Set FFWD_SKIP_REALDATA=1 to skip when the folder is absent (otherwise that fails).
+ *
+ * @module
+ */
+
+import * as ort from "onnxruntime-node";
+import { fromBinary } from "@bufbuild/protobuf";
+import { Graph } from "../../src/engine/graph.ts";
+import { fromOrt, Session, toOrt } from "../../src/engine/runtime.ts";
+import { openOnnxModel } from "../../src/io/onnx/import.ts";
+import { tensorFromProto } from "../../src/io/onnx/tensor_proto.ts";
+import { TensorProtoSchema } from "../../src/onnx/gen/onnx_pb.ts";
+import { Rng } from "../../src/rng.ts";
+import { allocData, numel, type Tensor, toFloat32 } from "../../src/tensor.ts";
+
+const ROOT = new URL("../../../shared/realdata/", import.meta.url).pathname;
+const SKIP = Deno.env.get("FFWD_SKIP_REALDATA") === "1";
+const TOL = 1e-5;
+
+/** Files that must fail to load, with the error they must fail with. */
+const EXPECTED_FAILURES: Record<string, { error: ErrorConstructor; message: RegExp }> = {
+  "onnxruntime__onnxruntime-qnn/onnxruntime/test/testdata/test_arbitrary_external_file.onnx": {
+    error: RangeError,
+    message:
+      /Refusing to read .*test_arbitrary_external_file\.onnx.*"evil_weights".*"\.\.\/(\.\.\/)+etc\/passwd" is outside the model's folder/,
+  },
+  "tensorflow__tfjs/e2e/custom_module/dense_model/model/model.json": {
+    error: SyntaxError,
+    message: /model\.json": the file is JSON .*not an ONNX ModelProto/,
+  },
+  "tensorflow__tfjs/e2e/integration_tests/load_predict_data/layers_model/model.json": {
+    error: SyntaxError,
+    message: /model\.json": the file is JSON .*not an ONNX ModelProto/,
+  },
+};
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+async function walk(dir: string, out: string[] = []): Promise<string[]> {
+  for await (const e of Deno.readDir(dir)) {
+    const p = `${dir}/${e.name}`;
+    if (e.isDirectory) await walk(p, out);
+    else if (e.name.endsWith(".onnx")) out.push(p);
+  }
+  return out.sort();
+}
+
+const present = await exists(ROOT);
+const files = present ? await walk(ROOT.replace(/\/$/, "")) : [];
+const rel = (p: string) => p.slice(ROOT.length);
+
+Deno.test({
+  name: "the realdata folder is present (set FFWD_SKIP_REALDATA=1 to skip)",
+  ignore: SKIP,
+  fn: () => {
+    if (!present) throw new Error(`The realdata folder is missing: expected it at ${ROOT}`);
+  },
+});
+
+/** Max relative error `|a − b| / max(|b|, 1e-6)` after an absolute floor of 1e-6. */
+function compare(name: string, got: Tensor, want: Tensor): void {
+  if (got.shape.join() !== want.shape.join()) {
+    throw new Error(`Output "${name}": shape [${got.shape}] differs from [${want.shape}]`);
+  }
+  const a = toFloat32(got).data;
+  const b = toFloat32(want).data;
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < b.length; i++) {
+    if (a[i] === b[i] || (Number.isNaN(a[i]) && Number.isNaN(b[i]))) continue;
+    if (!Number.isFinite(a[i]!) || !Number.isFinite(b[i]!)) {
+      [worst, at] = [Infinity, i];
+      break;
+    }
+    const diff = Math.abs(a[i]! - b[i]!);
+    if (diff <= 1e-6) continue;
+    const r = diff / Math.max(Math.abs(b[i]!), 1e-6);
+    if (r > worst) [worst, at] = [r, i];
+  }
+  if (worst > TOL) {
+    throw new Error(
+      `Output "${name}": max relative error ${worst.toExponential(2)} > ${TOL} at element ${at} ` +
+        `(got ${a[at]}, expected ${b[at]})`,
+    );
+  }
+}
+
+/** Runs an opened model through ffwd's session. */
+async function runFfwd(path: string, feeds: Record<string, Tensor>) {
+  const model = await openOnnxModel(path);
+  const g = new Graph();
+  const built = model.build(g);
+  const session = await Session.compile(g);
+  try {
+    const named: Record<string, Tensor> = {};
+    built.inputs.forEach((v, i) => (named[v.name] = feeds[model.inputs[i]!.name]!));
+    const result = await session.run(named);
+    // Keyed by the model's output names (the graph may have renamed them to stay unique).
+    const out: Record<string, Tensor> = {};
+    built.outputs.forEach((v, i) => (out[model.outputs[i]!.name] = result[v.name]!));
+    return { model, out };
+  } finally {
+    await session.release();
+  }
+}
+
+const isBackendCase = (p: string) => /\/backend\/test\/data\/(node|pytorch-converted)\//.test(p);
+
+for (const path of files.filter(isBackendCase)) {
+  Deno.test(`${rel(path)} reproduces its reference outputs`, async () => {
+    const dir = path.slice(0, path.lastIndexOf("/")) + "/test_data_set_0";
+    const read = async (f: string) =>
+      tensorFromProto(fromBinary(TensorProtoSchema, await Deno.readFile(`${dir}/${f}`)), f);
+    const model = await openOnnxModel(path);
+    const feeds: Record<string, Tensor> = {};
+    for (const [i, io] of model.inputs.entries()) feeds[io.name] = await read(`input_${i}.pb`);
+    const { out } = await runFfwd(path, feeds);
+    for (const [i, io] of model.outputs.entries()) {
+      compare(io.name, out[io.name]!, await read(`output_${i}.pb`));
+    }
+  });
+}
+
+/** Seeded inputs for a model: symbolic dimensions become 3, floats uniform in [-1, 1). */
+function randomFeeds(
+  inputs: readonly { name: string; dtype: string; shape: readonly (number | string)[] }[],
+) {
+  const rng = new Rng(1234);
+  const feeds: Record<string, Tensor> = {};
+  for (const io of inputs) {
+    const shape = io.shape.map((d) => (typeof d === "number" ? d : 3));
+    const n = numel(shape);
+    if (io.dtype === "F32") {
+      feeds[io.name] = {
+        dtype: "F32",
+        shape,
+        data: Float32Array.from({ length: n }, () => rng.uniform() * 2 - 1),
+      };
+    } else {
+      feeds[io.name] = {
+        dtype: io.dtype,
+        shape,
+        data: allocData(io.dtype as Tensor["dtype"], n),
+      } as Tensor;
+    }
+  }
+  return feeds;
+}
+
+for (const path of files.filter((p) => !isBackendCase(p) && !EXPECTED_FAILURES[rel(p)])) {
+  Deno.test(`${rel(path)} gives onnxruntime's outputs when imported`, async () => {
+    const model = await openOnnxModel(path);
+    const feeds = randomFeeds(model.inputs);
+    const { out } = await runFfwd(path, feeds);
+    const reference = await ort.InferenceSession.create(path, { logSeverityLevel: 3 });
+    try {
+      const ortFeeds = Object.fromEntries(
+        model.inputs.map((io) => [io.name, toOrt(feeds[io.name]!)]),
+      );
+      const want = await reference.run(ortFeeds);
+      for (const io of model.outputs) compare(io.name, out[io.name]!, fromOrt(want[io.name]!));
+    } finally {
+      await reference.release();
+    }
+  });
+}
+
+for (const [file, expected] of Object.entries(EXPECTED_FAILURES)) {
+  Deno.test({
+    name: `${file} is refused with a clear error`,
+    ignore: !present,
+    fn: async () => {
+      let caught: unknown;
+      await openOnnxModel(ROOT + file).catch((e) => (caught = e));
+      if (!(caught instanceof expected.error) || !expected.message.test(caught.message)) {
+        throw new Error(
+          `Expected ${expected.error.name} matching ${expected.message}, got ${caught}`,
+        );
+      }
+    },
+  });
+}
