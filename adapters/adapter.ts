@@ -1,0 +1,219 @@
+/**
+ * The in-memory adapter: a PEFT config plus, per adapted module, A [r, in], B [out, r] and (DoRA)
+ * the magnitude [out], in PEFT's layout whatever file it came from. Also trained biases and
+ * `modules_to_save` tensors. {@linkcode matchAdapter} checks an adapter against a base model's
+ * linear layers before anything is attached; {@linkcode loadAdapter} reads a PEFT or MLX-LM
+ * adapter folder, telling them apart by their files.
+ *
+ * @module
+ */
+
+import type { TensorInput } from "../src/io/safetensors.ts";
+import type { BaseModel } from "../src/model.ts";
+import type { Tensor } from "../src/tensor.ts";
+import { type JsonValue, layerHyper, type PeftConfig } from "./config.ts";
+import { type LayerAdapter, peftKeys, peftPrefix } from "./lora.ts";
+import { loadMlxAdapter, type LoadMlxOptions, MLX_WEIGHTS_FILE } from "./mlx.ts";
+import { loadPeftAdapter, PEFT_BIN_FILE, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE } from "./peft.ts";
+import { dims, listFolder, sameDims } from "./_shared.ts";
+
+export { checkAdapter } from "./_shared.ts";
+
+/** One adapted module's tensors, PEFT layout. */
+export interface AdapterLayer<T extends TensorInput = Tensor> {
+  /** `[r, in]` */
+  readonly A: T;
+  /** `[out, r]` */
+  readonly B: T;
+  /** `[out]`, DoRA only. */
+  readonly magnitude?: T;
+}
+
+/**
+ * A LoRA / rsLoRA / DoRA adapter. `T` is `TensorInput` when tensors may be lazy (saving).
+ *
+ * @example
+ * ```ts
+ * import type { Adapter } from "./adapter.ts";
+ * import { defaultPeftConfig } from "./config.ts";
+ * import { tensor } from "../src/tensor.ts";
+ * const adapter: Adapter = {
+ *   name: "rot45",
+ *   config: defaultPeftConfig({ r: 8, loraAlpha: 16, targetModules: ["fc1"] }),
+ *   layers: new Map([["fc1", { A: tensor("F32", [8, 784]), B: tensor("F32", [512, 8]) }]]),
+ *   biases: new Map(),
+ *   extra: new Map(),
+ * };
+ * ```
+ */
+export interface Adapter<T extends TensorInput = Tensor> {
+  /** Used in messages (`Cannot load adapter "rot45": ...`); the folder name when loaded. */
+  readonly name: string;
+  readonly config: PeftConfig;
+  /** By module path (`fc1`, `model.layers.0.mlp.up_proj`). */
+  readonly layers: ReadonlyMap<string, AdapterLayer<T>>;
+  /** Trained biases (`bias: "all" | "lora_only"`), `[out]`, by module path. */
+  readonly biases: ReadonlyMap<string, T>;
+  /** `modules_to_save` and other whole tensors, by model key (`classifier.weight`), PyTorch layout. */
+  readonly extra: ReadonlyMap<string, T>;
+  /** ffwd's own record of training (config, metrics), kept out of PEFT's files. */
+  readonly training?: Readonly<Record<string, JsonValue>>;
+}
+
+/** A tensor whose shape differs from what the model needs. */
+export interface ShapeMismatch {
+  readonly key: string;
+  readonly expected: readonly number[];
+  /** `null` when the tensor is missing. */
+  readonly actual: readonly number[] | null;
+}
+
+/** What {@linkcode matchAdapter} found. */
+export interface AdapterMatch {
+  /** Adapters of the layers whose every tensor fits, ready for `loraHook`. */
+  readonly layers: LayerAdapter[];
+  /** PEFT keys of the tensors that fit a layer. */
+  readonly matched: string[];
+  /** PEFT keys of tensors that name no linear layer of the model. */
+  readonly unmatched: string[];
+  readonly mismatched: ShapeMismatch[];
+}
+
+/** Options of {@linkcode matchAdapter}. */
+export interface MatchOptions {
+  /** Report mismatches instead of throwing; only fitting layers are returned. */
+  readonly allowMismatch?: boolean;
+}
+
+/**
+ * Matches an adapter's tensors with a base model's linear layers by name and checks every shape:
+ * A `[r, in]`, B `[out, r]`, magnitude and biases `[out]`, a `modules_to_save` weight of a linear
+ * layer `[out, in]`. Any unmatched or mismatched tensor is an error unless `allowMismatch`:
+ * `Cannot load adapter "rot45": tensor "base_model.model.fc1.lora_A.weight" has shape [8, 512],
+ * expected [8, 784]`.
+ *
+ * @example
+ * ```ts
+ * import { matchAdapter } from "./adapter.ts";
+ * import { defaultPeftConfig } from "./config.ts";
+ * import { tensor } from "../src/tensor.ts";
+ * const fc1 = { name: "fc1", inFeatures: 4, outFeatures: 3, orientation: "out_in" as const, weightKey: "fc1.weight", dtype: "F32" as const };
+ * const layers = new Map([["fc1", { A: tensor("F32", [8, 4]), B: tensor("F32", [3, 8]) }]]);
+ * const adapter = { name: "a", config: defaultPeftConfig(), layers, biases: new Map(), extra: new Map() };
+ * matchAdapter(adapter, { layers: [fc1] }).layers[0]!.scale; // 1
+ * ```
+ */
+export function matchAdapter(
+  adapter: Adapter<TensorInput>,
+  model: Pick<BaseModel, "layers">,
+  options: MatchOptions = {},
+): AdapterMatch {
+  const byName = new Map(model.layers.map((l) => [l.name, l]));
+  const result: AdapterMatch = { layers: [], matched: [], unmatched: [], mismatched: [] };
+  const check = (
+    key: string,
+    actual: readonly number[] | null,
+    expected: readonly number[],
+  ): boolean => {
+    if (actual && sameDims(actual, expected)) return result.matched.push(key) > 0;
+    result.mismatched.push({ key, expected, actual });
+    return false;
+  };
+  for (const [module, t] of adapter.layers) {
+    const k = peftKeys(module);
+    const layer = byName.get(module);
+    if (!layer) {
+      result.unmatched.push(k.A, k.B, ...(t.magnitude ? [k.magnitude] : []));
+      continue;
+    }
+    const { rank, alpha, scale } = layerHyper(adapter.config, module);
+    const { inFeatures: n, outFeatures: m } = layer;
+    let ok = check(k.A, t.A.shape, [rank, n]);
+    ok = check(k.B, t.B.shape, [m, rank]) && ok;
+    if (adapter.config.useDora) ok = check(k.magnitude, t.magnitude?.shape ?? null, [m]) && ok;
+    if (ok) result.layers.push({ layer, rank, alpha, scale, dora: adapter.config.useDora });
+  }
+  for (const [module, bias] of adapter.biases) {
+    const layer = byName.get(module);
+    const key = `${peftPrefix(module)}.${adapter.layers.has(module) ? "base_layer." : ""}bias`;
+    if (layer) check(key, bias.shape, [layer.outFeatures]);
+    else result.unmatched.push(key);
+  }
+  for (const [name, t] of adapter.extra) {
+    const cut = name.lastIndexOf(".");
+    const layer = byName.get(name.slice(0, cut));
+    const param = name.slice(cut + 1);
+    const key = peftPrefix(name);
+    if (layer && param === "weight") check(key, t.shape, [layer.outFeatures, layer.inFeatures]);
+    else if (layer && param === "bias") check(key, t.shape, [layer.outFeatures]);
+    else result.unmatched.push(key);
+  }
+  if (!options.allowMismatch && (result.unmatched.length || result.mismatched.length)) {
+    throw matchError(adapter.name, result, model);
+  }
+  return result;
+}
+
+function matchError(name: string, r: AdapterMatch, model: Pick<BaseModel, "layers">): Error {
+  const problems = [
+    ...r.mismatched.map((m) =>
+      m.actual
+        ? `tensor "${m.key}" has shape ${dims(m.actual)}, expected ${dims(m.expected)}`
+        : `tensor "${m.key}" is missing`
+    ),
+    ...r.unmatched.map((key) => `tensor "${key}" matches no linear layer of the model`),
+  ];
+  const shown = problems.slice(0, 6).join("; ") +
+    (problems.length > 6 ? `; and ${problems.length - 6} more` : "");
+  const layers = r.unmatched.length
+    ? ` (its layers: ${model.layers.map((l) => l.name).join(", ")})`
+    : "";
+  const Err = r.mismatched.length ? TypeError : RangeError;
+  return new Err(`Cannot load adapter "${name}": ${shown}${layers}`);
+}
+
+/** The adapter formats ffwd reads. */
+export type AdapterKind = "peft" | "mlx";
+
+/**
+ * Tells a PEFT folder (`adapter_model.safetensors`) from an MLX-LM one (`adapters.safetensors`).
+ * A folder with neither is an error saying what it holds (a pickled `adapter_model.bin` included).
+ *
+ * @example
+ * ```ts
+ * import { detectAdapterKind } from "./adapter.ts";
+ * await detectAdapterKind("fixtures/peft/mlp_lora"); // "peft"
+ * ```
+ */
+export async function detectAdapterKind(dir: string): Promise<AdapterKind> {
+  const where = `Cannot load adapter "${dir}"`;
+  const files = await listFolder(dir, where);
+  if (files.has(PEFT_WEIGHTS_FILE)) return "peft";
+  if (files.has(MLX_WEIGHTS_FILE)) return "mlx";
+  if (files.has(PEFT_BIN_FILE)) return "peft"; // its loader explains how to convert the pickle
+  if (files.has("adapters.npz")) {
+    throw new TypeError(
+      `${where}: "adapters.npz" is the old MLX format; re-save it as adapters.safetensors with mlx-lm`,
+    );
+  }
+  const list = [...files].sort().join(", ") || "nothing";
+  throw new TypeError(
+    `${where}: no ${PEFT_WEIGHTS_FILE} (PEFT) or ${MLX_WEIGHTS_FILE} (MLX-LM) next to ${PEFT_CONFIG_FILE}; the folder holds ${list}`,
+  );
+}
+
+/**
+ * Loads a PEFT or MLX-LM adapter folder into PEFT's layout, detecting the format.
+ *
+ * @example
+ * ```ts
+ * import { loadAdapter } from "./adapter.ts";
+ * const adapter = await loadAdapter("fixtures/peft/mlp_lora");
+ * adapter.layers.get("fc1")!.A.shape; // [4, 8]
+ * ```
+ */
+export async function loadAdapter(dir: string, options: LoadMlxOptions = {}): Promise<Adapter> {
+  return (await detectAdapterKind(dir)) === "peft"
+    ? loadPeftAdapter(dir, options)
+    : loadMlxAdapter(dir, options);
+}

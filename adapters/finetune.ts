@@ -1,0 +1,379 @@
+/**
+ * Fine-tuning end to end: a frozen base, adapters planned from a PEFT config, the compiled
+ * training step, the loop, checkpoints that resume exactly, and the PEFT files at the end.
+ *
+ * Output folder:
+ * - `adapter_config.json`, `adapter_model.safetensors` (PEFT), `ffwd_training.json` (ours);
+ * - `metrics.jsonl`: one line per step `{"step", "loss", "lr"}`, plus eval lines;
+ * - `checkpoint/`: the adapter plus `trainer_state.safetensors` (optimizer buffers, generator
+ *   state, position), replaced atomically every `checkpointEvery` steps and at the end;
+ * - `summary.json`.
+ *
+ * @module
+ */
+
+import { Session } from "../src/engine/runtime.ts";
+import { writeFileAtomic } from "../src/io/atomic.ts";
+import { readSafetensors, writeSafetensors } from "../src/io/safetensors.ts";
+import type { BaseModel } from "../src/model.ts";
+import { Rng } from "../src/rng.ts";
+import type { Tensor } from "../src/tensor.ts";
+import { type Dataset, sliceBatch } from "../src/train/dataset.ts";
+import type { OptimizerState } from "../src/train/optim.ts";
+import { TrainStep } from "../src/train/step.ts";
+import {
+  type MetricLine,
+  train,
+  type TrainerOptions,
+  type TrainerState,
+} from "../src/train/trainer.ts";
+import { type Adapter, loadAdapter, matchAdapter } from "./adapter.ts";
+import { type PeftConfig, toTargetOptions } from "./config.ts";
+import { buildAdapted, type LossName, weightRowNorms } from "./graph.ts";
+import { initAdapter, type LayerAdapter, peftKeys } from "./lora.ts";
+import { savePeftAdapter } from "./peft.ts";
+import { planAdapters } from "./targets.ts";
+import { writeFolderAtomic } from "./_shared.ts";
+
+/** Options of {@link finetune}. */
+export interface FinetuneOptions extends TrainerOptions {
+  /** The adapter to train (PEFT config: r, lora_alpha, target_modules, dropout, DoRA, rsLoRA…). */
+  readonly config: PeftConfig;
+  readonly loss: LossName;
+  /** Folder for the adapter, metrics, checkpoints and summary. */
+  readonly outDir: string;
+  readonly evalData?: Dataset;
+  readonly checkpointEvery?: number;
+  /** Continue from `<dir>/checkpoint` (or `<dir>` itself when it holds a checkpoint). */
+  readonly resume?: string;
+  /** Warm start from an adapter folder (ours, PEFT's or MLX's). */
+  readonly initAdapter?: string;
+  readonly threads?: number;
+  readonly onMetric?: (line: MetricLine) => void;
+}
+
+/** What {@link finetune} returns. */
+export interface FinetuneResult {
+  readonly adapter: Adapter;
+  readonly steps: number;
+  readonly lastLoss: number;
+  readonly eval?: { loss: number; accuracy?: number };
+  readonly seconds: number;
+  readonly trainableParams: number;
+  readonly baseParams: number;
+  readonly stoppedEarly: boolean;
+}
+
+const STATE_FILE = "trainer_state.safetensors";
+
+/**
+ * Trains adapters on `model` with `data` and writes them to `opts.outDir`.
+ *
+ * @example
+ * ```ts ignore
+ * const result = await finetune(model, data, { config, loss: "cross_entropy", outDir: "runs/a", epochs: 3 });
+ * ```
+ */
+export async function finetune(
+  model: BaseModel,
+  data: Dataset,
+  opts: FinetuneOptions,
+): Promise<FinetuneResult> {
+  const adapters = planAdapters(
+    model,
+    toTargetOptions(opts.config, model.layers.map((l) => l.name)),
+  );
+  const built = buildAdapted(model, adapters, {
+    loss: opts.loss,
+    dropout: opts.config.loraDropout,
+  });
+  const params = await initialParams(model, adapters, opts);
+  const values = [...built.adapterInputs.values()].flatMap((
+    i,
+  ) => [i.A, i.B, ...(i.magnitude ? [i.magnitude] : [])]);
+  const step = await TrainStep.compile(
+    { graph: built.graph, loss: built.loss!, params: values },
+    { threads: opts.threads },
+  );
+  const evalSession = opts.evalData
+    ? await Session.compile(built.graph, {
+      threads: opts.threads,
+      outputs: [built.loss!, built.output],
+    })
+    : null;
+  await Deno.mkdir(opts.outDir, { recursive: true });
+  const metricsPath = `${opts.outDir}/metrics.jsonl`;
+  const resume = opts.resume ? await readCheckpoint(opts.resume) : undefined;
+  if (!resume) await Deno.writeTextFile(metricsPath, "");
+  const metrics = await Deno.open(metricsPath, { append: true, create: true });
+  let lastEval: { loss: number; accuracy?: number } | undefined;
+  try {
+    // The dataset's batches say `x`; the model's input may be named otherwise (ONNX `input.1`).
+    const inputName = built.input.name;
+    const renamed = {
+      run: (batch: Record<string, Tensor>, p: ReadonlyMap<string, Float32Array>) => {
+        const { x, ...rest } = batch;
+        return step.run({ ...rest, [inputName]: x! }, p);
+      },
+    };
+    const result = await train(
+      renamed,
+      params,
+      data,
+      opts,
+      {
+        onMetric: async (line) => {
+          opts.onMetric?.(line);
+          await metrics.write(new TextEncoder().encode(JSON.stringify(line) + "\n"));
+        },
+        checkpointEvery: opts.checkpointEvery,
+        checkpoint: (state) =>
+          writeCheckpoint(
+            `${opts.outDir}/checkpoint`,
+            toAdapter(opts, adapters, state.params),
+            state,
+          ),
+        evaluate: evalSession
+          ? async (
+            p,
+          ) => (lastEval = await evaluate(
+            evalSession,
+            built,
+            opts.evalData!,
+            p,
+            opts.batchSize ?? 32,
+            opts.config.loraDropout,
+          ))
+          : undefined,
+      },
+      built.masks,
+      resume,
+    );
+    const adapter = toAdapter(opts, adapters, params, {
+      steps: result.steps,
+      loss: opts.loss,
+      optimizer: opts.optimizer ?? "adamw",
+      lr: opts.lr ?? 1e-3,
+      epochs: opts.epochs ?? 1,
+      batch_size: opts.batchSize ?? 32,
+      seed: opts.seed ?? 0,
+    });
+    await savePeftAdapter(opts.outDir, adapter);
+    const trainableParams = [...params.values()].reduce((n, p) => n + p.length, 0);
+    const baseParams = countBaseParams(model);
+    const summary = {
+      steps: result.steps,
+      last_loss: result.lastLoss,
+      eval: lastEval ?? null,
+      seconds: result.seconds,
+      trainable_params: trainableParams,
+      base_params: baseParams,
+      stopped_early: result.stoppedEarly,
+    };
+    await writeFileAtomic(
+      `${opts.outDir}/summary.json`,
+      new TextEncoder().encode(JSON.stringify(summary, null, 2) + "\n"),
+    );
+    return { adapter, ...result, eval: lastEval, trainableParams, baseParams };
+  } finally {
+    metrics.close();
+    await step.release();
+    await evalSession?.release();
+  }
+}
+
+async function initialParams(
+  model: BaseModel,
+  adapters: readonly LayerAdapter[],
+  opts: FinetuneOptions,
+) {
+  const params = new Map<string, Float32Array>();
+  const rng = new Rng(opts.seed ?? 0);
+  const method = opts.config.initLoraWeights === "gaussian" ? "gaussian" : "kaiming";
+  for (const ad of adapters) {
+    const k = peftKeys(ad.layer.name);
+    const init = initAdapter(ad, rng, { method });
+    params.set(k.A, init.A.data);
+    params.set(k.B, init.B.data);
+    if (ad.dora) params.set(k.magnitude, (await weightRowNorms(model, ad)).data);
+  }
+  if (opts.initAdapter) {
+    const warm = await loadAdapter(opts.initAdapter);
+    const match = matchAdapter(warm, model);
+    for (const ad of match.layers) {
+      const l = warm.layers.get(ad.layer.name)!;
+      const k = peftKeys(ad.layer.name);
+      const set = (key: string, t: Tensor | undefined) => {
+        const p = params.get(key);
+        if (!p || !t) return;
+        if (t.data.length !== p.length) {
+          throw new TypeError(
+            `Cannot warm-start from "${opts.initAdapter}": tensor "${key}" has ${t.data.length} values, the adapter being trained needs ${p.length} (check --rank and --targets)`,
+          );
+        }
+        p.set(t.data as Float32Array);
+      };
+      set(k.A, l.A);
+      set(k.B, l.B);
+      set(k.magnitude, l.magnitude);
+    }
+  }
+  return params;
+}
+
+function toAdapter(
+  opts: FinetuneOptions,
+  adapters: readonly LayerAdapter[],
+  params: ReadonlyMap<string, Float32Array>,
+  training?: Record<string, string | number>,
+): Adapter {
+  const layers = new Map(adapters.map((ad) => {
+    const k = peftKeys(ad.layer.name);
+    const { inFeatures: n, outFeatures: m } = ad.layer;
+    const t = (data: Float32Array, shape: number[]): Tensor => ({
+      dtype: "F32",
+      shape,
+      data: data.slice(),
+    });
+    return [ad.layer.name, {
+      A: t(params.get(k.A)!, [ad.rank, n]),
+      B: t(params.get(k.B)!, [m, ad.rank]),
+      ...(ad.dora ? { magnitude: t(params.get(k.magnitude)!, [m]) } : {}),
+    }];
+  }));
+  const name = opts.outDir.replace(/\/+$/, "").split("/").pop() || "adapter";
+  return {
+    name,
+    config: {
+      ...opts.config,
+      targetModules: opts.config.targetModules ?? adapters.map((a) => a.layer.name),
+    },
+    layers,
+    biases: new Map(),
+    extra: new Map(),
+    training,
+  };
+}
+
+/** Loss and accuracy over a dataset, forward only, masks fed with 1 − p (dropout off). */
+async function evaluate(
+  session: Session,
+  built: ReturnType<typeof buildAdapted>,
+  data: Dataset,
+  params: ReadonlyMap<string, Float32Array>,
+  batchSize: number,
+  p: number,
+): Promise<{ loss: number; accuracy?: number }> {
+  let lossSum = 0, correct = 0;
+  for (let start = 0; start < data.rows; start += batchSize) {
+    const b = sliceBatch(data, null, start, batchSize);
+    const feeds: Record<string, Tensor> = { [built.input.name]: b.feeds.x! };
+    if (built.target) feeds[built.target.name] = b.feeds[built.target.name]!;
+    for (const v of built.graph.inputs) {
+      const d = params.get(v.name);
+      if (d) feeds[v.name] = { dtype: "F32", shape: v.shape as number[], data: d };
+    }
+    for (const m of built.masks) {
+      const shape = m.value.shape.map((d) => (typeof d === "number" ? d : b.rows));
+      feeds[m.value.name] = {
+        dtype: "F32",
+        shape,
+        data: new Float32Array(shape.reduce((a, c) => a * c, 1)).fill(1 - p),
+      };
+    }
+    const out = await session.run(feeds);
+    lossSum += Number(out[built.loss!.name]!.data[0]) * b.rows;
+    if (built.target?.name === "labels") {
+      correct += countCorrect(out[built.output.name]!, b.feeds.labels!);
+    }
+  }
+  const loss = lossSum / data.rows;
+  return built.target?.name === "labels" ? { loss, accuracy: correct / data.rows } : { loss };
+}
+
+/** Rows whose arg-max equals the label. */
+export function countCorrect(logits: Tensor, labels: Tensor): number {
+  const z = logits.data as Float32Array;
+  const y = labels.data as BigInt64Array;
+  const c = logits.shape[logits.shape.length - 1]!;
+  let n = 0;
+  for (let r = 0; r < y.length; r++) {
+    let best = 0;
+    for (let j = 1; j < c; j++) if (z[r * c + j]! > z[r * c + best]!) best = j;
+    if (BigInt(best) === y[r]) n++;
+  }
+  return n;
+}
+
+function countBaseParams(model: BaseModel): number {
+  let n = 0;
+  for (const l of model.layers) n += l.inFeatures * l.outFeatures + (l.biasKey ? l.outFeatures : 0);
+  return n;
+}
+
+/** Writes the adapter and the trainer state into `dir`, replacing it atomically. */
+async function writeCheckpoint(dir: string, adapter: Adapter, state: TrainerState): Promise<void> {
+  await savePeftAdapter(dir, adapter);
+  const tensors = new Map<string, Tensor>();
+  for (const [k, v] of state.params) {
+    tensors.set(`param/${k}`, { dtype: "F32", shape: [v.length], data: v });
+  }
+  for (const [k, bufs] of Object.entries(state.optimizer.buffers)) {
+    for (const [b, v] of Object.entries(bufs)) {
+      tensors.set(`optim/${k}/${b}`, { dtype: "F32", shape: [v.length], data: v });
+    }
+  }
+  const meta = {
+    step: state.step,
+    epoch: state.epoch,
+    position: state.position,
+    rng: state.rng,
+    optimizer: state.optimizer.name,
+    optimizer_step: state.optimizer.step,
+    best_eval: state.bestEval,
+    bad_evals: state.badEvals,
+  };
+  await writeFolderAtomic(dir, [STATE_FILE], async (staging) => {
+    await writeSafetensors(`${staging}/${STATE_FILE}`, tensors, {
+      metadata: { ffwd_trainer_state: JSON.stringify(meta) },
+    });
+  });
+}
+
+/** Reads a checkpoint written by {@link finetune}. */
+export async function readCheckpoint(dir: string): Promise<TrainerState> {
+  let path = `${dir}/checkpoint/${STATE_FILE}`;
+  try {
+    await Deno.stat(path);
+  } catch {
+    path = `${dir}/${STATE_FILE}`;
+  }
+  const { tensors, metadata } = await readSafetensors(path);
+  const raw = metadata["ffwd_trainer_state"];
+  if (!raw) {
+    throw new SyntaxError(`Cannot resume from "${path}": it has no ffwd_trainer_state metadata`);
+  }
+  const meta = JSON.parse(raw);
+  const params = new Map<string, Float32Array>();
+  const buffers: Record<string, Record<string, Float32Array>> = {};
+  for (const [k, t] of tensors) {
+    const data = t.data as Float32Array;
+    if (k.startsWith("param/")) params.set(k.slice(6), data);
+    else if (k.startsWith("optim/")) {
+      const rest = k.slice(6);
+      const cut = rest.lastIndexOf("/");
+      (buffers[rest.slice(0, cut)] ??= {})[rest.slice(cut + 1)] = data;
+    }
+  }
+  const optimizer: OptimizerState = { name: meta.optimizer, step: meta.optimizer_step, buffers };
+  return {
+    step: meta.step,
+    epoch: meta.epoch,
+    position: meta.position,
+    rng: meta.rng,
+    optimizer,
+    params,
+    bestEval: meta.best_eval,
+    badEvals: meta.bad_evals,
+  };
+}

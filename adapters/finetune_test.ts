@@ -1,0 +1,198 @@
+import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
+import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { InferenceEngine } from "../src/infer/engine.ts";
+import { Graph } from "../src/engine/graph.ts";
+import { Session } from "../src/engine/runtime.ts";
+import { Rng } from "../src/rng.ts";
+import type { Dataset } from "../src/train/dataset.ts";
+import { loadAdapter } from "./adapter.ts";
+import { defaultPeftConfig } from "./config.ts";
+import { finetune } from "./finetune.ts";
+import { engineWeights } from "./weights.ts";
+
+const MODEL = new URL("../fixtures/hf/fc_mlp/model.safetensors", import.meta.url).pathname;
+
+/** Four classes from the signs of the first two inputs: learnable by a small adapter. */
+function toyData(rows: number, seed = 1): Dataset {
+  const rng = new Rng(seed);
+  const x = rng.fillUniform(new Float32Array(rows * 8), -1, 1) as Float32Array;
+  const data = BigInt64Array.from(
+    { length: rows },
+    (_, i) => BigInt((x[i * 8]! > 0 ? 1 : 0) + (x[i * 8 + 1]! > 0 ? 2 : 0)),
+  );
+  return { rows, width: 8, x, y: { kind: "labels", data } };
+}
+
+async function baseOutput(x: Float32Array, rows: number): Promise<Float32Array> {
+  const model = await openSafetensorsModel(MODEL);
+  const g = new Graph();
+  const built = model.build(g);
+  g.output(built.outputs[0]!);
+  const s = await Session.compile(g);
+  const out = await s.run({ [built.inputs[0]!.name]: { dtype: "F32", shape: [rows, 8], data: x } });
+  await s.release();
+  return Object.values(out)[0]!.data as Float32Array;
+}
+
+const config = (extra = {}) =>
+  defaultPeftConfig({ r: 4, loraAlpha: 8, targetModules: ["fc1", "fc2", "fc3"], ...extra });
+
+Deno.test("finetune() learns a toy task and writes PEFT files, metrics and a summary", async () => {
+  const dir = await Deno.makeTempDir();
+  const model = await openSafetensorsModel(MODEL);
+  const data = toyData(256);
+  const r = await finetune(model, data, {
+    config: config(),
+    loss: "cross_entropy",
+    outDir: dir,
+    epochs: 12,
+    batchSize: 32,
+    lr: 1e-2,
+    evalData: data,
+  });
+  assert(r.eval!.accuracy! > 0.9, `accuracy ${r.eval!.accuracy}`);
+  for (
+    const f of ["adapter_config.json", "adapter_model.safetensors", "metrics.jsonl", "summary.json"]
+  ) {
+    await Deno.stat(`${dir}/${f}`);
+  }
+  const lines = (await Deno.readTextFile(`${dir}/metrics.jsonl`)).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
+  assertEquals(lines.filter((l) => !l.eval).length, r.steps);
+  assert(lines.every((l) => l.eval || (typeof l.loss === "number" && typeof l.lr === "number")));
+  assertEquals(r.trainableParams, 4 * (8 + 16) + 4 * (16 + 16) + 4 * (16 + 4));
+});
+
+Deno.test("with B = 0 the adapted model equals the base, for LoRA and for DoRA at init", async () => {
+  const rows = 5;
+  const x = new Rng(9).fillUniform(new Float32Array(rows * 8), -1, 1) as Float32Array;
+  const base = await baseOutput(x, rows);
+  for (const useDora of [false, true]) {
+    const dir = await Deno.makeTempDir();
+    const model = await openSafetensorsModel(MODEL);
+    // lr = 0: the saved adapter is the initial one (A random, B zero, magnitude = row norms).
+    await finetune(model, toyData(16), {
+      config: config({ useDora }),
+      loss: "cross_entropy",
+      outDir: dir,
+      lr: 0,
+      maxSteps: 1,
+    });
+    const adapter = await loadAdapter(dir);
+    const engine = await InferenceEngine.create(model);
+    await engine.register("a", engineWeights(adapter, model));
+    const y = (await engine.run({ dtype: "F32", shape: [rows, 8], data: x }, "a"))
+      .data as Float32Array;
+    await engine.close();
+    y.forEach((v, i) =>
+      assert(
+        Math.abs(v - base[i]!) <= 1e-6 * Math.max(1, Math.abs(base[i]!)),
+        `dora=${useDora} [${i}]: ${v} vs ${base[i]}`,
+      )
+    );
+  }
+});
+
+Deno.test("100 steps in one run and 50 + resume 50 give byte-identical adapters", async () => {
+  const data = toyData(96);
+  const common = {
+    config: config({ loraDropout: 0.1 }),
+    loss: "cross_entropy" as const,
+    batchSize: 16,
+    lr: 5e-3,
+    maxSteps: 100,
+    schedule: "cosine" as const,
+    warmupSteps: 10,
+    seed: 3,
+    epochs: 100,
+  };
+  const full = await Deno.makeTempDir();
+  await finetune(await openSafetensorsModel(MODEL), data, { ...common, outDir: full });
+  const half = await Deno.makeTempDir();
+  await finetune(await openSafetensorsModel(MODEL), data, {
+    ...common,
+    outDir: half,
+    stopAfter: 50,
+  });
+  await finetune(await openSafetensorsModel(MODEL), data, {
+    ...common,
+    outDir: half,
+    resume: half,
+  });
+  const a = await Deno.readFile(`${full}/adapter_model.safetensors`);
+  const b = await Deno.readFile(`${half}/adapter_model.safetensors`);
+  assertEquals(a.length, b.length);
+  assert(a.every((v, i) => v === b[i]), "adapters differ");
+  const steps = (dir: string) =>
+    Deno.readTextFileSync(`${dir}/metrics.jsonl`).trim().split("\n").map((l) => JSON.parse(l))
+      .filter((l) => !l.eval).map((l) => l.loss);
+  assertEquals(steps(half), steps(full));
+});
+
+Deno.test("a step that produces NaN stops training naming the step, and the last checkpoint stays intact", async () => {
+  const dir = await Deno.makeTempDir();
+  const model = await openSafetensorsModel(MODEL);
+  const err = await assertRejects(
+    () =>
+      finetune(model, toyData(64), {
+        config: config(),
+        loss: "cross_entropy",
+        outDir: dir,
+        epochs: 50,
+        batchSize: 16,
+        optimizer: "sgd",
+        lr: 1e36,
+        checkpointEvery: 1,
+      }),
+  );
+  assert(/Training stopped at step \d+: .* is not finite/.test(String(err)), String(err));
+  const step = Number(/step (\d+)/.exec(String(err))![1]);
+  const state = JSON.parse(
+    (await import("../src/io/safetensors.ts").then((m) =>
+      m.readSafetensors(`${dir}/checkpoint/trainer_state.safetensors`)
+    ))
+      .metadata["ffwd_trainer_state"]!,
+  );
+  assertEquals(state.step, step - 1);
+  await loadAdapter(`${dir}/checkpoint`);
+});
+
+Deno.test("a target that matches nothing is an error listing the available layers", async () => {
+  const model = await openSafetensorsModel(MODEL);
+  await assertRejects(
+    () =>
+      finetune(model, toyData(8), {
+        config: config({ targetModules: ["q_proj"] }),
+        loss: "cross_entropy",
+        outDir: Deno.makeTempDirSync(),
+      }),
+    RangeError,
+    "available layers: fc1, fc2, fc3",
+  );
+});
+
+Deno.test("save → load → forward is identical", async () => {
+  const dir = await Deno.makeTempDir();
+  const model = await openSafetensorsModel(MODEL);
+  const r = await finetune(model, toyData(64), {
+    config: config({ useDora: true }),
+    loss: "cross_entropy",
+    outDir: dir,
+    epochs: 2,
+    lr: 1e-2,
+  });
+  const loaded = await loadAdapter(dir);
+  const engine = await InferenceEngine.create(model);
+  const x = {
+    dtype: "F32" as const,
+    shape: [4, 8],
+    data: new Rng(2).fillUniform(new Float32Array(32), -1, 1) as Float32Array,
+  };
+  await engine.register("mem", engineWeights(r.adapter, model));
+  await engine.register("file", engineWeights(loaded, model));
+  const a = (await engine.run(x, "mem")).data;
+  const b = (await engine.run(x, "file")).data;
+  await engine.close();
+  assertEquals([...a], [...b]);
+});

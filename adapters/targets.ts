@@ -1,0 +1,135 @@
+/**
+ * Which linear layers get an adapter, and with what rank and alpha: PEFT's `target_modules`,
+ * `layers_to_transform`, `rank_pattern` and `alpha_pattern` semantics.
+ *
+ * - a list of names matches a layer whose name equals an entry or ends with `.` + entry;
+ * - a single string is a regular expression that must match the whole name;
+ * - `"all-linear"` takes every linear layer except a classifier head (the last layer of a
+ *   whole-model MLP; a transformer block has none), as PEFT excludes the output layer.
+ *
+ * A selection that matches nothing is an error listing the available layers.
+ *
+ * @module
+ */
+
+import type { BaseModel, LinearLayer } from "../src/model.ts";
+import { type LayerAdapter, loraScale } from "./lora.ts";
+
+/** How layers are chosen and sized (PEFT's names, in camelCase). */
+export interface TargetOptions {
+  targetModules: readonly string[] | string;
+  r: number;
+  loraAlpha: number;
+  useRslora?: boolean;
+  useDora?: boolean;
+  layersToTransform?: readonly number[] | null;
+  rankPattern?: Readonly<Record<string, number>>;
+  alphaPattern?: Readonly<Record<string, number>>;
+}
+
+/** Layers a `target_modules` value selects, in model order. */
+export function selectLayers(
+  model: Pick<BaseModel, "layers" | "block">,
+  targets: readonly string[] | string,
+  layersToTransform?: readonly number[] | null,
+): LinearLayer[] {
+  const layers = model.layers;
+  let chosen: LinearLayer[];
+  if (
+    targets === "all-linear" ||
+    (Array.isArray(targets) && targets.length === 1 && targets[0] === "all-linear")
+  ) {
+    chosen = model.block === undefined && layers.length > 1 ? layers.slice(0, -1) : [...layers];
+  } else if (typeof targets === "string") {
+    let re: RegExp;
+    try {
+      re = new RegExp(`^(?:${targets})$`);
+    } catch (e) {
+      throw new SyntaxError(
+        `Invalid target_modules regular expression ${JSON.stringify(targets)}: ${
+          (e as Error).message
+        }`,
+      );
+    }
+    chosen = layers.filter((l) => re.test(l.name));
+  } else {
+    chosen = layers.filter((l) =>
+      (targets as readonly string[]).some((t) => l.name === t || l.name.endsWith(`.${t}`))
+    );
+  }
+  if (layersToTransform && layersToTransform.length) {
+    const keep = new Set(layersToTransform);
+    chosen = chosen.filter((l) => {
+      const idx = layerIndex(l.name);
+      return idx !== undefined && keep.has(idx);
+    });
+  }
+  if (chosen.length === 0) {
+    throw new RangeError(
+      `Target modules ${JSON.stringify(targets)}${
+        layersToTransform?.length
+          ? ` with layers_to_transform [${layersToTransform.join(", ")}]`
+          : ""
+      } match no linear layer; available layers: ${layers.map((l) => l.name).join(", ")}`,
+    );
+  }
+  return chosen;
+}
+
+/** The transformer layer index in a module path (`model.layers.3.mlp.up_proj` → 3). */
+export function layerIndex(name: string): number | undefined {
+  const m = /(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * The value of the first `rank_pattern` / `alpha_pattern` key that matches `name` (PEFT: the key
+ * is a regular expression matching the end of the module path).
+ */
+export function patternValue(
+  name: string,
+  patterns: Readonly<Record<string, number>> | undefined,
+): number | undefined {
+  for (const [key, v] of Object.entries(patterns ?? {})) {
+    if (new RegExp(`^(?:.*\\.)?(?:${key})$`).test(name)) return v;
+  }
+  return undefined;
+}
+
+/**
+ * The adapters a configuration puts on a model.
+ *
+ * @example
+ * ```ts
+ * import { planAdapters } from "./targets.ts";
+ * const layer = { name: "fc1", inFeatures: 4, outFeatures: 8, orientation: "out_in" as const, weightKey: "fc1.weight", dtype: "F32" as const };
+ * planAdapters({ layers: [layer] }, { targetModules: ["fc1"], r: 8, loraAlpha: 16 })[0]!.scale; // 2
+ * ```
+ */
+export function planAdapters(
+  model: Pick<BaseModel, "layers" | "block">,
+  opts: TargetOptions,
+): LayerAdapter[] {
+  if (!Number.isInteger(opts.r) || opts.r < 1) {
+    throw new RangeError(`Invalid LoRA rank ${opts.r}: expected an integer >= 1`);
+  }
+  return selectLayers(model, opts.targetModules, opts.layersToTransform).map((layer) => {
+    const rank = patternValue(layer.name, opts.rankPattern) ?? opts.r;
+    const alpha = patternValue(layer.name, opts.alphaPattern) ?? opts.loraAlpha;
+    if (rank > Math.min(layer.inFeatures, layer.outFeatures)) {
+      // PEFT allows it; it wastes parameters, so say so without failing.
+      console.warn(
+        `warning: rank ${rank} exceeds min(in, out) = ${
+          Math.min(layer.inFeatures, layer.outFeatures)
+        } for "${layer.name}"`,
+      );
+    }
+    return {
+      layer,
+      rank,
+      alpha,
+      scale: loraScale(alpha, rank, opts.useRslora ?? false),
+      dora: opts.useDora ?? false,
+    };
+  });
+}

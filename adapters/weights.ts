@@ -1,0 +1,40 @@
+/**
+ * Turns a loaded adapter (PEFT layout) into the per-layer weights the inference engine takes,
+ * after matching it against the base.
+ *
+ * @module
+ */
+
+import type { AdapterWeights, LayerWeights } from "../src/infer/engine.ts";
+import type { BaseModel } from "../src/model.ts";
+import { toFloat32 } from "../src/tensor.ts";
+import { type Adapter, matchAdapter, type MatchOptions } from "./adapter.ts";
+
+/**
+ * The engine form of `adapter` on `model` (every tensor as float32; the scale per layer from its
+ * rank, alpha and rsLoRA setting).
+ *
+ * @example
+ * ```ts ignore
+ * engine.register("rot45", engineWeights(await loadAdapter("runs/rot45"), model));
+ * ```
+ */
+export function engineWeights(
+  adapter: Adapter,
+  model: Pick<BaseModel, "layers">,
+  opts: MatchOptions = {},
+): AdapterWeights {
+  const match = matchAdapter(adapter, model, opts);
+  const layers = new Map<string, LayerWeights>();
+  for (const ad of match.layers) {
+    const l = adapter.layers.get(ad.layer.name)!;
+    layers.set(ad.layer.name, {
+      A: toFloat32(l.A).data,
+      B: toFloat32(l.B).data,
+      rank: ad.rank,
+      scale: ad.scale,
+      magnitude: ad.dora && l.magnitude ? toFloat32(l.magnitude).data : undefined,
+    });
+  }
+  return { layers };
+}

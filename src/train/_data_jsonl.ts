@@ -1,0 +1,98 @@
+/**
+ * JSON Lines data files (https://jsonlines.org): one object per line, `{"x": [...], "y": ...}`,
+ * where `y` is an integer class label or an array of float targets. Blank lines are skipped.
+ *
+ * Each line goes through `JSON.parse` (native, about 150 MB/s here) and its numbers are copied
+ * straight into the builder's preallocated buffers; the parsed line is garbage at once.
+ *
+ * @module
+ */
+
+import type { Dataset } from "./dataset.ts";
+import { type DataInputs, openLines, quote, RowsBuilder } from "./_data_rows.ts";
+
+/** Reads inputs and, when `withY`, labels or targets from a JSONL file. */
+export async function readJsonl(
+  path: string | URL,
+  where: string,
+  options: { width?: number; classes?: number; withY: true },
+): Promise<Dataset>;
+export async function readJsonl(
+  path: string | URL,
+  where: string,
+  options: { width?: number; withY: false },
+): Promise<DataInputs>;
+export async function readJsonl(
+  path: string | URL,
+  where: string,
+  options: { width?: number; classes?: number; withY: boolean },
+): Promise<Dataset | DataInputs> {
+  const { bytes, lines } = await openLines(path, where);
+  const b = new RowsBuilder(where, bytes, options.width, options.classes);
+  let line = 0;
+  for await (const text of lines) {
+    line++;
+    if (text.trim() === "") continue;
+    const row = parseRow(text, line, where);
+    const xs = row.x;
+    if (!Array.isArray(xs)) {
+      throw new TypeError(`${where}: row ${line} has no "x" array`);
+    }
+    const at = b.addRow(line, xs.length, text.length + 1);
+    const x = b.x;
+    for (let i = 0; i < xs.length; i++) {
+      const v: unknown = xs[i];
+      if (typeof v !== "number") throw notNumber(where, line, `x[${i}]`, v);
+      x[at + i] = v;
+    }
+    if (options.withY) readY(b, row.y, line);
+  }
+  return options.withY ? b.dataset() : b.inputs();
+}
+
+function parseRow(text: string, line: number, where: string): Record<string, unknown> {
+  let row: unknown;
+  try {
+    row = JSON.parse(text);
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    throw new SyntaxError(`${where}: row ${line} is not valid JSON: ${why}`, { cause: error });
+  }
+  if (typeof row !== "object" || row === null || Array.isArray(row)) {
+    throw new TypeError(`${where}: row ${line} is not an object like {"x": [...], "y": ...}`);
+  }
+  return row as Record<string, unknown>;
+}
+
+function readY(b: RowsBuilder, y: unknown, line: number): void {
+  if (typeof y === "number") {
+    if (!Number.isInteger(y)) {
+      throw new TypeError(
+        `${b.where}: row ${line} has "y" ${y}, expected an integer class label or an array of targets`,
+      );
+    }
+    b.label(line, y);
+  } else if (Array.isArray(y)) {
+    const { data, at } = b.addTargets(line, y.length);
+    for (let i = 0; i < y.length; i++) {
+      const v: unknown = y[i];
+      if (typeof v !== "number") throw notNumber(b.where, line, `y[${i}]`, v);
+      data[at + i] = v;
+    }
+  } else if (y === undefined) {
+    throw new TypeError(
+      `${b.where}: row ${line} has no "y" (an integer label or an array of targets)`,
+    );
+  } else {
+    throw new TypeError(
+      `${b.where}: row ${line} has "y" ${
+        quote(JSON.stringify(y))
+      }, expected an integer class label or an array of targets`,
+    );
+  }
+}
+
+function notNumber(where: string, line: number, at: string, v: unknown): TypeError {
+  const shown = v === undefined ? "missing" : quote(JSON.stringify(v));
+  return new TypeError(`${where}: row ${line}, ${at} is ${shown}, expected a number`);
+}

@@ -1,0 +1,87 @@
+/**
+ * In-memory datasets: row-major inputs and either integer labels or float targets, and the
+ * batch slicing the trainer feeds to a compiled step (inputs `x`, and `labels` or `targets`).
+ *
+ * @module
+ */
+
+import type { Tensor } from "../tensor.ts";
+
+/** A dataset of `rows` examples. */
+export interface Dataset {
+  readonly rows: number;
+  /** Input width. */
+  readonly width: number;
+  /** `[rows, width]`, row-major. */
+  readonly x: Float32Array;
+  /** Integer class labels `[rows]`, or float targets `[rows, targetWidth]`. */
+  readonly y:
+    | { readonly kind: "labels"; readonly data: BigInt64Array; readonly classes?: number }
+    | { readonly kind: "targets"; readonly data: Float32Array; readonly width: number };
+}
+
+/** One batch, ready to feed. */
+export interface Batch {
+  readonly rows: number;
+  readonly feeds: Record<string, Tensor>;
+}
+
+/**
+ * Rows `start … start+size` of the dataset, in `order` when given (a permutation of row indices).
+ *
+ * @example
+ * ```ts
+ * import { sliceBatch } from "./dataset.ts";
+ * const data = { rows: 2, width: 1, x: new Float32Array([1, 2]), y: { kind: "labels" as const, data: new BigInt64Array([0n, 1n]) } };
+ * sliceBatch(data, null, 0, 2).feeds.x.shape; // [2, 1]
+ * ```
+ */
+export function sliceBatch(
+  data: Dataset,
+  order: Uint32Array | null,
+  start: number,
+  size: number,
+): Batch {
+  const rows = Math.max(0, Math.min(size, data.rows - start));
+  const w = data.width;
+  const x = new Float32Array(rows * w);
+  const y = data.y;
+  const yw = y.kind === "labels" ? 1 : y.width;
+  const yOut = y.kind === "labels" ? new BigInt64Array(rows) : new Float32Array(rows * yw);
+  for (let i = 0; i < rows; i++) {
+    const r = order ? order[start + i]! : start + i;
+    x.set(data.x.subarray(r * w, (r + 1) * w), i * w);
+    if (y.kind === "labels") (yOut as BigInt64Array)[i] = y.data[r]!;
+    else (yOut as Float32Array).set(y.data.subarray(r * yw, (r + 1) * yw), i * yw);
+  }
+  const feeds: Record<string, Tensor> = { x: { dtype: "F32", shape: [rows, w], data: x } };
+  if (y.kind === "labels") {
+    feeds.labels = { dtype: "I64", shape: [rows], data: yOut as BigInt64Array };
+  } else feeds.targets = { dtype: "F32", shape: [rows, yw], data: yOut as Float32Array };
+  return { rows, feeds };
+}
+
+/** Splits off the last `fraction` of a seeded permutation as an evaluation set. */
+export function splitDataset(
+  data: Dataset,
+  fraction: number,
+  order: Uint32Array,
+): [Dataset, Dataset] {
+  const nEval = Math.round(data.rows * fraction);
+  const take = (idx: Uint32Array): Dataset => {
+    const b = sliceBatch(data, idx, 0, idx.length);
+    const y = b.feeds.labels
+      ? {
+        kind: "labels" as const,
+        data: b.feeds.labels.data as BigInt64Array,
+        classes: data.y.kind === "labels" ? data.y.classes : undefined,
+      }
+      : {
+        kind: "targets" as const,
+        data: b.feeds.targets!.data as Float32Array,
+        width: (data.y as { width: number }).width,
+      };
+    return { rows: idx.length, width: data.width, x: b.feeds.x!.data as Float32Array, y };
+  };
+  return [take(order.subarray(0, data.rows - nEval)), take(order.subarray(data.rows - nEval))];
+}

@@ -1,0 +1,92 @@
+/**
+ * One compiled training step: forward, loss and the backward for the trainable parameters only,
+ * emitted once into one ONNX graph and run as one `session.run` per step. The base weights stay
+ * inside the session; only the batch and the (small) parameters cross per step.
+ *
+ * @module
+ */
+
+import type * as ort from "onnxruntime-node";
+import { grad } from "../engine/autograd.ts";
+import type { Graph, Value } from "../engine/graph.ts";
+import { Session, type SessionOptions, toOrt } from "../engine/runtime.ts";
+import type { Tensor } from "../tensor.ts";
+
+/** What to compile. */
+export interface StepSpec {
+  readonly graph: Graph;
+  /** Scalar loss. */
+  readonly loss: Value;
+  /** Trainable parameters: graph inputs. */
+  readonly params: readonly Value[];
+  /** Further values to fetch each step (e.g. logits for accuracy). */
+  readonly extra?: readonly Value[];
+}
+
+/** What a step returns. */
+export interface StepResult {
+  readonly loss: number;
+  /** Gradient of each parameter, by parameter name. */
+  readonly grads: Map<string, Float32Array>;
+  readonly extra: Record<string, Tensor>;
+}
+
+/**
+ * A compiled training step.
+ *
+ * @example
+ * ```ts ignore
+ * const step = await TrainStep.compile({ graph, loss, params });
+ * const { loss, grads } = await step.run({ x, y }, paramValues);
+ * ```
+ */
+export class TrainStep {
+  private constructor(
+    readonly session: Session,
+    readonly spec: StepSpec,
+    private readonly gradNames: readonly string[],
+  ) {}
+
+  /** Appends the backward pass for `spec.params` and compiles forward + backward. */
+  static async compile(spec: StepSpec, opts: SessionOptions = {}): Promise<TrainStep> {
+    for (const p of spec.params) {
+      if (p.kind !== "input") {
+        throw new TypeError(`Cannot train "${p.name}": trainable parameters must be graph inputs`);
+      }
+    }
+    const grads = grad(spec.loss, spec.params);
+    const outputs = [spec.loss, ...grads, ...(spec.extra ?? [])];
+    const session = await Session.compile(spec.graph, { ...opts, outputs });
+    return new TrainStep(session, spec, grads.map((g) => g.name));
+  }
+
+  /**
+   * Runs one step. `params` maps parameter names to their current values (float32, shaped as
+   * declared); `batch` holds the data inputs.
+   */
+  async run(
+    batch: Record<string, Tensor | ort.Tensor>,
+    params: ReadonlyMap<string, Float32Array>,
+  ): Promise<StepResult> {
+    const feeds: Record<string, Tensor | ort.Tensor> = { ...batch };
+    for (const p of this.spec.params) {
+      const data = params.get(p.name);
+      if (!data) throw new TypeError(`Missing value for parameter "${p.name}"`);
+      feeds[p.name] = toOrt({ dtype: "F32", shape: p.shape as number[], data });
+    }
+    const out = await this.session.run(feeds);
+    const loss = Number(out[this.spec.loss.name]!.data[0]);
+    const grads = new Map<string, Float32Array>();
+    this.spec.params.forEach((p, i) =>
+      grads.set(p.name, out[this.gradNames[i]!]!.data as Float32Array)
+    );
+    const extra: Record<string, Tensor> = {};
+    for (const v of this.spec.extra ?? []) extra[v.name] = out[v.name]!;
+    return { loss, grads, extra };
+  }
+
+  /** Frees the session. */
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}

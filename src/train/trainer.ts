@@ -1,0 +1,247 @@
+/**
+ * The training loop, independent of what is trained: batches from a dataset, one compiled step
+ * per batch, the optimizer and schedule in TypeScript, gradient accumulation and clipping, a
+ * non-finite check on every step, evaluation with early stopping, and checkpoints that make a
+ * resumed run reproduce the uninterrupted one exactly.
+ *
+ * Reproducibility: the epoch order comes from `Rng(seed + epoch)` (so a resumed run recomputes
+ * it), and dropout masks come from one generator whose state is checkpointed.
+ *
+ * @module
+ */
+
+import type { Value } from "../engine/graph.ts";
+import { Rng, type RngState } from "../rng.ts";
+import type { Tensor } from "../tensor.ts";
+import {
+  clipGradNorm,
+  Optimizer,
+  type OptimizerName,
+  type OptimizerOptions,
+  type OptimizerState,
+} from "./optim.ts";
+import { learningRate, type ScheduleName } from "./schedule.ts";
+import type { TrainStep } from "./step.ts";
+import { type Dataset, sliceBatch } from "./dataset.ts";
+
+/** Loop settings. */
+export interface TrainerOptions {
+  epochs?: number;
+  /** Stop after this many optimizer steps (default: epochs × batches). */
+  maxSteps?: number;
+  batchSize?: number;
+  lr?: number;
+  schedule?: ScheduleName;
+  warmupSteps?: number;
+  optimizer?: OptimizerName;
+  optimizerOptions?: OptimizerOptions;
+  /** Global-norm gradient clipping (off when undefined). */
+  clipNorm?: number;
+  /**
+   * End this run after this optimizer step, with a final checkpoint, as an interrupted run would
+   * (the schedule still spans `maxSteps`): `--resume` then continues exactly.
+   */
+  stopAfter?: number;
+  /** Micro-batches per optimizer step. */
+  gradAccum?: number;
+  seed?: number;
+  shuffle?: boolean;
+  /** Stop when the eval loss has not improved by `minDelta` for `patience` evaluations. */
+  earlyStopping?: { patience: number; minDelta?: number };
+}
+
+/** A dropout mask input the trainer feeds each step. */
+export interface MaskInput {
+  readonly value: Value;
+  /** Drop probability. */
+  readonly p: number;
+}
+
+/** Everything a checkpoint needs to resume exactly. */
+export interface TrainerState {
+  readonly step: number;
+  /** Micro-batches consumed in the current epoch. */
+  readonly epoch: number;
+  readonly position: number;
+  readonly rng: RngState;
+  readonly optimizer: OptimizerState;
+  readonly params: ReadonlyMap<string, Float32Array>;
+  readonly bestEval: number | null;
+  readonly badEvals: number;
+}
+
+/** One line of `metrics.jsonl`. */
+export type MetricLine =
+  | { step: number; loss: number; lr: number; grad_norm?: number; samples_per_s?: number }
+  | { eval: true; step: number; epoch: number; loss: number; accuracy?: number };
+
+/** Callbacks of the loop. */
+export interface TrainerHooks {
+  onMetric?(line: MetricLine): void | Promise<void>;
+  /** Called at `checkpointEvery` steps and at the end. */
+  checkpoint?(state: TrainerState, final: boolean): Promise<void>;
+  checkpointEvery?: number;
+  /** Runs evaluation after each epoch; returns loss (and accuracy). */
+  evaluate?(
+    params: ReadonlyMap<string, Float32Array>,
+  ): Promise<{ loss: number; accuracy?: number }>;
+}
+
+/** Raised when a step produces NaN or Inf; the last checkpoint is left intact. */
+export class NonFiniteError extends Error {
+  constructor(readonly step: number, what: string) {
+    super(
+      `Training stopped at step ${step}: ${what} is not finite (NaN or Inf); the last checkpoint is intact`,
+    );
+    this.name = "NonFiniteError";
+  }
+}
+
+/** What {@link train} returns. */
+export interface TrainResult {
+  readonly steps: number;
+  readonly lastLoss: number;
+  readonly stoppedEarly: boolean;
+  readonly seconds: number;
+}
+
+/**
+ * Trains `params` in place.
+ *
+ * @example
+ * ```ts ignore
+ * await train(step, params, data, { epochs: 3, lr: 1e-3, optimizer: "adamw" });
+ * ```
+ */
+export async function train(
+  step: Pick<TrainStep, "run">,
+  params: Map<string, Float32Array>,
+  data: Dataset,
+  opts: TrainerOptions = {},
+  hooks: TrainerHooks = {},
+  masks: readonly MaskInput[] = [],
+  resume?: TrainerState,
+): Promise<TrainResult> {
+  const batchSize = opts.batchSize ?? 32;
+  const accum = opts.gradAccum ?? 1;
+  const seed = opts.seed ?? 0;
+  const batchesPerEpoch = Math.ceil(data.rows / batchSize);
+  const stepsPerEpoch = Math.ceil(batchesPerEpoch / accum);
+  const epochs = opts.epochs ?? 1;
+  const totalSteps = opts.maxSteps ?? epochs * stepsPerEpoch;
+  const opt = new Optimizer(opts.optimizer ?? "adamw", opts.optimizerOptions);
+  let rng = new Rng(seed);
+  let stepNo = 0, epoch = 0, position = 0, bestEval: number | null = null, badEvals = 0;
+  if (resume) {
+    ({ step: stepNo, epoch, position, bestEval, badEvals } = resume);
+    rng = Rng.fromState(resume.rng);
+    opt.load(resume.optimizer);
+    for (const [k, v] of resume.params) params.get(k)?.set(v);
+  }
+  const state = (): TrainerState => ({
+    step: stepNo,
+    epoch,
+    position,
+    rng: rng.state(),
+    optimizer: opt.state(),
+    params: new Map([...params].map(([k, v]) => [k, v.slice()])),
+    bestEval,
+    badEvals,
+  });
+  const t0 = performance.now();
+  let lastLoss = NaN, stoppedEarly = false;
+  const lastStep = Math.min(totalSteps, opts.stopAfter ?? Infinity);
+  outer: while (
+    stepNo < lastStep && epoch < Math.max(epochs, Math.ceil(totalSteps / stepsPerEpoch))
+  ) {
+    const order = opts.shuffle === false ? null : new Rng(seed + 1 + epoch).permutation(data.rows);
+    while (position < batchesPerEpoch && stepNo < lastStep) {
+      const tStep = performance.now();
+      const sum = new Map<string, Float32Array>();
+      let lossSum = 0, micro = 0, rows = 0;
+      for (; micro < accum && position < batchesPerEpoch; micro++, position++) {
+        const batch = sliceBatch(data, order, position * batchSize, batchSize);
+        rows += batch.rows;
+        const feeds: Record<string, Tensor> = { ...batch.feeds };
+        for (const m of masks) feeds[m.value.name] = dropoutMask(rng, batch.rows, m);
+        const r = await step.run(feeds, params);
+        if (!Number.isFinite(r.loss)) throw new NonFiniteError(stepNo + 1, "the loss");
+        lossSum += r.loss;
+        for (const [k, g] of r.grads) {
+          const acc = sum.get(k);
+          if (!acc) sum.set(k, micro === 0 && accum === 1 ? g : g.slice());
+          else for (let i = 0; i < g.length; i++) acc[i] = acc[i]! + g[i]!;
+        }
+      }
+      if (micro > 1) {
+        for (const g of sum.values()) for (let i = 0; i < g.length; i++) g[i] = g[i]! / micro;
+      }
+      for (const [k, g] of sum) {
+        for (let i = 0; i < g.length; i++) {
+          if (!Number.isFinite(g[i]!)) {
+            throw new NonFiniteError(stepNo + 1, `the gradient of "${k}"`);
+          }
+        }
+      }
+      const gradNorm = opts.clipNorm !== undefined
+        ? clipGradNorm(sum.values(), opts.clipNorm)
+        : undefined;
+      const lr = learningRate(opts.lr ?? 1e-3, stepNo, {
+        schedule: opts.schedule,
+        warmupSteps: opts.warmupSteps,
+        totalSteps,
+      });
+      opt.step(params, sum, lr);
+      stepNo++;
+      lastLoss = lossSum / micro;
+      const sps = rows / ((performance.now() - tStep) / 1000);
+      await hooks.onMetric?.({
+        step: stepNo,
+        loss: lastLoss,
+        lr,
+        grad_norm: gradNorm,
+        samples_per_s: round(sps),
+      });
+      if (
+        hooks.checkpoint && hooks.checkpointEvery && stepNo % hooks.checkpointEvery === 0 &&
+        stepNo < lastStep
+      ) {
+        await hooks.checkpoint(state(), false);
+      }
+    }
+    if (position >= batchesPerEpoch) {
+      epoch++;
+      position = 0;
+      if (hooks.evaluate) {
+        const ev = await hooks.evaluate(params);
+        await hooks.onMetric?.({ eval: true, step: stepNo, epoch, ...ev });
+        if (opts.earlyStopping) {
+          const minDelta = opts.earlyStopping.minDelta ?? 0;
+          if (bestEval === null || ev.loss < bestEval - minDelta) {
+            bestEval = ev.loss;
+            badEvals = 0;
+          } else if (++badEvals >= opts.earlyStopping.patience) {
+            stoppedEarly = true;
+            break outer;
+          }
+        }
+      }
+    }
+  }
+  if (hooks.checkpoint) await hooks.checkpoint(state(), true);
+  return { steps: stepNo, lastLoss, stoppedEarly, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** A 0/1 mask for one dropout input, drawn from the trainer's generator. */
+function dropoutMask(rng: Rng, rows: number, m: MaskInput): Tensor<"F32"> {
+  const shape = m.value.shape.map((d) => (typeof d === "number" ? d : rows));
+  let n = 1;
+  for (const d of shape) n *= d;
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = rng.uniform() < m.p ? 0 : 1;
+  return { dtype: "F32", shape, data };
+}
+
+function round(x: number): number {
+  return Math.round(x * 10) / 10;
+}
