@@ -43,7 +43,7 @@ export async function readCsv(
       const header = options.header ?? cells.some((c) => !looksNumeric(c));
       if (header) names = cells.map((c) => c.trim());
       const why = options.header === false ? "header is false" : `row ${line} is all numbers`;
-      label = labelIndex(options.labelColumn, cells.length, names, `${where}`, why);
+      label = labelIndex(options.labelColumn, cells.length, names, where, why);
       const extra = label >= 0 ? 1 : 0;
       if (header && options.width !== undefined && cells.length !== options.width + extra) {
         throw new TypeError(

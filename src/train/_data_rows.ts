@@ -10,6 +10,7 @@ import type { Dataset } from "./dataset.ts";
 
 /** Inputs only: what `ffwd predict` reads. */
 export interface DataInputs {
+  /** Number of rows. */
   readonly rows: number;
   /** Input width. */
   readonly width: number;

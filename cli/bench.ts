@@ -1,0 +1,62 @@
+/**
+ * `ffwd bench train`: the LoRA training-step benchmark (see `src/train/bench.ts`), printed as a
+ * table or as JSON (`{"ms_per_step", "gflops", "matmul_gflops", "ratio", "dims", "batch",
+ * "rank", …}`) for comparison across commits.
+ *
+ * @module
+ */
+
+import { benchTrain } from "../src/train/bench.ts";
+import type { Program } from "./_program.ts";
+
+const ints = (v: string) =>
+  v.split(",").map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n <= 0) {
+      throw new TypeError(`Invalid dimension "${s}" in --dims ${v}`);
+    }
+    return n;
+  });
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new TypeError(`Invalid positive integer "${v}"`);
+  return n;
+};
+
+/** Registers `ffwd bench`. */
+export function registerBench(program: Program): void {
+  const bench = program.command("bench").description("measure ffwd on this machine");
+  bench.command("train")
+    .description("ms per LoRA training step and the base-GEMM rate, beside a plain 1024³ MatMul")
+    .option("--dims <list>", "layer widths, e.g. 1024,4096,1024", ints, [1024, 4096, 1024])
+    .option("--batch <n>", "batch size", int, 256)
+    .option("--rank <r>", "LoRA rank", int, 16)
+    .option("--steps <n>", "timed steps", int, 30)
+    .option("--threads <n>", "onnxruntime threads (default: all cores)", int)
+    .option("--json", "print JSON")
+    .action(async (o) => {
+      const r = await benchTrain({
+        dims: o.dims,
+        batch: o.batch,
+        rank: o.rank,
+        steps: o.steps,
+        threads: o.threads,
+      });
+      if (o.json) {
+        console.log(JSON.stringify(r));
+        return;
+      }
+      console.log(
+        [
+          `dims ${r.dims.join(",")}, batch ${r.batch}, rank ${r.rank}`,
+          `  step            ${r.ms_per_step.toFixed(2)} ms (optimizer ${
+            r.optimizer_ms.toFixed(2)
+          } ms, ${(100 * r.optimizer_fraction).toFixed(1)}%)`,
+          `  base GEMMs      ${r.gflops.toFixed(1)} GFLOP/s`,
+          `  1024³ MatMul    ${r.matmul_gflops.toFixed(1)} GFLOP/s`,
+          `  ratio           ${(100 * r.ratio).toFixed(1)}%`,
+          `  compile         ${r.compile_ms.toFixed(0)} ms`,
+        ].join("\n"),
+      );
+    });
+}
