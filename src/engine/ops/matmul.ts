@@ -114,7 +114,9 @@ function matmulVjp(
       // A shared weight under a batched input: fold the batch axes into rows, one GEMM.
       const k = a2.shape[a2.rank - 1]!;
       const n = d.shape[d.rank - 1]!;
-      dB = matmul(transposeLast2(reshape(a2, [-1, k])), reshape(d, [-1, n]));
+      // Both flattened row counts get one shared name, so the product's inner dims agree.
+      const rows = a2.graph.freshName("rows");
+      dB = matmul(transposeLast2(reshape(a2, [rows, k])), reshape(d, [rows, n]));
     } else {
       dB = unbroadcast(matmul(transposeLast2(a2), d), b2); // dB = Aᵀ · dY
     }
