@@ -13,6 +13,7 @@ import type { Node, Value } from "./graph.ts";
 import { add } from "./ops/elementwise.ts";
 import { onesLike, zerosLike } from "./ops/constant.ts";
 import { VJP_TABLE } from "./ops/table.ts";
+import { sameShape } from "./shapes.ts";
 
 /** Options of {@link grad}. */
 export interface GradOptions {
@@ -42,6 +43,7 @@ const FLOATS = new Set(["F32", "F64", "F16", "BF16"]);
  */
 export function grad(loss: Value, wrt: readonly Value[], opts: GradOptions = {}): Value[] {
   const g = loss.graph;
+  checkArguments(loss, wrt, opts.seed);
   const targets = new Set(wrt);
   const onPath = dependsOn(g.nodes, targets);
   const toLoss = ancestorsOf(loss);
@@ -81,6 +83,29 @@ export function grad(loss: Value, wrt: readonly Value[], opts: GradOptions = {})
       name: uniqueName(w, prefix),
     }])[0]!;
   });
+}
+
+function checkArguments(loss: Value, wrt: readonly Value[], seed: Value | undefined): void {
+  for (const w of wrt) {
+    if (w.graph !== loss.graph) {
+      throw new TypeError(
+        `Cannot differentiate with respect to "${w.name}": it is in another graph`,
+      );
+    }
+  }
+  if (!FLOATS.has(loss.dtype)) {
+    throw new TypeError(
+      `Cannot differentiate "${loss.name}" of dtype ${loss.dtype}: expected a float`,
+    );
+  }
+  if (
+    seed &&
+    (seed.graph !== loss.graph || seed.dtype !== loss.dtype || !sameShape(seed.shape, loss.shape))
+  ) {
+    throw new TypeError(
+      `Cannot seed the gradient of "${loss.name}": expected ${loss.dtype} ${loss}, got ${seed.dtype} ${seed}`,
+    );
+  }
 }
 
 function uniqueName(w: Value, prefix: string): string {

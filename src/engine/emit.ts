@@ -1,50 +1,41 @@
 /**
- * Emits a graph as an ONNX model (opset 17 by default) with `@bufbuild/protobuf`.
+ * Emits a graph as an ONNX model with `@bufbuild/protobuf`, at opset 17 unless a node needs a
+ * newer one (`graph.minOpset`; see `_opset.ts` for the nodes rewritten on the way).
  *
  * Only the nodes needed for the outputs are written (dead-node elimination). Initializers are
  * inline, or ONNX external data: tensors already in a file (an F32 weight inside a safetensors
- * file) are referenced in place by offset and length, and large in-memory tensors can be spilled
- * to a side file, so models over protobuf's 2 GiB limit work. `float64: true` emits the float64
- * twin of the graph: every F32 value, initializer, constant and cast becomes F64.
+ * file) are referenced in place by offset and length, and large in-memory tensors are spilled to
+ * a side file, so models over protobuf's 2 GiB limit work (see `_external.ts`). `float64: true`
+ * emits the float64 twin of the graph: every F32 input, output, initializer, constant and cast
+ * becomes F64 (external F32 weights are read as F32 and cast inside the graph).
  *
  * @module
  */
 
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
-  type AttributeProto,
-  AttributeProto_AttributeType as AT,
-  AttributeProtoSchema,
   GraphProtoSchema,
   type ModelProto,
   ModelProtoSchema,
   NodeProtoSchema,
   OperatorSetIdProtoSchema,
   StringStringEntryProtoSchema,
-  type TensorProto,
-  TensorProto_DataLocation,
-  TensorProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  type ValueInfoProto,
-  ValueInfoProtoSchema,
 } from "../onnx/gen/onnx_pb.ts";
-import { castFloat, type DType, type Tensor, toBytes, toFloat32 } from "../tensor.ts";
-import {
-  type Attr,
-  type ExternalTensor,
-  type Graph,
-  type InitData,
-  liveNodes,
-  type Value,
-} from "./graph.ts";
-import { onnxDtype } from "./ops/shape.ts";
+import type { Tensor } from "../tensor.ts";
+import { withAtomicFile, writeAll } from "../io/atomic.ts";
+import type { Graph, InitData, Value } from "./graph.ts";
+import { liveNodes } from "./graph.ts";
+import { type AddedTensor, irVersionFor, nodeForm, resolveOpset } from "./_opset.ts";
+import { attrProto, tensorProto, valueInfo } from "./_proto.ts";
+import { type CopyChunk, emitInitializers, type SpillChunk, writeSideFile } from "./_external.ts";
+
+export { tensorProto } from "./_proto.ts";
+export type { CopyChunk, SpillChunk } from "./_external.ts";
+export { INLINE_LIMIT } from "./_external.ts";
 
 /** Options of {@link toModelProto}. */
 export interface EmitOptions {
-  /** Default-domain opset (default 17). */
+  /** Default-domain opset (default 17; raised to `graph.minOpset` when that is higher). */
   opset?: number;
   /** Emit the float64 twin. */
   float64?: boolean;
@@ -52,101 +43,98 @@ export interface EmitOptions {
   outputs?: readonly Value[];
   /**
    * Folder the model file will be written to: external data locations are written relative to it.
-   * Required when the graph references external tensors or spills initializers.
+   * Required when the graph references external tensors in place.
    */
   modelDir?: string;
   /** Spill in-memory initializers of at least this many bytes to `spillFile` (default: never). */
   spillThreshold?: number;
-  /** Name of the side file for spilled initializers, relative to `modelDir`. */
+  /**
+   * Spill the largest in-memory initializers until the inline ones total at most this many bytes
+   * (default {@link INLINE_LIMIT}, about 1.8 GiB: protobuf cannot hold 2 GiB).
+   */
+  inlineLimit?: number;
+  /** Name of the side file for spilled initializers, relative to the model (default `model.onnx.data`). */
   spillFile?: string;
+  /**
+   * External tensors are referenced in place (`"reference"`, the default) or their bytes are
+   * copied into `spillFile` (`"copy"`: a self-contained model).
+   */
+  externalData?: "reference" | "copy";
+  /** Locations to write for referenced files, by absolute path (default: relative to `modelDir`). */
+  locations?: ReadonlyMap<string, string>;
   /** Extra domains to import, e.g. `{"com.microsoft": 1}`. */
   domains?: Record<string, number>;
-}
-
-/** A chunk of a spilled side file: the bytes of one initializer at an offset. */
-export interface SpillChunk {
-  readonly offset: number;
-  readonly bytes: Uint8Array;
 }
 
 /** An emitted model with the side file it needs, if any. */
 export interface EmittedModel {
   readonly proto: ModelProto;
-  /** Bytes to write to `spillFile`, in order (ONNX aligns nothing; we align each to 64 bytes). */
+  /** In-memory bytes to write to `spillFile` at their offsets (each aligned to 4096 bytes). */
   readonly spill: readonly SpillChunk[];
+  /** File ranges to copy into `spillFile` at their offsets (`externalData: "copy"`). */
+  readonly copies: readonly CopyChunk[];
   /** Absolute paths of files referenced in place. */
   readonly referenced: readonly string[];
+  /** The default-domain opset written. */
+  readonly opset: number;
 }
 
-const twin = (d: DType, f64: boolean): DType => (f64 && d === "F32" ? "F64" : d);
-
-/** Builds the ONNX `ModelProto` of a graph. */
+/**
+ * Builds the ONNX `ModelProto` of a graph.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "./graph.ts";
+ * import { toModelProto } from "./emit.ts";
+ * import { relu } from "./ops/activation.ts";
+ * const g = new Graph();
+ * g.output(relu(g.input("x", "F32", ["batch", 4])));
+ * const { proto, opset } = toModelProto(g, { opset: 18 }); // opset 18
+ * ```
+ */
 export function toModelProto(g: Graph, opts: EmitOptions = {}): EmittedModel {
-  const f64 = opts.float64 ?? false;
   const outputs = opts.outputs ?? g.outputs;
   if (outputs.length === 0) throw new TypeError("Cannot emit a graph with no outputs");
-  const nodes = liveNodes(g, outputs);
-  const used = new Set<Value>(outputs);
-  for (const n of nodes) for (const i of n.inputs) if (i) used.add(i);
-  const spill: SpillChunk[] = [];
-  const referenced: string[] = [];
-  let spillOffset = 0;
-  const initializer: TensorProto[] = [];
-  for (const [v, data] of g.initializers) {
-    if (!used.has(v)) continue;
-    if ("kind" in data) {
-      if (f64 && data.dtype === "F32") {
-        throw new TypeError(
-          `Cannot emit the float64 twin: initializer "${v.name}" is external F32 data`,
-        );
-      }
-      referenced.push(data.path);
-      initializer.push(externalProto(v.name, data, relativeTo(opts.modelDir, data.path, v.name)));
-      continue;
-    }
-    const t = f64 && data.dtype === "F32" ? castFloat(data as Tensor<"F32">, "F64") : data;
-    if (opts.spillThreshold !== undefined && t.data.byteLength >= opts.spillThreshold) {
-      if (!opts.spillFile) throw new TypeError("Cannot spill initializers: spillFile is not set");
-      const bytes = toBytes(t);
-      const ext: ExternalTensor = {
-        kind: "external",
-        dtype: t.dtype,
-        shape: t.shape,
-        path: opts.spillFile,
-        offset: spillOffset,
-        length: bytes.byteLength,
-      };
-      spill.push({ offset: spillOffset, bytes });
-      spillOffset += Math.ceil(bytes.byteLength / 64) * 64;
-      initializer.push(externalProto(v.name, ext, opts.spillFile));
-      continue;
-    }
-    initializer.push(tensorProto(t, v.name));
+  for (const o of outputs) {
+    if (o.graph !== g) throw new TypeError(`Cannot emit output "${o.name}" of another graph`);
   }
+  const opset = resolveOpset(g, opts.opset);
+  const f64 = opts.float64 ?? false;
+  const nodes = liveNodes(g, outputs);
+  const added: AddedTensor[] = [];
+  const forms = nodes.map((n) => nodeForm(n, opset, added));
+  const used = new Set(outputs.map((o) => o.name));
+  for (const f of forms) for (const i of f.inputs) used.add(i);
+  const live = [...g.initializers].filter(([v]) => used.has(v.name));
+  const { initializer, casts, spill, copies, referenced } = emitInitializers(g, live, opts);
+  for (const a of added) initializer.push(tensorProto(a.tensor, a.name));
   const graph = create(GraphProtoSchema, {
     name: "ffwd",
-    node: nodes.map((n) =>
-      create(NodeProtoSchema, {
-        name: n.name,
-        opType: n.op,
-        domain: n.domain,
-        input: n.inputs.map((i) => i?.name ?? ""),
-        output: n.outputs.map((o) => o.name),
-        attribute: Object.entries(n.attrs).map(([k, a]) => attrProto(k, n.op, a, f64)),
-      })
-    ),
+    node: [
+      ...casts,
+      ...nodes.map((n, k) =>
+        create(NodeProtoSchema, {
+          name: n.name,
+          opType: n.op,
+          domain: n.domain,
+          input: [...forms[k]!.inputs],
+          output: n.outputs.map((o) => o.name),
+          attribute: Object.entries(forms[k]!.attrs).map(([key, a]) =>
+            attrProto(key, n.op, a, f64)
+          ),
+        })
+      ),
+    ],
     initializer,
-    input: g.inputs.map((v) => valueInfo(v, f64)),
-    output: outputs.map((v) => valueInfo(v, f64)),
+    input: g.inputs.map((v) => valueInfo(v.name, v.dtype, v.shape, f64)),
+    output: outputs.map((v) => valueInfo(v.name, v.dtype, v.shape, f64)),
   });
-  const opsetImport = [
-    create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(opts.opset ?? 17) }),
-  ];
+  const opsetImport = [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(opset) })];
   for (const [domain, version] of Object.entries(opts.domains ?? {})) {
     opsetImport.push(create(OperatorSetIdProtoSchema, { domain, version: BigInt(version) }));
   }
   const proto = create(ModelProtoSchema, {
-    irVersion: 8n,
+    irVersion: BigInt(irVersionFor(opset)),
     producerName: "ffwd",
     producerVersion: "0.1.0",
     opsetImport,
@@ -155,11 +143,11 @@ export function toModelProto(g: Graph, opts: EmitOptions = {}): EmittedModel {
       create(StringStringEntryProtoSchema, { key, value })
     ),
   });
-  return { proto, spill, referenced };
+  return { proto, spill, copies, referenced: [...new Set(referenced)], opset };
 }
 
 /**
- * Serializes a graph whose initializers are all in memory to ONNX bytes.
+ * Serializes a graph whose initializers all fit inline to ONNX bytes.
  *
  * @example
  * ```ts
@@ -172,114 +160,88 @@ export function toModelProto(g: Graph, opts: EmitOptions = {}): EmittedModel {
  * ```
  */
 export function serializeOnnx(g: Graph, opts: EmitOptions = {}): Uint8Array {
-  const { proto, spill, referenced } = toModelProto(g, opts);
-  if (spill.length || referenced.length) {
+  const { proto, spill, copies, referenced } = toModelProto(g, opts);
+  if (spill.length || copies.length || referenced.length) {
     throw new TypeError(
-      "Cannot serialize a model with external data to bytes: write it to a folder",
+      "Cannot serialize a model with external data to bytes: save it with saveOnnx()",
     );
   }
   return toBinary(ModelProtoSchema, proto);
 }
 
-/** Encodes a model proto. */
+/**
+ * Encodes a model proto.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "./graph.ts";
+ * import { encodeModel, toModelProto } from "./emit.ts";
+ * const g = new Graph();
+ * g.output(g.input("x", "F32", [2]));
+ * const bytes = encodeModel(toModelProto(g).proto);
+ * ```
+ */
 export function encodeModel(proto: ModelProto): Uint8Array {
   return toBinary(ModelProtoSchema, proto);
 }
 
-function relativeTo(dir: string | undefined, path: string, name: string): string {
-  if (!dir) {
-    throw new TypeError(
-      `Cannot reference external data of "${name}": the model folder is not known`,
-    );
+/** Options of {@link saveOnnx}. */
+export interface SaveOptions extends Omit<EmitOptions, "modelDir" | "externalData" | "locations"> {
+  /** Flush both files to disk before renaming them into place (default true). */
+  sync?: boolean;
+}
+
+/** The files {@link saveOnnx} wrote. */
+export interface SavedOnnx {
+  readonly model: string;
+  /** The side file, or `null` when every initializer fit inline. */
+  readonly data: string | null;
+}
+
+/**
+ * Writes `graph` to `path` as a self-contained ONNX model: initializers that do not fit inline
+ * (and tensors referenced from other files, copied) go to `<path>.data` beside it. Both files are
+ * written under temporary names and renamed into place, the side file first; a stale side file
+ * from an earlier save is removed when the new model needs none.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "./graph.ts";
+ * import { saveOnnx } from "./emit.ts";
+ * import { relu } from "./ops/activation.ts";
+ * const g = new Graph();
+ * g.output(relu(g.input("x", "F32", ["batch", 4])));
+ * const dir = await Deno.makeTempDir();
+ * const { model, data } = await saveOnnx(`${dir}/relu.onnx`, g); // data === null
+ * ```
+ */
+export async function saveOnnx(
+  path: string,
+  graph: Graph,
+  opts: SaveOptions = {},
+): Promise<SavedOnnx> {
+  const cut = path.lastIndexOf("/") + 1;
+  const dataName = opts.spillFile ?? `${path.slice(cut)}.data`;
+  if (dataName === "" || dataName.includes("/") || dataName.startsWith(".")) {
+    throw new TypeError(`Cannot save "${path}": invalid side file name "${dataName}"`);
   }
-  const from = dir.replace(/\/+$/, "").split("/");
-  const to = path.split("/");
-  let i = 0;
-  while (i < from.length && i < to.length - 1 && from[i] === to[i]) i++;
-  return [...from.slice(i).map(() => ".."), ...to.slice(i)].join("/");
-}
-
-/** A `TensorProto` holding `t` inline as raw little-endian bytes. */
-export function tensorProto(t: Tensor, name = ""): TensorProto {
-  return create(TensorProtoSchema, {
-    name,
-    dims: t.shape.map((d) => BigInt(d)),
-    dataType: onnxDtype(t.dtype),
-    rawData: toBytes(t),
-  });
-}
-
-function externalProto(name: string, ext: ExternalTensor, location: string): TensorProto {
-  const kv = (key: string, value: string) => create(StringStringEntryProtoSchema, { key, value });
-  return create(TensorProtoSchema, {
-    name,
-    dims: ext.shape.map((d) => BigInt(d)),
-    dataType: onnxDtype(ext.dtype),
-    dataLocation: TensorProto_DataLocation.EXTERNAL,
-    externalData: [
-      kv("location", location),
-      kv("offset", String(ext.offset)),
-      kv("length", String(ext.length)),
-    ],
-  });
-}
-
-function valueInfo(v: Value, f64: boolean): ValueInfoProto {
-  const dim = v.shape.map((d) =>
-    create(TensorShapeProto_DimensionSchema, {
-      value: typeof d === "number"
-        ? { case: "dimValue", value: BigInt(d) }
-        : { case: "dimParam", value: d },
-    })
-  );
-  return create(ValueInfoProtoSchema, {
-    name: v.name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType: onnxDtype(twin(v.dtype, f64)),
-          shape: create(TensorShapeProtoSchema, { dim }),
-        }),
-      },
-    }),
-  });
-}
-
-function attrProto(name: string, op: string, a: Attr, f64: boolean): AttributeProto {
-  switch (a.type) {
-    case "int": {
-      // The float64 twin retargets casts to float32.
-      const value = f64 && op === "Cast" && name === "to" && a.value === 1 ? 11 : a.value;
-      return create(AttributeProtoSchema, { name, type: AT.INT, i: BigInt(value) });
+  const emitted = toModelProto(graph, { ...opts, spillFile: dataName, externalData: "copy" });
+  const bytes = encodeModel(emitted.proto);
+  const dataPath = path.slice(0, cut) + dataName;
+  const hasData = emitted.spill.length > 0 || emitted.copies.length > 0;
+  const sync = { sync: opts.sync ?? true };
+  await withAtomicFile(path, async (file) => {
+    await writeAll(file, bytes);
+    if (hasData) {
+      await withAtomicFile(dataPath, (f) => writeSideFile(f, emitted.spill, emitted.copies), sync);
     }
-    case "float":
-      return create(AttributeProtoSchema, { name, type: AT.FLOAT, f: a.value });
-    case "string":
-      return create(AttributeProtoSchema, {
-        name,
-        type: AT.STRING,
-        s: new TextEncoder().encode(a.value),
-      });
-    case "ints":
-      return create(AttributeProtoSchema, {
-        name,
-        type: AT.INTS,
-        ints: a.value.map((v) => BigInt(v)),
-      });
-    case "floats":
-      return create(AttributeProtoSchema, { name, type: AT.FLOATS, floats: [...a.value] });
-    case "strings":
-      return create(AttributeProtoSchema, {
-        name,
-        type: AT.STRINGS,
-        strings: a.value.map((s) => new TextEncoder().encode(s)),
-      });
-    case "tensor": {
-      const t = f64 && a.value.dtype === "F32" ? castFloat(toFloat32(a.value), "F64") : a.value;
-      return create(AttributeProtoSchema, { name, type: AT.TENSOR, t: tensorProto(t) });
-    }
+  }, sync);
+  if (!hasData) {
+    await Deno.remove(dataPath).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
   }
+  return { model: path, data: hasData ? dataPath : null };
 }
 
 /** Whether an initializer is held in memory. */

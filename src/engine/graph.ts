@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { DType, Tensor } from "../tensor.ts";
+import { type DType, ITEMSIZE, numel, type Tensor } from "../tensor.ts";
 
 /** A dimension: a size, or the name of a symbolic dimension such as `"batch"`. */
 export type Dim = number | string;
@@ -124,19 +124,31 @@ export class Graph {
   readonly metadata: Map<string, string> = new Map();
   /** Lowest default-domain opset that can express every node (ops newer than 17 raise it). */
   minOpset = 17;
-  readonly #names = new Set<string>();
+  /** Every value by name (a name is claimed before its value exists: the entry may lag). */
+  readonly #names = new Map<string, Value | null>();
   #counter = 0;
 
   /** Adds a graph input (data or a trainable parameter). */
   input(name: string, dtype: DType, shape: Shape): Value {
-    const v = new Value(this, this.#claim(name), dtype, shape, "input");
+    for (const d of shape) {
+      if (typeof d === "number" ? !Number.isInteger(d) || d < 0 : d === "") {
+        throw new TypeError(`Cannot add input "${name}": invalid shape ${formatShape(shape)}`);
+      }
+    }
+    const v = this.#register(new Value(this, this.#claim(name), dtype, shape, "input"));
     this.inputs.push(v);
     return v;
   }
 
-  /** Adds a frozen initializer. */
+  /**
+   * Adds a frozen initializer. External tensors are checked here: an absolute path, and a byte
+   * length that matches the dtype and shape.
+   */
   initializer(name: string, data: InitData): Value {
-    const v = new Value(this, this.#claim(name), data.dtype, [...data.shape], "initializer");
+    if ("kind" in data) checkExternal(name, data);
+    const v = this.#register(
+      new Value(this, this.#claim(name), data.dtype, [...data.shape], "initializer"),
+    );
     this.initializers.set(v, data);
     return v;
   }
@@ -169,16 +181,8 @@ export class Graph {
       attrs,
     };
     for (const o of outputs) {
-      outs.push(
-        new Value(
-          this,
-          this.#claim(o.name ?? this.freshName(op.toLowerCase())),
-          o.dtype,
-          o.shape,
-          "node",
-          node,
-        ),
-      );
+      const name = this.#claim(o.name ?? this.freshName(op.toLowerCase()));
+      outs.push(this.#register(new Value(this, name, o.dtype, o.shape, "node", node)));
     }
     this.nodes.push(node);
     return outs;
@@ -191,6 +195,7 @@ export class Graph {
 
   /** Marks a value as a graph output. */
   output(v: Value): Value {
+    if (v.graph !== this) throw new TypeError(`Cannot output value "${v.name}" of another graph`);
     if (!this.outputs.includes(v)) this.outputs.push(v);
     return v;
   }
@@ -209,17 +214,35 @@ export class Graph {
 
   /** Finds an input, initializer or node output by name. */
   find(name: string): Value | undefined {
-    for (const v of this.inputs) if (v.name === name) return v;
-    for (const v of this.initializers.keys()) if (v.name === name) return v;
-    for (const n of this.nodes) for (const v of n.outputs) if (v.name === name) return v;
-    return undefined;
+    const v = this.#names.get(name);
+    if (v) return v;
+    // Values placed in the public containers directly, without the builders.
+    for (const i of this.initializers.keys()) if (i.name === name) return i;
+    return this.inputs.find((i) => i.name === name);
   }
 
   #claim(name: string): string {
     if (name === "") throw new TypeError("Cannot name a value with the empty string");
     if (this.#names.has(name)) throw new TypeError(`Cannot add value "${name}": the name is taken`);
-    this.#names.add(name);
+    this.#names.set(name, null);
     return name;
+  }
+
+  #register(v: Value): Value {
+    this.#names.set(v.name, v);
+    return v;
+  }
+}
+
+function checkExternal(name: string, ext: ExternalTensor): void {
+  const fail = (why: string) => {
+    throw new TypeError(`Cannot add external initializer "${name}": ${why}`);
+  };
+  if (!ext.path.startsWith("/")) fail(`its path "${ext.path}" is not absolute`);
+  if (!Number.isSafeInteger(ext.offset) || ext.offset < 0) fail(`invalid offset ${ext.offset}`);
+  const want = numel(ext.shape) * ITEMSIZE[ext.dtype];
+  if (ext.length !== want) {
+    fail(`${ext.length} bytes, expected ${want} for ${ext.dtype} ${formatShape(ext.shape)}`);
   }
 }
 

@@ -6,17 +6,23 @@
  * crossing into ORT and bfloat16 I/O is unsupported, so half-precision weights are cast inside the
  * graph instead.
  *
+ * Sessions are created from model bytes. Initializers that live in files (external tensors read
+ * in place, and in-memory tensors spilled to a temporary side file when the model would not fit
+ * in protobuf's 2 GiB) are found through the session config key
+ * `session.model_external_initializers_file_folder_path`; see `_external.ts` and `_stage.ts`.
+ *
  * @module
  */
 
 import * as ort from "onnxruntime-node";
 import { type DType, numel, type Tensor } from "../tensor.ts";
 import { formatShape, type Graph, type Value } from "./graph.ts";
-import { type EmitOptions, encodeModel, toModelProto } from "./emit.ts";
+import { type EmitOptions, saveOnnx } from "./emit.ts";
+import { stage } from "./_stage.ts";
 
 /** Options of {@link Session.compile}. */
 export interface SessionOptions extends EmitOptions {
-  /** Intra-op threads (default: the number of cores). */
+  /** Intra-op threads, an integer >= 1 (default: the number of cores). */
   threads?: number;
   /** ORT graph optimisation level (default `"all"`). */
   optimization?: "disabled" | "basic" | "extended" | "all";
@@ -79,6 +85,8 @@ export function defaultThreads(): number {
  * ```
  */
 export class Session {
+  #released = false;
+
   private constructor(
     readonly inner: ort.InferenceSession,
     readonly inputs: readonly Value[],
@@ -87,72 +95,92 @@ export class Session {
     private readonly tempDir: string | null,
   ) {}
 
-  /** Compiles `graph` into an onnxruntime-node session. */
+  /**
+   * Compiles `graph` into an onnxruntime-node session. Initializers over the inline limit (or
+   * `spillThreshold`) go to a temporary side file; external tensors are read in place.
+   */
   static async compile(graph: Graph, opts: SessionOptions = {}): Promise<Session> {
-    const outputs = opts.outputs ?? graph.outputs;
+    const threads = opts.threads ?? defaultThreads();
+    if (!Number.isInteger(threads) || threads < 1) {
+      throw new RangeError(`Invalid threads ${threads}: expected an integer >= 1`);
+    }
+    const outputs = [...(opts.outputs ?? graph.outputs)];
     const options: ort.InferenceSession.SessionOptions = {
-      intraOpNumThreads: opts.threads ?? defaultThreads(),
+      intraOpNumThreads: threads,
       interOpNumThreads: 1,
       graphOptimizationLevel: opts.optimization ?? "all",
       executionMode: "sequential",
     };
-    const needsFolder = [...graph.initializers.values()].some((d) => "kind" in d) ||
-      opts.spillThreshold !== undefined;
+    const staged = await stage(graph, opts);
+    if (staged.folder) {
+      options.extra = { session: { model_external_initializers_file_folder_path: staged.folder } };
+    }
     let inner: ort.InferenceSession;
-    let tempDir: string | null = null;
     try {
-      if (!needsFolder) {
-        inner = await ort.InferenceSession.create(
-          encodeModel(toModelProto(graph, opts).proto),
-          options,
-        );
-      } else {
-        // External data is only read when the session is created from a path.
-        tempDir = await Deno.makeTempDir({ prefix: "ffwd-session-" });
-        const path = await writeModelFolder(graph, tempDir, opts);
-        inner = await ort.InferenceSession.create(path, options);
-      }
+      inner = await ort.InferenceSession.create(staged.model, options);
     } catch (e) {
-      if (tempDir) await Deno.remove(tempDir, { recursive: true }).catch(() => {});
+      await removeDir(staged.tempDir);
       throw new Error(`Cannot compile graph (${graph.nodes.length} nodes): ${message(e)}`, {
         cause: e,
       });
     }
-    return new Session(inner, graph.inputs, outputs, opts.float64 ?? false, tempDir);
+    // The session has loaded or mapped every initializer: unlink the spill file now, so a session
+    // that is never released leaves nothing behind (a mapping keeps the bytes until release;
+    // Windows cannot unlink mapped files).
+    let tempDir = staged.tempDir;
+    if (Deno.build.os !== "windows") tempDir = await removeDir(tempDir);
+    return new Session(inner, [...graph.inputs], outputs, opts.float64 ?? false, tempDir);
   }
 
   /**
    * Runs the session. Feeds are checked against the graph's inputs first (name, dtype, static
-   * dimensions), so mistakes fail with the input's name and both shapes.
+   * dimensions, symbolic dimensions agreeing across inputs), so mistakes fail with the input's
+   * name and both shapes.
    */
   async run(
     feeds: Record<string, Tensor | ort.Tensor>,
     fetches?: readonly string[],
   ): Promise<Record<string, Tensor>> {
-    const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const v of this.inputs) {
-      const f = feeds[v.name];
-      if (f === undefined) throw new TypeError(`Missing feed for input "${v.name}" ${v}`);
-      ortFeeds[v.name] = isHostTensor(f) ? toOrt(f) : f;
-      this.#checkFeed(v, ortFeeds[v.name]!);
-    }
+    if (this.#released) throw new Error("Cannot run a session that was released");
     for (const k of Object.keys(feeds)) {
       if (!this.inputs.some((v) => v.name === k)) {
+        const f = feeds[k]!;
+        const got = isHostTensor(f) ? `${f.dtype} ${formatShape(f.shape)}` : formatShape(f.dims);
         throw new TypeError(
-          `Unknown feed "${k}": the graph's inputs are ${
-            this.inputs.map((v) => v.name).join(", ")
+          `Unknown feed "${k}" ${got}: the graph's inputs are ${
+            this.inputs.map((v) => `"${v.name}" ${v}`).join(", ")
           }`,
         );
       }
     }
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    const dims = new Map<string, { input: string; size: number }>();
+    for (const v of this.inputs) {
+      const f = feeds[v.name];
+      if (f === undefined) {
+        throw new TypeError(`Missing feed for input "${v.name}": expected ${this.#want(v)} ${v}`);
+      }
+      const t = isHostTensor(f) ? toOrt(f) : f;
+      this.#checkFeed(v, t, dims);
+      ortFeeds[v.name] = t;
+    }
     const names = fetches ?? this.outputs.map((o) => o.name);
+    for (const n of names) {
+      if (!this.outputs.some((o) => o.name === n)) {
+        throw new TypeError(
+          `Cannot fetch "${n}": the session's outputs are ${
+            this.outputs.map((o) => `"${o.name}"`).join(", ")
+          }`,
+        );
+      }
+    }
     let result: ort.InferenceSession.ReturnType;
     try {
       result = await this.inner.run(ortFeeds, [...names]);
     } catch (e) {
-      const shapes = Object.entries(ortFeeds).map(([k, t]) => `${k} ${formatShape(t.dims)}`).join(
-        ", ",
-      );
+      const shapes = Object.entries(ortFeeds).map(([k, t]) =>
+        `${k} ${FROM_ORT[t.type] ?? t.type} ${formatShape(t.dims)}`
+      ).join(", ");
       throw new Error(`Cannot run graph: ${message(e)} (feeds: ${shapes})`, { cause: e });
     }
     const out: Record<string, Tensor> = {};
@@ -160,8 +188,12 @@ export class Session {
     return out;
   }
 
-  #checkFeed(v: Value, t: ort.Tensor): void {
-    const want = this.float64 && v.dtype === "F32" ? "F64" : v.dtype;
+  #want(v: Value): DType {
+    return this.float64 && v.dtype === "F32" ? "F64" : v.dtype;
+  }
+
+  #checkFeed(v: Value, t: ort.Tensor, dims: Map<string, { input: string; size: number }>): void {
+    const want = this.#want(v);
     const got = FROM_ORT[t.type];
     const fail = (why: string) => {
       throw new TypeError(
@@ -173,44 +205,65 @@ export class Session {
     if (got !== want) fail("dtype differs");
     if (t.dims.length !== v.rank) fail("rank differs");
     v.shape.forEach((d, i) => {
-      if (typeof d === "number" && t.dims[i] !== d) fail(`dimension ${i} differs`);
+      const size = t.dims[i]!;
+      if (typeof d === "number") {
+        if (size !== d) fail(`dimension ${i} differs`);
+        return;
+      }
+      const bound = dims.get(d);
+      if (!bound) dims.set(d, { input: v.name, size });
+      else if (bound.size !== size) {
+        fail(
+          `dimension ${i} ("${d}") is ${size} but input "${bound.input}" has ${d} = ${bound.size}`,
+        );
+      }
     });
     if (numel(t.dims) !== t.data.length) fail("data length does not match its shape");
   }
 
-  /** Frees the native session. */
+  /** Whether {@link Session.release} was called. */
+  get released(): boolean {
+    return this.#released;
+  }
+
+  /** Frees the native session (calling it again does nothing). */
   async release(): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
     await this.inner.release();
-    if (this.tempDir) await Deno.remove(this.tempDir, { recursive: true }).catch(() => {});
+    await removeDir(this.tempDir);
   }
 }
 
 /**
- * Writes `graph` as `model.onnx` into `dir`, with spilled initializers in `model.onnx.data` and
- * in-place references to other files; returns the model's path.
+ * Writes `graph` as `model.onnx` into `dir`, with spilled initializers and the bytes of external
+ * tensors in `model.onnx.data` (see {@link saveOnnx}); returns the model's path.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "./graph.ts";
+ * import { writeModelFolder } from "./runtime.ts";
+ * const g = new Graph();
+ * g.output(g.input("x", "F32", [2]));
+ * const path = await writeModelFolder(g, await Deno.makeTempDir()); // .../model.onnx
+ * ```
  */
 export async function writeModelFolder(
   graph: Graph,
   dir: string,
   opts: EmitOptions = {},
 ): Promise<string> {
-  const spillFile = opts.spillFile ?? "model.onnx.data";
-  const emitted = toModelProto(graph, { ...opts, modelDir: dir, spillFile });
-  if (emitted.spill.length) {
-    const f = await Deno.open(`${dir}/${spillFile}`, { write: true, create: true, truncate: true });
-    try {
-      for (const c of emitted.spill) {
-        await f.seek(c.offset, Deno.SeekMode.Start);
-        let done = 0;
-        while (done < c.bytes.byteLength) done += await f.write(c.bytes.subarray(done));
-      }
-    } finally {
-      f.close();
-    }
-  }
-  const path = `${dir}/model.onnx`;
-  await Deno.writeFile(path, encodeModel(emitted.proto));
-  return path;
+  const { modelDir: _d, externalData: _e, locations: _l, ...rest } = opts;
+  const saved = await saveOnnx(`${dir.replace(/\/+$/, "")}/model.onnx`, graph, {
+    ...rest,
+    spillFile: opts.spillFile ?? "model.onnx.data",
+  });
+  return saved.model;
+}
+
+async function removeDir(dir: string | null): Promise<null> {
+  if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  return null;
 }
 
 function message(e: unknown): string {
