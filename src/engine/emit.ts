@@ -12,7 +12,8 @@
  * @module
  */
 
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
+import { encodeModelFast } from "../onnx/encode.ts";
 import {
   GraphProtoSchema,
   type ModelProto,
@@ -166,7 +167,7 @@ export function serializeOnnx(g: Graph, opts: EmitOptions = {}): Uint8Array {
       "Cannot serialize a model with external data to bytes: save it with saveOnnx()",
     );
   }
-  return toBinary(ModelProtoSchema, proto);
+  return encodeModelFast(proto);
 }
 
 /**
@@ -182,7 +183,7 @@ export function serializeOnnx(g: Graph, opts: EmitOptions = {}): Uint8Array {
  * ```
  */
 export function encodeModel(proto: ModelProto): Uint8Array {
-  return toBinary(ModelProtoSchema, proto);
+  return encodeModelFast(proto);
 }
 
 /** Options of {@link saveOnnx}. */

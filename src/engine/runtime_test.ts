@@ -296,6 +296,7 @@ Deno.test("release() frees the session: 200 compile and release cycles do not gr
   const grown = (Deno.memoryUsage().rss - before) / 2 ** 20;
   console.log(`RSS grew by ${grown.toFixed(1)} MiB over 200 cycles`);
   // A session that is not freed keeps about 2.5 MiB here (its weights, pre-packed): 200 of them
-  // grow RSS by about 500 MiB.
-  ok(grown < 100, `RSS grew by ${grown.toFixed(1)} MiB over 200 cycles`);
+  // grow RSS by about 500 MiB. Allocator and GC noise on a loaded machine reaches ~110 MiB, so
+  // the bound sits between the two.
+  ok(grown < 200, `RSS grew by ${grown.toFixed(1)} MiB over 200 cycles`);
 });
