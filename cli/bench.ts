@@ -6,7 +6,6 @@
  * @module
  */
 
-import { benchTrain } from "../src/train/bench.ts";
 import type { Program } from "./_program.ts";
 
 const ints = (v: string) =>
@@ -35,6 +34,7 @@ export function registerBench(program: Program): void {
     .option("--threads <n>", "onnxruntime threads (default: all cores)", int)
     .option("--json", "print JSON")
     .action(async (o) => {
+      const { benchTrain } = await import("../src/train/bench.ts"); // loads onnxruntime
       const r = await benchTrain({
         dims: o.dims,
         batch: o.batch,

@@ -8,14 +8,8 @@
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
 import { Option } from "@commander-js/extra-typings";
-import { defaultPeftConfig } from "../adapters/config.ts";
-import { finetune } from "../adapters/finetune.ts";
-import { readTrainConfig, type TrainConfig } from "../adapters/train_config.ts";
-import { loadDataset } from "../src/train/data_files.ts";
-import { splitDataset } from "../src/train/dataset.ts";
+import type { TrainConfig } from "../adapters/train_config.ts";
 import type { MetricLine } from "../src/train/trainer.ts";
-import { openModel } from "../src/open_model.ts";
-import { Rng } from "../src/rng.ts";
 import type { Program } from "./_program.ts";
 
 const num = (v: string) => {
@@ -83,6 +77,14 @@ export function registerTrain(program: Program): void {
     .option("--threads <n>", "onnxruntime threads (default: all cores)", int)
     .option("--json", "print the summary as JSON")
     .action(async (flags, cmd) => {
+      // Imported here so other subcommands do not load onnxruntime at start-up.
+      const { defaultPeftConfig } = await import("../adapters/config.ts");
+      const { finetune } = await import("../adapters/finetune.ts");
+      const { readTrainConfig } = await import("../adapters/train_config.ts");
+      const { loadDataset } = await import("../src/train/data_files.ts");
+      const { splitDataset } = await import("../src/train/dataset.ts");
+      const { openModel } = await import("../src/open_model.ts");
+      const { Rng } = await import("../src/rng.ts");
       const file: TrainConfig = flags.config ? await readTrainConfig(flags.config) : {};
       const given = (name: string) => cmd.getOptionValueSource(name) === "cli";
       const pick = <T>(flag: T | undefined, key: keyof TrainConfig): T | undefined =>
