@@ -12,7 +12,9 @@ import { type Adapter, matchAdapter, type MatchOptions } from "./adapter.ts";
 
 /**
  * The engine form of `adapter` on `model` (every tensor as float32; the scale per layer from its
- * rank, alpha and rsLoRA setting).
+ * rank, alpha and rsLoRA setting). The engine applies `scale·B·A` (and DoRA's ratio) per row and
+ * cannot replace whole weights per row, so an adapter that also trains `modules_to_save` or
+ * biases is refused rather than served without them (which would silently differ from PEFT).
  *
  * @example
  * ```ts ignore
@@ -24,6 +26,21 @@ export function engineWeights(
   model: Pick<BaseModel, "layers">,
   opts: MatchOptions = {},
 ): AdapterWeights {
+  const unsupported = [
+    ...(adapter.extra.size
+      ? [`replaces ${[...adapter.extra.keys()].join(", ")} (modules_to_save)`]
+      : []),
+    ...(adapter.biases.size
+      ? [`trains the biases of ${[...adapter.biases.keys()].join(", ")}`]
+      : []),
+  ];
+  if (unsupported.length) {
+    throw new TypeError(
+      `Cannot serve adapter "${adapter.name}": it ${
+        unsupported.join(" and ")
+      }, which the hot-swap engine cannot apply per row; merge it into the base instead`,
+    );
+  }
   const match = matchAdapter(adapter, model, opts);
   const layers = new Map<string, LayerWeights>();
   for (const ad of match.layers) {

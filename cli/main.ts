@@ -20,9 +20,17 @@ import type { Program, Register } from "./_program.ts";
 import { registerInspect } from "./inspect.ts";
 import { registerTrain } from "./train.ts";
 import { registerBench } from "./bench.ts";
+import { registerPredict } from "./predict.ts";
+import { registerServe } from "./serve.ts";
 
 /** Every subcommand, in the order `ffwd --help` lists them. */
-const SUBCOMMANDS: readonly Register[] = [registerInspect, registerTrain, registerBench];
+const SUBCOMMANDS: readonly Register[] = [
+  registerInspect,
+  registerTrain,
+  registerPredict,
+  registerServe,
+  registerBench,
+];
 
 /**
  * Builds the `ffwd` program with all its subcommands. Commander errors are thrown (as
@@ -32,7 +40,7 @@ const SUBCOMMANDS: readonly Register[] = [registerInspect, registerTrain, regist
  * ```ts
  * import { buildProgram } from "./main.ts";
  * const program = buildProgram();
- * program.commands.map((c) => c.name()); // ["inspect"]
+ * program.commands.map((c) => c.name()); // ["inspect", "train", "predict", "serve", "bench"]
  * ```
  */
 export function buildProgram(): Program {

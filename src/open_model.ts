@@ -30,15 +30,23 @@ export interface OpenModelOptions {
 export async function openModel(path: string, opts: OpenModelOptions = {}): Promise<BaseModel> {
   const lower = path.toLowerCase();
   if (lower.endsWith(".onnx")) {
-    if (opts.block) throw new TypeError(`Cannot select block "${opts.block}" in ONNX model "${path}": ONNX models are one block`);
+    if (opts.block) {
+      throw new TypeError(
+        `Cannot select block "${opts.block}" in ONNX model "${path}": ONNX models are one block`,
+      );
+    }
     return await openOnnxModel(path);
   }
-  if (lower.endsWith(".safetensors")) return await openSafetensorsModel(path, { block: opts.block, spec: opts.spec });
+  if (lower.endsWith(".safetensors")) {
+    return await openSafetensorsModel(path, { block: opts.block, spec: opts.spec });
+  }
   let isDir = false;
   try {
     isDir = (await Deno.stat(path)).isDirectory;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new Deno.errors.NotFound(`Cannot open model "${path}": no such file`);
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Deno.errors.NotFound(`Cannot open model "${path}": no such file`);
+    }
     throw e;
   }
   if (lower.endsWith(".json") || isDir) return await openTfjsModel(path);

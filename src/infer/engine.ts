@@ -9,7 +9,8 @@
  *   replacing or unloading an adapter meanwhile does not affect it (the old snapshot lives until
  *   the request drops it).
  * - A capacity (count and/or bytes) with LRU eviction; adapters with a loader come back lazily on
- *   their next use.
+ *   their next use. A lazy load that finishes after the name was registered or unregistered
+ *   explicitly does not overwrite that newer decision.
  *
  * @module
  */
@@ -18,8 +19,11 @@ import { Graph } from "../engine/graph.ts";
 import { Session, type SessionOptions } from "../engine/runtime.ts";
 import type { BaseModel, LinearLayer } from "../model.ts";
 import type { Tensor } from "../tensor.ts";
-import { MASK, multiLoraHook, ONEHOT, type StackInputs, stackNames } from "./multi_lora.ts";
-import { doraRatios } from "./dora_ratio.ts";
+import { DoraRatios } from "./dora_ratio.ts";
+import { multiLoraHook, type StackInputs } from "./multi_lora.ts";
+import { type SnapshotLayer, snapshotLayers, Stacker } from "./_stack.ts";
+
+export type { SnapshotLayer };
 
 /** One layer of an adapter, in PEFT's Linear layout. */
 export interface LayerWeights {
@@ -34,19 +38,21 @@ export interface LayerWeights {
 /** An adapter as the engine takes it: per-layer weights by layer name. */
 export interface AdapterWeights {
   readonly layers: ReadonlyMap<string, LayerWeights>;
+  /** Where the weights came from (a folder), for listings. */
+  readonly source?: string;
 }
 
 /** An immutable registered adapter version. */
 export interface AdapterSnapshot {
   readonly name: string;
+  /** Increases with every registration, engine-wide. */
   readonly version: number;
   readonly bytes: number;
+  /** The largest rank over its layers. */
   readonly rank: number;
+  readonly source?: string;
   /** Per layer: B with the scale folded in [out, r], and the DoRA ratio [out] (null for LoRA). */
-  readonly layers: ReadonlyMap<
-    string,
-    { A: Float32Array; sB: Float32Array; rank: number; ratio: Float32Array | null }
-  >;
+  readonly layers: ReadonlyMap<string, SnapshotLayer>;
 }
 
 /** Loads an adapter by name (e.g. from a directory of PEFT adapters). */
@@ -66,6 +72,7 @@ export interface EngineOptions extends SessionOptions {
 
 /** Counters for `/metrics`. */
 export interface EngineStats {
+  /** Registrations, explicit or lazy. */
   loads: number;
   evictions: number;
   runs: number;
@@ -77,16 +84,22 @@ export interface EngineStats {
  *
  * @example
  * ```ts ignore
- * const engine = await InferenceEngine.create(model);
- * engine.register("rot45", weights);
+ * const engine = await InferenceEngine.create(model, { maxAdapters: 8 });
+ * await engine.register("rot45", weights);
  * const y = await engine.run(x, ["rot45", null]); // row 0 with the adapter, row 1 without
+ * await engine.close();
  * ```
  */
 export class InferenceEngine {
   readonly stats: EngineStats = { loads: 0, evictions: 0, runs: 0, rows: 0 };
+  /** Loads unknown names on first use; may be set after creation (the server installs one). */
+  loader: AdapterLoader | undefined;
   #entries = new Map<string, AdapterSnapshot>(); // insertion order = LRU order
   #loading = new Map<string, Promise<AdapterSnapshot>>();
   #version = 0;
+  #closed = false;
+  readonly #stacker: Stacker;
+  readonly #dora: DoraRatios;
 
   private constructor(
     readonly model: BaseModel,
@@ -94,9 +107,14 @@ export class InferenceEngine {
     private readonly session: Session,
     private readonly inputName: string,
     private readonly outputName: string,
-    private readonly stacks: Map<string, StackInputs>,
+    /** `[in, out]` widths of the model's 2-D input and output. */
+    readonly widths: readonly [number, number],
     private readonly opts: EngineOptions,
-  ) {}
+  ) {
+    this.loader = opts.loader;
+    this.#stacker = new Stacker(layers);
+    this.#dora = new DoraRatios(model);
+  }
 
   /** Compiles the serving graph of `model` once. */
   static async create(model: BaseModel, opts: EngineOptions = {}): Promise<InferenceEngine> {
@@ -106,73 +124,97 @@ export class InferenceEngine {
     const built = model.build(g, { hook: multiLoraHook(layers, stacks) });
     const input = built.inputs[0]!;
     const output = built.outputs[0]!;
+    const [din, dout] = [input.shape.at(-1), output.shape.at(-1)];
+    if (input.rank !== 2 || typeof din !== "number" || typeof dout !== "number") {
+      throw new TypeError(`Cannot serve a model with input ${input} and output ${output}`);
+    }
     g.output(output);
     const session = await Session.compile(g, { ...opts, outputs: [output] });
-    return new InferenceEngine(model, layers, session, input.name, output.name, stacks, opts);
+    return new InferenceEngine(model, layers, session, input.name, output.name, [din, dout], opts);
   }
 
-  /** Names of registered adapters, least recently used first. */
+  /** Registered adapters, least recently used first. */
   get adapters(): AdapterSnapshot[] {
     return [...this.#entries.values()];
   }
 
-  /** The current snapshot of `name`, if registered. */
+  /** Bytes held by registered adapters. */
+  get bytes(): number {
+    let n = 0;
+    for (const s of this.#entries.values()) n += s.bytes;
+    return n;
+  }
+
+  /** The current snapshot of `name`, if registered (does not count as a use). */
   get(name: string): AdapterSnapshot | undefined {
     return this.#entries.get(name);
   }
 
   /** Registers (or replaces) an adapter; returns its snapshot. */
   async register(name: string, weights: AdapterWeights): Promise<AdapterSnapshot> {
-    const snap = await this.#snapshot(name, weights);
-    this.#entries.delete(name);
-    this.#entries.set(name, snap);
-    this.stats.loads++;
-    this.#evict(name);
-    return snap;
+    this.#loading.delete(name); // a lazy load in flight is now stale
+    return this.#install(await this.#snapshot(name, weights));
   }
 
   /** Removes an adapter; requests already holding it finish with it. Returns whether it existed. */
   unregister(name: string): boolean {
+    this.#loading.delete(name);
     return this.#entries.delete(name);
   }
 
   /** Resolves names to snapshots (loading lazily), marking them recently used. */
   async resolve(names: readonly (string | null)[]): Promise<(AdapterSnapshot | null)[]> {
     const out: (AdapterSnapshot | null)[] = [];
+    const seen = new Map<string, AdapterSnapshot>(); // one version per name within a call
     for (const n of names) {
       if (n === null) {
         out.push(null);
         continue;
       }
-      let s = this.#entries.get(n);
-      if (s) {
+      let s = seen.get(n) ?? this.#entries.get(n);
+      if (s && this.#entries.get(n) === s) {
         this.#entries.delete(n);
         this.#entries.set(n, s);
-      } else {
+      } else if (!s) {
         s = await this.#load(n);
       }
+      seen.set(n, s);
       out.push(s);
     }
     return out;
   }
 
+  #install(snap: AdapterSnapshot): AdapterSnapshot {
+    this.#entries.delete(snap.name);
+    this.#entries.set(snap.name, snap);
+    this.stats.loads++;
+    this.#evict(snap.name);
+    return snap;
+  }
+
   async #load(name: string): Promise<AdapterSnapshot> {
-    const loader = this.opts.loader;
+    const loader = this.loader;
     if (!loader) throw new UnknownAdapterError(name);
     let p = this.#loading.get(name);
     if (!p) {
-      p = loader(name).then((w) => this.register(name, w)).finally(() =>
-        this.#loading.delete(name)
-      );
-      this.#loading.set(name, p);
+      const mine: Promise<AdapterSnapshot> = loader(name)
+        .then((w) => this.#snapshot(name, w))
+        .then((snap) => {
+          if (this.#loading.get(name) !== mine) return this.#entries.get(name) ?? snap; // stale
+          this.#loading.delete(name);
+          return this.#install(snap);
+        }, (e) => {
+          if (this.#loading.get(name) === mine) this.#loading.delete(name);
+          throw e;
+        });
+      this.#loading.set(name, p = mine);
     }
     return await p;
   }
 
   #evict(keep: string): void {
     const { maxAdapters = Infinity, maxBytes = Infinity } = this.opts;
-    let bytes = 0;
-    for (const s of this.#entries.values()) bytes += s.bytes;
+    let bytes = this.bytes;
     for (const [n, s] of this.#entries) {
       if (this.#entries.size <= maxAdapters && bytes <= maxBytes) break;
       if (n === keep) continue;
@@ -183,35 +225,8 @@ export class InferenceEngine {
   }
 
   async #snapshot(name: string, w: AdapterWeights): Promise<AdapterSnapshot> {
-    const layers = new Map<
-      string,
-      { A: Float32Array; sB: Float32Array; rank: number; ratio: Float32Array | null }
-    >();
-    const known = new Map(this.layers.map((l) => [l.name, l]));
-    let bytes = 0, rank = 0;
-    for (const [lname, lw] of w.layers) {
-      const layer = known.get(lname);
-      if (!layer) {
-        throw new RangeError(
-          `Cannot register adapter "${name}": layer "${lname}" is not adaptable here; layers: ${
-            [...known.keys()].join(", ")
-          }`,
-        );
-      }
-      const r = lw.rank;
-      if (lw.A.length !== r * layer.inFeatures || lw.B.length !== layer.outFeatures * r) {
-        throw new TypeError(
-          `Cannot register adapter "${name}": layer "${lname}" has A of ${lw.A.length} and B of ${lw.B.length} values, expected [${r}, ${layer.inFeatures}] and [${layer.outFeatures}, ${r}]`,
-        );
-      }
-      const sB = new Float32Array(lw.B.length);
-      for (let i = 0; i < sB.length; i++) sB[i] = lw.B[i]! * lw.scale;
-      const ratio = lw.magnitude ? await doraRatios(this.model, layer, lw) : null;
-      layers.set(lname, { A: lw.A, sB, rank: r, ratio });
-      bytes += (lw.A.length + sB.length + (ratio?.length ?? 0)) * 4;
-      rank = Math.max(rank, r);
-    }
-    return { name, version: ++this.#version, bytes, rank, layers };
+    const built = await snapshotLayers(name, w.layers, this.layers, this.#dora);
+    return { name, version: ++this.#version, source: w.source, ...built };
   }
 
   /**
@@ -229,60 +244,61 @@ export class InferenceEngine {
     return this.runSnapshots(x, await this.resolve(names));
   }
 
-  /** Runs with already resolved snapshots (one per row). */
+  /** Runs with already resolved snapshots (one per row), whether still registered or not. */
   async runSnapshots(x: Tensor, snaps: readonly (AdapterSnapshot | null)[]): Promise<Tensor> {
+    if (this.#closed) throw new Error("Cannot run: the engine was closed");
     const rows = x.shape[0]!;
-    const distinct = [...new Set(snaps.filter((s): s is AdapterSnapshot => s !== null))];
-    const K = Math.max(1, distinct.length);
-    const rmax = Math.max(1, ...distinct.map((s) => s.rank));
-    const onehot = new Float32Array(rows * K);
-    const mask = new Float32Array(rows * K * rmax);
-    snaps.forEach((s, i) => {
-      if (!s) return;
-      const k = distinct.indexOf(s);
-      onehot[i * K + k] = 1;
-      mask.fill(1, i * K * rmax + k * rmax, i * K * rmax + (k + 1) * rmax);
-    });
-    const feeds: Record<string, Tensor> = {
-      [this.inputName]: x,
-      [ONEHOT]: { dtype: "F32", shape: [rows, K], data: onehot },
-      [MASK]: { dtype: "F32", shape: [rows, K * rmax], data: mask },
-    };
-    for (const layer of this.layers) {
-      const n = stackNames(layer.name);
-      const { inFeatures: din, outFeatures: dout } = layer;
-      const A = new Float32Array(K * rmax * din);
-      const B = new Float32Array(dout * K * rmax);
-      const R = new Float32Array(K * dout).fill(1);
-      distinct.forEach((s, k) => {
-        const l = s.layers.get(layer.name);
-        if (!l) return;
-        A.set(l.A, k * rmax * din); // rows k·rmax … k·rmax + r−1; the rest stays zero
-        for (let o = 0; o < dout; o++) {
-          B.set(l.sB.subarray(o * l.rank, (o + 1) * l.rank), o * K * rmax + k * rmax);
-        }
-        if (l.ratio) R.set(l.ratio, k * dout);
-      });
-      feeds[n.A] = { dtype: "F32", shape: [K * rmax, din], data: A };
-      feeds[n.B] = { dtype: "F32", shape: [dout, K * rmax], data: B };
-      feeds[n.R] = { dtype: "F32", shape: [K, dout], data: R };
+    if (snaps.length !== rows) {
+      throw new TypeError(`Cannot run: ${rows} input rows but ${snaps.length} snapshots`);
     }
+    if (rows === 1) return await this.#runOne(x, snaps[0]!);
+    const feeds = this.#stacker.feeds(snaps);
+    feeds[this.inputName] = x;
     const out = await this.session.run(feeds, [this.outputName]);
     this.stats.runs++;
     this.stats.rows += rows;
     return out[this.outputName]!;
   }
 
-  /** Frees the session. */
+  /**
+   * ORT's GEMM takes a GEMV path for one row, which sums in another order (results differ by an
+   * ulp or so). Running the row twice keeps every row's output independent of its batch, so
+   * batched serving and offline prediction agree bit for bit.
+   */
+  async #runOne(x: Tensor, snap: AdapterSnapshot | null): Promise<Tensor> {
+    const w = x.shape[1]!;
+    const two = new Float32Array(2 * w);
+    two.set(x.data as Float32Array);
+    two.copyWithin(w, 0, w);
+    const y = await this.runSnapshots({ dtype: "F32", shape: [2, w], data: two }, [snap, snap]);
+    this.stats.rows--; // the padded run above counted two rows
+    const out = y.shape[1]!;
+    return { dtype: "F32", shape: [1, out], data: (y.data as Float32Array).slice(0, out) };
+  }
+
+  /** Frees the session and the DoRA ratio sessions; later runs fail. */
   async close(): Promise<void> {
+    this.#closed = true;
     await this.session.release();
+    await this.#dora.release();
   }
 }
 
-/** An adapter name that is neither registered nor loadable. */
+/**
+ * An adapter name that is neither registered nor loadable (the server answers 404).
+ *
+ * @example
+ * ```ts ignore
+ * try {
+ *   await engine.run(x, "nope");
+ * } catch (e) {
+ *   if (e instanceof UnknownAdapterError) console.log(e.adapter); // "nope"
+ * }
+ * ```
+ */
 export class UnknownAdapterError extends Error {
-  constructor(readonly adapter: string) {
-    super(`Unknown adapter "${adapter}"`);
+  constructor(readonly adapter: string, options?: ErrorOptions) {
+    super(`Unknown adapter "${adapter}"`, options);
     this.name = "UnknownAdapterError";
   }
 }

@@ -198,8 +198,16 @@ function plain(_key: string, value: unknown): unknown {
   return value;
 }
 
-/** The number with the fewest digits that rounds to the float32 `v` (0.1f prints as 0.1). */
-function shortestFloat32(v: number): number {
+/**
+ * The number with the fewest digits that rounds to the float32 `v` (0.1f prints as 0.1).
+ *
+ * @example
+ * ```ts
+ * import { shortestFloat32 } from "./data_files.ts";
+ * shortestFloat32(Math.fround(0.1)); // 0.1
+ * ```
+ */
+export function shortestFloat32(v: number): number {
   if (!Number.isFinite(v) || v === 0) return v;
   for (let digits = 1; digits < 9; digits++) {
     const c = Number(v.toPrecision(digits));

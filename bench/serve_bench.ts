@@ -1,0 +1,205 @@
+/**
+ * Serving costs of the hot-swap engine on a GELU FFN `d → 4d → d` with r = 16 adapters on both
+ * layers, for d = 1024 (the target shape) and d = 256 (to show what does and does not grow with
+ * the base):
+ *
+ * - switch: one-row requests that change adapter on every call versus ones that keep it; the
+ *   difference is the switch latency (target < 1 ms, independent of the base's size), and
+ *   `register()` — replacing an adapter's weights — is the hot-swap cost itself;
+ * - a mixed batch of 64 rows over 8 adapters versus a single-adapter batch of 64 (target ≥ 0.7×
+ *   its throughput), and 64 rows of the bare base;
+ * - the first request after loading an adapter: registered from memory, and lazily loaded from a
+ *   PEFT folder on disk.
+ *
+ * ```sh
+ * P="--allow-read --allow-write --allow-env --allow-ffi --allow-sys"
+ * npx -y deno@2.9.6 bench $P bench/serve_bench.ts
+ * npx -y deno@2.9.6 run $P bench/serve_bench.ts 40   # interleaved rounds: medians on a busy machine
+ * ```
+ *
+ * The bases are written as safetensors files into a temporary folder and opened with
+ * `openSafetensorsModel`, like any served model.
+ *
+ * @module
+ */
+
+import { loadAdapter } from "../adapters/adapter.ts";
+import { defaultPeftConfig } from "../adapters/config.ts";
+import { savePeftAdapter } from "../adapters/peft.ts";
+import { engineWeights } from "../adapters/weights.ts";
+import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { type AdapterWeights, InferenceEngine } from "../src/infer/engine.ts";
+import { writeSafetensors } from "../src/io/safetensors.ts";
+import type { BaseModel } from "../src/model.ts";
+import { Rng } from "../src/rng.ts";
+import type { Tensor } from "../src/tensor.ts";
+
+const RANK = 16;
+const ADAPTERS = 8;
+const ROWS = 64;
+
+const rng = new Rng(1);
+const f32 = (shape: number[], scale: number): Tensor<"F32"> => ({
+  dtype: "F32",
+  shape,
+  data: rng.fillUniform(
+    new Float32Array(shape.reduce((a, b) => a * b)),
+    -scale,
+    scale,
+  ) as Float32Array,
+});
+
+/** A `d → 4d → d` GELU FFN (`fc1`, `fc2`) in a fresh folder. */
+async function ffn(d: number): Promise<{ model: BaseModel; dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: `ffwd_serve_bench_${d}_` });
+  addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+  const h = 4 * d;
+  await writeSafetensors(`${dir}/model.safetensors`, {
+    "fc1.weight": f32([h, d], 1 / Math.sqrt(d)),
+    "fc1.bias": f32([h], 0.01),
+    "fc2.weight": f32([d, h], 1 / Math.sqrt(h)),
+    "fc2.bias": f32([d], 0.01),
+  }, { sync: false });
+  await Deno.writeTextFile(`${dir}/config.json`, '{"hidden_act": "gelu"}');
+  return { model: await openSafetensorsModel(`${dir}/model.safetensors`), dir };
+}
+
+/** An r = 16 PEFT adapter on fc1 and fc2, saved under `dir/name` and returned as engine weights. */
+async function adapter(model: BaseModel, dir: string, name: string): Promise<AdapterWeights> {
+  const layers = new Map(model.layers.map((l) => [l.name, {
+    A: f32([RANK, l.inFeatures], 0.05),
+    B: f32([l.outFeatures, RANK], 0.05),
+  }]));
+  const config = defaultPeftConfig({ r: RANK, loraAlpha: 32, targetModules: ["fc1", "fc2"] });
+  await savePeftAdapter(`${dir}/${name}`, {
+    name,
+    config,
+    layers,
+    biases: new Map(),
+    extra: new Map(),
+  }, { sync: false });
+  return engineWeights(await loadAdapter(`${dir}/${name}`), model);
+}
+
+async function setup(d: number) {
+  const { model, dir } = await ffn(d);
+  const engine = await InferenceEngine.create(model, {
+    loader: async (name) => engineWeights(await loadAdapter(`${dir}/${name}`), model),
+  });
+  const weights: AdapterWeights[] = [];
+  for (let k = 0; k < ADAPTERS; k++) {
+    weights.push(await adapter(model, dir, `a${k}`));
+    await engine.register(`a${k}`, weights[k]!);
+  }
+  await adapter(model, dir, "lazy"); // on disk only, for the lazy-load case
+  const x = (rows: number): Tensor => f32([rows, d], 1);
+  return { engine, weights, one: x(1), batch: x(ROWS) };
+}
+
+interface Case {
+  readonly group: string;
+  readonly name: string;
+  readonly fn: () => Promise<unknown>;
+  readonly baseline?: boolean;
+}
+
+async function cases(d: number): Promise<Case[]> {
+  const { engine, weights, one, batch } = await setup(d);
+  const shape = `${d}-${4 * d}-${d}`;
+  const mixed = Array.from({ length: ROWS }, (_, r) => `a${r % ADAPTERS}`);
+  let i = 0;
+  return [
+    {
+      group: `switch ${shape}`,
+      name: `1 row, same adapter [${shape}]`,
+      baseline: true,
+      fn: () => engine.run(one, "a0"),
+    },
+    {
+      group: `switch ${shape}`,
+      name: `1 row, adapter changes every call [${shape}]`,
+      fn: () => engine.run(one, `a${i++ % ADAPTERS}`),
+    },
+    {
+      group: `swap ${shape}`,
+      name: `register(): replace an r=16 adapter [${shape}]`,
+      fn: () => engine.register("hot", weights[i++ % ADAPTERS]!),
+    },
+    {
+      group: `batch ${shape}`,
+      name: `64 rows, one adapter [${shape}]`,
+      baseline: true,
+      fn: () => engine.run(batch, "a0"),
+    },
+    {
+      group: `batch ${shape}`,
+      name: `64 rows over 8 adapters [${shape}]`,
+      fn: () => engine.run(batch, mixed),
+    },
+    {
+      group: `batch ${shape}`,
+      name: `64 rows, no adapter [${shape}]`,
+      fn: () => engine.run(batch, null),
+    },
+    {
+      group: `first ${shape}`,
+      name: `first request after register() [${shape}]`,
+      fn: async () => {
+        await engine.register("fresh", weights[i++ % ADAPTERS]!);
+        await engine.run(one, "fresh");
+      },
+    },
+    {
+      group: `first ${shape}`,
+      name: `first request, lazy load from disk [${shape}]`,
+      fn: async () => {
+        engine.unregister("lazy");
+        await engine.run(one, "lazy");
+      },
+    },
+  ];
+}
+
+/**
+ * `deno run ... bench/serve_bench.ts [rounds]`: runs every case once per round, interleaved, so
+ * that a busy machine slows all of them alike, and prints the median and minimum of each.
+ */
+async function interleaved(rounds: number): Promise<void> {
+  for (const d of [1024, 256]) {
+    const all = await cases(d);
+    const times = all.map(() => [] as number[]);
+    for (let r = 0; r < rounds + 3; r++) {
+      for (const [k, c] of all.entries()) {
+        const t0 = performance.now();
+        await c.fn();
+        if (r >= 3) times[k]!.push(performance.now() - t0); // 3 warm-up rounds
+      }
+    }
+    for (const [k, c] of all.entries()) {
+      const base = all.findIndex((b) => b.group === c.group && b.baseline);
+      // Per round, this case's time over its baseline's: both ran back to back.
+      const ratio = base >= 0 && base !== k
+        ? `  ${median(times[k]!.map((t, r) => t / times[base]![r]!)).toFixed(2)}× the baseline`
+        : "";
+      const t = times[k]!;
+      console.log(
+        `${c.name.padEnd(52)} median ${ms(median(t))}  min ${ms(Math.min(...t))}${ratio}`,
+      );
+    }
+  }
+}
+
+const ms = (v: number) => `${v.toFixed(3).padStart(8)} ms`;
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1]!;
+
+if (import.meta.main) {
+  await interleaved(Number(Deno.args[0] ?? 40));
+} else {
+  for (const d of [1024, 256]) {
+    for (const c of await cases(d)) {
+      Deno.bench(c.name, { group: c.group, baseline: c.baseline ?? false }, async () => {
+        await c.fn();
+      });
+    }
+  }
+}

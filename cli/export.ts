@@ -1,0 +1,53 @@
+/**
+ * `ffwd export --model <file> [--block NAME] --adapter <dir> --format onnx|safetensors
+ * [--mode merged|adapter-inputs] --out <file> [--probe FILE] [--json]`: writes an adapted model,
+ * checked for parity (see `adapters/export.ts`), and prints where it and `parity.json` are and
+ * the verdict; `--json` prints the report. A failed check exits 1 and leaves no file.
+ *
+ * @module
+ */
+
+import { Option } from "@commander-js/extra-typings";
+import { loadAdapter } from "../adapters/adapter.ts";
+import type { Program } from "./_program.ts";
+import { runExport } from "./_export_print.ts";
+
+/**
+ * Adds `export` to the program.
+ *
+ * @example
+ * ```ts
+ * import { Command } from "@commander-js/extra-typings";
+ * import { registerExport } from "./export.ts";
+ * const program = new Command().option("--debug");
+ * registerExport(program);
+ * ```
+ */
+export function registerExport(program: Program): void {
+  program
+    .command("export")
+    .description("export a base with an adapter as ONNX or safetensors, checked for parity")
+    .requiredOption("--model <file>", "base model: .onnx, .safetensors or a TF.js model.json")
+    .option("--block <name>", "block of a safetensors file with several")
+    .option("--spec <file>", "block spec (JSON) for a safetensors file with no recognised layout")
+    .requiredOption("--adapter <dir>", "PEFT or MLX-LM adapter folder")
+    .addOption(
+      new Option("--format <format>", "output format").choices(["onnx", "safetensors"] as const)
+        .makeOptionMandatory(),
+    )
+    .addOption(
+      new Option("--mode <mode>", "merged weights, or A and B as graph inputs (ONNX)")
+        .choices(["merged", "adapter-inputs"] as const).default("merged" as const),
+    )
+    .requiredOption("--out <file>", "file to write; parity.json goes beside it")
+    .option("--probe <file>", 'probe inputs (JSONL {"x": [...]}, CSV or safetensors)')
+    .option("--json", "print the parity report as JSON")
+    .action(async (options) => {
+      const adapter = await loadAdapter(options.adapter);
+      await runExport(options, adapter, {
+        out: options.out,
+        format: options.format,
+        mode: options.mode,
+      });
+    });
+}

@@ -1,0 +1,168 @@
+/**
+ * `ffwd serve --model <file> --adapters-dir <dir> [...]`: the HTTP inference server
+ * (`src/infer/server.ts`) over one base, with adapters loaded lazily from a folder.
+ *
+ * ```sh
+ * deno task ffwd serve --model base.safetensors --adapters-dir runs --port 8080 --max-adapters 32
+ * curl -s localhost:8080/v1/predict -d '{"inputs": [[0, 1, 2, 3, 4, 5, 6, 7]], "adapter": "rot45"}'
+ * ```
+ *
+ * It binds to 127.0.0.1 unless `--host` says otherwise, prints one `Listening on http://...` line
+ * on stdout, and shuts down cleanly on SIGINT / SIGTERM: no new connections, requests in flight
+ * are answered, then the engine is released. The token may come from `FFWD_TOKEN` instead of
+ * `--token` (command lines are visible to other users in `ps`).
+ *
+ * @module
+ */
+
+import { InvalidArgumentError } from "@commander-js/extra-typings";
+import { InferenceEngine } from "../src/infer/engine.ts";
+import { serve, type Server } from "../src/infer/server.ts";
+import type { BaseModel } from "../src/model.ts";
+import { openModel } from "../src/open_model.ts";
+import { servableWeights } from "./_adapter_weights.ts";
+import { writeErr, writeOut } from "./_errors.ts";
+import type { Program } from "./_program.ts";
+
+/** What `ffwd serve` takes. */
+export interface ServeCliOptions {
+  readonly model: string;
+  readonly block?: string;
+  readonly adaptersDir: string;
+  readonly host?: string;
+  readonly port?: number;
+  readonly maxBatch?: number;
+  readonly maxWaitMs?: number;
+  readonly token?: string;
+  readonly maxAdapters?: number;
+  readonly maxAdapterBytes?: number;
+  readonly maxBodyBytes?: number;
+  readonly threads?: number;
+}
+
+/** A started `ffwd serve`. */
+export interface RunningServe {
+  readonly server: Server;
+  readonly engine: InferenceEngine;
+  /** Waits for the server to stop, then releases the engine and the model. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the model, compiles the engine and starts the server (what the command does before it
+ * waits for a signal).
+ *
+ * @example
+ * ```ts ignore
+ * const { server, close } = await startServe({ model: "base.safetensors", adaptersDir: "runs", port: 0 });
+ * await server.shutdown();
+ * await close();
+ * ```
+ */
+export async function startServe(o: ServeCliOptions): Promise<RunningServe> {
+  const model: BaseModel = await openModel(o.model, { block: o.block });
+  let engine: InferenceEngine | undefined;
+  try {
+    engine = await InferenceEngine.create(model, {
+      maxAdapters: o.maxAdapters,
+      maxBytes: o.maxAdapterBytes,
+      threads: o.threads,
+    });
+    const server = await serve(engine, {
+      hostname: o.host ?? "127.0.0.1",
+      port: o.port ?? 8080,
+      token: o.token,
+      maxBatch: o.maxBatch,
+      maxWaitMs: o.maxWaitMs,
+      maxBodyBytes: o.maxBodyBytes,
+      adaptersDir: o.adaptersDir,
+      loadWeights: (dir) => servableWeights(dir, model),
+      onError: (e, req) => writeErr(`error: ${req.method} ${new URL(req.url).pathname}: ${e}`),
+    });
+    const eng = engine;
+    return {
+      server,
+      engine,
+      close: async () => {
+        await server.finished;
+        await eng.close();
+        model.close();
+      },
+    };
+  } catch (e) {
+    await engine?.close();
+    model.close();
+    throw e;
+  }
+}
+
+/**
+ * Adds `serve` to the program.
+ *
+ * @example
+ * ```ts
+ * import { Command } from "@commander-js/extra-typings";
+ * import { registerServe } from "./serve.ts";
+ * const program = new Command().option("--debug");
+ * registerServe(program);
+ * ```
+ */
+export function registerServe(program: Program): void {
+  program
+    .command("serve")
+    .description("serve a base model with hot-swapped adapters over HTTP")
+    .requiredOption("--model <file>", "base model (.safetensors, .onnx or TF.js model.json)")
+    .option("--block <name>", "block of a multi-block file (model.layers.3.mlp)")
+    .requiredOption("--adapters-dir <dir>", "folder of adapter folders (loaded by name)")
+    .option("--host <host>", "address to bind", "127.0.0.1")
+    .option("--port <n>", "port (0: any free port)", integer(0), 8080)
+    .option("--max-batch <rows>", "most rows per engine run", integer(1), 64)
+    .option("--max-wait-ms <ms>", "longest wait to fill a batch", number(0), 5)
+    .option("--token <token>", "require Authorization: Bearer <token> (or set FFWD_TOKEN)")
+    .option("--max-adapters <n>", "most adapters in memory (LRU eviction)", integer(1))
+    .option("--max-adapter-bytes <bytes>", "most adapter bytes in memory", integer(1))
+    .option("--max-body-bytes <bytes>", "largest request body", integer(1), 16 * 1024 * 1024)
+    .option("--threads <n>", "onnxruntime threads (default: every core)", integer(1))
+    .action(async (o) => {
+      const token = o.token ?? (Deno.env.get("FFWD_TOKEN") || undefined);
+      const running = await startServe({ ...o, token });
+      const { server } = running;
+      writeOut(`Listening on ${server.url} (model ${o.model}, adapters ${o.adaptersDir})\n`);
+      let stops = 0;
+      const stop = () => {
+        if (++stops > 1) Deno.exit(130); // a second signal does not wait
+        writeErr("Shutting down: answering requests in flight (signal again to force)");
+        void server.shutdown();
+      };
+      const signals: Deno.Signal[] = Deno.build.os === "windows"
+        ? ["SIGINT", "SIGBREAK"]
+        : ["SIGINT", "SIGTERM"];
+      for (const s of signals) Deno.addSignalListener(s, stop);
+      try {
+        await running.close();
+      } finally {
+        for (const s of signals) Deno.removeSignalListener(s, stop);
+      }
+      writeOut("Stopped\n");
+    });
+}
+
+function integer(min: number): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(`expected an integer >= ${min}, got "${v}"`);
+    }
+    return n;
+  };
+}
+
+function number(min: number): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (v.trim() === "" || !Number.isFinite(n) || n < min) {
+      throw new InvalidArgumentError(`expected a number >= ${min}, got "${v}"`);
+    }
+    return n;
+  };
+}

@@ -1,0 +1,198 @@
+/**
+ * The server's metrics in the Prometheus text exposition format (version 0.0.4): counters and
+ * histograms with labels, rendered on demand, plus the engine's counters read at scrape time.
+ *
+ * Spec: https://prometheus.io/docs/instrumenting/exposition_formats/ — `# HELP` / `# TYPE` lines,
+ * label values escaped (`\\`, `\"`, `\n`), histograms as cumulative `_bucket{le=...}` series with
+ * `+Inf`, `_sum` and `_count`.
+ *
+ * @module
+ */
+
+import type { EngineStats } from "./engine.ts";
+
+/** Labels of one series. */
+export type Labels = Readonly<Record<string, string>>;
+
+/** Default latency buckets, seconds. */
+export const LATENCY_BUCKETS: readonly number[] = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+];
+
+/** Default batch-size buckets, rows or requests. */
+export const SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/**
+ * A counter with labels.
+ *
+ * @example
+ * ```ts
+ * import { Counter } from "./metrics.ts";
+ * const c = new Counter("ffwd_http_requests_total", "HTTP requests");
+ * c.inc({ route: "/healthz", status: "200" });
+ * c.render(); // contains 'ffwd_http_requests_total{route="/healthz",status="200"} 1'
+ * ```
+ */
+export class Counter {
+  #values = new Map<string, number>();
+
+  constructor(readonly name: string, readonly help: string) {}
+
+  /** Adds `by` (default 1) to the series with `labels`. */
+  inc(labels: Labels = {}, by = 1): void {
+    const key = formatLabels(labels);
+    this.#values.set(key, (this.#values.get(key) ?? 0) + by);
+  }
+
+  /** The value of one series (0 when never incremented). */
+  value(labels: Labels = {}): number {
+    return this.#values.get(formatLabels(labels)) ?? 0;
+  }
+
+  /** The metric's exposition lines. */
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    for (const [key, v] of this.#values) lines.push(`${this.name}${key} ${v}`);
+    return lines.join("\n") + "\n";
+  }
+}
+
+/**
+ * A histogram with labels and fixed bucket bounds.
+ *
+ * @example
+ * ```ts
+ * import { Histogram } from "./metrics.ts";
+ * const h = new Histogram("ffwd_batch_rows", "Rows per batch", [1, 8, 64]);
+ * h.observe(5);
+ * h.render(); // contains 'ffwd_batch_rows_bucket{le="8"} 1'
+ * ```
+ */
+export class Histogram {
+  #series = new Map<string, { counts: number[]; sum: number; count: number }>();
+
+  constructor(readonly name: string, readonly help: string, readonly bounds: readonly number[]) {}
+
+  /** Records one observation. */
+  observe(v: number, labels: Labels = {}): void {
+    const key = formatLabels(labels);
+    let s = this.#series.get(key);
+    if (!s) this.#series.set(key, s = { counts: this.bounds.map(() => 0), sum: 0, count: 0 });
+    const i = this.bounds.findIndex((b) => v <= b);
+    if (i >= 0) s.counts[i]!++;
+    s.sum += v;
+    s.count++;
+  }
+
+  /** Number of observations of one series. */
+  count(labels: Labels = {}): number {
+    return this.#series.get(formatLabels(labels))?.count ?? 0;
+  }
+
+  /** The metric's exposition lines (cumulative buckets). */
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
+    for (const [key, s] of this.#series) {
+      const inner = key.slice(1, -1);
+      const le = (b: string) => `{${inner ? inner + "," : ""}le="${b}"}`;
+      let acc = 0;
+      this.bounds.forEach((b, i) => {
+        acc += s.counts[i]!;
+        lines.push(`${this.name}_bucket${le(String(b))} ${acc}`);
+      });
+      lines.push(`${this.name}_bucket${le("+Inf")} ${s.count}`);
+      lines.push(`${this.name}_sum${key} ${s.sum}`, `${this.name}_count${key} ${s.count}`);
+    }
+    return lines.join("\n") + "\n";
+  }
+}
+
+/** What the server measures. */
+export interface ServerMetrics {
+  readonly requests: Counter;
+  readonly errors: Counter;
+  readonly latency: Histogram;
+  readonly batchRows: Histogram;
+  readonly batchRequests: Histogram;
+}
+
+/**
+ * The server's metrics.
+ *
+ * @example
+ * ```ts
+ * import { renderMetrics, serverMetrics } from "./metrics.ts";
+ * const m = serverMetrics();
+ * m.requests.inc({ route: "/v1/predict", method: "POST", status: "200" });
+ * renderMetrics(m).includes("ffwd_http_requests_total"); // true
+ * ```
+ */
+export function serverMetrics(): ServerMetrics {
+  return {
+    requests: new Counter("ffwd_http_requests_total", "HTTP requests by route, method and status."),
+    errors: new Counter("ffwd_http_errors_total", "HTTP responses with status >= 400, by route."),
+    latency: new Histogram(
+      "ffwd_http_request_duration_seconds",
+      "Time from receiving a request to its response, by route.",
+      LATENCY_BUCKETS,
+    ),
+    batchRows: new Histogram("ffwd_batch_rows", "Rows per engine run.", SIZE_BUCKETS),
+    batchRequests: new Histogram("ffwd_batch_requests", "Requests per engine run.", SIZE_BUCKETS),
+  };
+}
+
+/** Engine figures read at scrape time. */
+export interface EngineGauges {
+  readonly stats: EngineStats;
+  readonly adapters: number;
+  readonly bytes: number;
+}
+
+/**
+ * Renders the server's metrics and, when given, the engine's counters and gauges.
+ *
+ * @example
+ * ```ts
+ * import { renderMetrics, serverMetrics } from "./metrics.ts";
+ * const stats = { loads: 3, evictions: 1, runs: 10, rows: 40 };
+ * renderMetrics(serverMetrics(), { stats, adapters: 2, bytes: 1024 }); // '... ffwd_adapter_loads_total 3 ...'
+ * ```
+ */
+export function renderMetrics(m: ServerMetrics, engine?: EngineGauges): string {
+  let text = [m.requests, m.errors, m.latency, m.batchRows, m.batchRequests]
+    .map((x) => x.render()).join("");
+  if (engine) {
+    const { stats } = engine;
+    text += scalar("ffwd_adapter_loads_total", "counter", "Adapter registrations.", stats.loads);
+    text += scalar("ffwd_adapter_evictions_total", "counter", "LRU evictions.", stats.evictions);
+    text += scalar("ffwd_engine_runs_total", "counter", "Session runs.", stats.runs);
+    text += scalar("ffwd_engine_rows_total", "counter", "Rows run.", stats.rows);
+    text += scalar("ffwd_adapters_loaded", "gauge", "Adapters in memory.", engine.adapters);
+    text += scalar("ffwd_adapter_bytes", "gauge", "Bytes of adapters in memory.", engine.bytes);
+  }
+  return text;
+}
+
+function scalar(name: string, type: string, help: string, v: number): string {
+  return `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${v}\n`;
+}
+
+function formatLabels(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) =>
+    `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`
+  );
+  return parts.length ? `{${parts.join(",")}}` : "";
+}

@@ -1,0 +1,266 @@
+/**
+ * The HTTP inference server, on `Deno.serve`: one {@linkcode InferenceEngine}, adapters loaded
+ * lazily from a folder, and concurrent requests micro-batched across adapters (`batcher.ts`).
+ *
+ * | route | does |
+ * | --- | --- |
+ * | `POST /v1/predict` | `{"inputs": [[...], ...], "adapter": "name" \| null}` → `{"outputs", "adapter", "adapter_version", "adapter_source"}` |
+ * | `GET /v1/adapters` | adapters in memory, least recently used first |
+ * | `POST /v1/adapters` | `{"name", "path"}`: load (or replace) from a folder inside the adapters folder |
+ * | `GET`/`DELETE /v1/adapters/{name}` | show / unload one (it loads lazily from `<dir>/<name>` again) |
+ * | `GET /healthz` | liveness, no token needed |
+ * | `GET /metrics` | Prometheus text |
+ *
+ * Errors are `{"error": "..."}`: 400 malformed JSON or a bad field (named: `inputs[3] has 5
+ * values, expected 8`), 401 missing or wrong bearer token, 403 an adapter path outside the
+ * folder, 404 unknown adapter or route, 405 wrong method, 413 body over the limit, 422 an adapter
+ * that does not fit the model, 503 queue full, 500 anything else.
+ *
+ * Every request resolves its adapter to a snapshot when it starts, so replacing or unloading an
+ * adapter never changes a request already in flight. `shutdown()` stops accepting connections,
+ * lets requests in flight finish, then resolves.
+ *
+ * @module
+ */
+
+import { Batcher, type BatcherOptions, BusyError } from "./batcher.ts";
+import { type AdapterSnapshot, type InferenceEngine, UnknownAdapterError } from "./engine.ts";
+import { renderMetrics, type ServerMetrics, serverMetrics } from "./metrics.ts";
+import { AdapterDir, type WeightsLoader } from "./_adapter_dir.ts";
+import {
+  AdapterBody,
+  flattenRows,
+  HttpError,
+  json,
+  PredictBody,
+  readJson,
+  tokenChecker,
+  validate,
+} from "./_http.ts";
+
+export type { WeightsLoader };
+
+/** Options of {@linkcode serve}. */
+export interface ServeOptions extends BatcherOptions {
+  /** Default `127.0.0.1` (loopback only). */
+  readonly hostname?: string;
+  /** Default 8080; 0 picks a free port (read it from the result). */
+  readonly port?: number;
+  /** Requires `Authorization: Bearer <token>` on every route but `/healthz`. */
+  readonly token?: string;
+  /** Largest request body, bytes. Default 16 MiB. */
+  readonly maxBodyBytes?: number;
+  /**
+   * Folder adapters load from: lazily by name (`<dir>/<name>`), or by `POST /v1/adapters` with a
+   * path that is absolute or relative to it and resolves inside it. The server installs its loader
+   * as `engine.loader`.
+   */
+  readonly adaptersDir?: string;
+  /** Reads an adapter folder into engine weights; required with `adaptersDir`. */
+  readonly loadWeights?: WeightsLoader;
+  /** Called with every 5xx error (to log it). */
+  readonly onError?: (error: unknown, req: Request) => void;
+}
+
+/** A running server. */
+export interface Server {
+  readonly hostname: string;
+  readonly port: number;
+  /** `http://host:port`. */
+  readonly url: string;
+  readonly metrics: ServerMetrics;
+  /** Rows of requests waiting for their batch (their adapters are resolved already). */
+  readonly queuedRows: number;
+  /** Stops accepting connections and resolves once requests in flight have been answered. */
+  shutdown(): Promise<void>;
+  /** Resolves when the server has stopped (after `shutdown()` or an abort). */
+  readonly finished: Promise<void>;
+}
+
+type Handler = (req: Request, param: string) => Promise<Response> | Response;
+
+/**
+ * Starts the server; resolves once it listens.
+ *
+ * @example
+ * ```ts ignore
+ * const engine = await InferenceEngine.create(model, { maxAdapters: 16 });
+ * const server = await serve(engine, {
+ *   port: 0,
+ *   adaptersDir: "runs",
+ *   loadWeights: async (dir) => engineWeights(await loadAdapter(dir), model),
+ * });
+ * const res = await fetch(`${server.url}/v1/predict`, {
+ *   method: "POST",
+ *   body: JSON.stringify({ inputs: [[0, 1, 2, 3, 4, 5, 6, 7]], adapter: "rot45" }),
+ * });
+ * await server.shutdown();
+ * ```
+ */
+export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): Promise<Server> {
+  const maxBody = opts.maxBodyBytes ?? 16 * 1024 * 1024;
+  const metrics = serverMetrics();
+  const batcher = new Batcher(engine, {
+    ...opts,
+    onBatch: (rows, requests) => {
+      metrics.batchRows.observe(rows);
+      metrics.batchRequests.observe(requests);
+      opts.onBatch?.(rows, requests);
+    },
+  });
+  if (opts.adaptersDir && !opts.loadWeights) {
+    throw new TypeError("Cannot serve an adapters folder without loadWeights");
+  }
+  const dir = opts.adaptersDir ? await AdapterDir.open(opts.adaptersDir, opts.loadWeights!) : null;
+  if (dir) engine.loader = dir.loader;
+  const authorized = opts.token === undefined ? null : await tokenChecker(opts.token);
+  const [din, dout] = engine.widths;
+
+  const info = (s: AdapterSnapshot) => ({
+    name: s.name,
+    version: s.version,
+    rank: s.rank,
+    bytes: s.bytes,
+    source: dir && s.source?.startsWith(dir.root + "/")
+      ? s.source.slice(dir.root.length + 1)
+      : s.source ?? null,
+  });
+
+  const routes: Record<string, Partial<Record<string, Handler>>> = {
+    "/healthz": {
+      GET: () => json({ status: "ok", adapters: engine.adapters.length }),
+    },
+    "/metrics": {
+      GET: () =>
+        new Response(
+          renderMetrics(metrics, {
+            stats: engine.stats,
+            adapters: engine.adapters.length,
+            bytes: engine.bytes,
+          }),
+          { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } },
+        ),
+    },
+    "/v1/predict": {
+      POST: async (req) => {
+        const body = validate(PredictBody, await readJson(req, maxBody));
+        const x = flattenRows(body.inputs, din);
+        const name = body.adapter ?? null;
+        const [snap] = await engine.resolve([name]);
+        const y = await batcher.submit(x, snap ?? null);
+        const outputs = body.inputs.map((_, i) => Array.from(y.subarray(i * dout, (i + 1) * dout)));
+        return json({
+          outputs,
+          adapter: name,
+          adapter_version: snap?.version ?? null,
+          adapter_source: snap ? info(snap).source : null,
+        });
+      },
+    },
+    "/v1/adapters": {
+      GET: () => json({ adapters: engine.adapters.map(info) }),
+      POST: async (req) => {
+        const { name, path } = validate(AdapterBody, await readJson(req, maxBody));
+        if (!dir) throw new HttpError(403, "No adapters folder is configured (--adapters-dir)");
+        const weights = await dir.load(name, path);
+        const snap = await engine.register(name, weights).catch((e) => {
+          throw new HttpError(422, (e as Error).message, { cause: e });
+        });
+        dir.remember(name, path);
+        return json(info(snap), 201);
+      },
+    },
+    "/v1/adapters/{name}": {
+      GET: (_req, name) => {
+        const snap = engine.get(name);
+        if (!snap) throw new UnknownAdapterError(name);
+        return json(info(snap));
+      },
+      DELETE: (_req, name) => {
+        const loaded = engine.unregister(name);
+        const registered = dir?.forget(name) ?? false;
+        if (!loaded && !registered) throw new UnknownAdapterError(name);
+        return json({ name, unloaded: true });
+      },
+    },
+  };
+
+  const handle = async (req: Request, route: string, param: string): Promise<Response> => {
+    if (authorized && route !== "/healthz" && !(await authorized(req))) {
+      const challenge = { "www-authenticate": 'Bearer realm="ffwd"' };
+      return json({ error: "Missing or wrong bearer token" }, 401, challenge);
+    }
+    const methods = routes[route];
+    if (!methods) throw new HttpError(404, `No route ${req.method} ${new URL(req.url).pathname}`);
+    const handler = methods[req.method];
+    if (!handler) {
+      const allow = Object.keys(methods).join(", ");
+      return json({ error: `Method ${req.method} is not allowed on ${route}` }, 405, { allow });
+    }
+    return await handler(req, param);
+  };
+
+  const server = Deno.serve({
+    hostname: opts.hostname ?? "127.0.0.1",
+    port: opts.port ?? 8080,
+    onListen: () => {},
+  }, async (req) => {
+    const t0 = performance.now();
+    const { route, param } = routeOf(new URL(req.url).pathname);
+    let res: Response;
+    try {
+      res = await handle(req, route, param);
+    } catch (e) {
+      res = errorResponse(e);
+      if (res.status >= 500 && !(e instanceof BusyError)) opts.onError?.(e, req);
+    }
+    const labels = { route, method: req.method, status: String(res.status) };
+    metrics.requests.inc(labels);
+    if (res.status >= 400) metrics.errors.inc({ route, status: labels.status });
+    metrics.latency.observe((performance.now() - t0) / 1000, { route });
+    return res;
+  });
+
+  const addr = server.addr;
+  let closing: Promise<void> | null = null;
+  const finished = server.finished.then(() => batcher.drain());
+  return {
+    hostname: addr.hostname,
+    port: addr.port,
+    url: `http://${
+      addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname
+    }:${addr.port}`,
+    metrics,
+    get queuedRows() {
+      return batcher.queuedRows;
+    },
+    shutdown: () => closing ??= server.shutdown().then(() => finished),
+    finished,
+  };
+}
+
+/** The route label of a path (bounded set, so metrics stay small). */
+function routeOf(path: string): { route: string; param: string } {
+  const prefix = "/v1/adapters/";
+  if (
+    path.startsWith(prefix) && path.length > prefix.length && !path.includes("/", prefix.length)
+  ) {
+    let param: string;
+    try {
+      param = decodeURIComponent(path.slice(prefix.length));
+    } catch {
+      param = path.slice(prefix.length);
+    }
+    return { route: "/v1/adapters/{name}", param };
+  }
+  const known = ["/healthz", "/metrics", "/v1/predict", "/v1/adapters"];
+  return { route: known.includes(path) ? path : "other", param: "" };
+}
+
+function errorResponse(e: unknown): Response {
+  if (e instanceof HttpError) return json({ error: e.message }, e.status);
+  if (e instanceof UnknownAdapterError) return json({ error: e.message }, 404);
+  if (e instanceof BusyError) return json({ error: e.message }, 503, { "retry-after": "1" });
+  const message = e instanceof Error ? e.message : String(e);
+  return json({ error: `Internal error: ${message}` }, 500);
+}
