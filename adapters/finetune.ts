@@ -34,6 +34,9 @@ import { initAdapter, type LayerAdapter, peftKeys } from "./lora.ts";
 import { savePeftAdapter } from "./peft.ts";
 import { planAdapters } from "./targets.ts";
 import { writeFolderAtomic } from "./_shared.ts";
+import { writeReport } from "./report/html.ts";
+
+const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v, null, 2) + "\n");
 
 /** Options of {@link finetune}. */
 export interface FinetuneOptions extends TrainerOptions {
@@ -106,7 +109,7 @@ export async function finetune(
   const resume = opts.resume ? await readCheckpoint(opts.resume) : undefined;
   if (!resume) await Deno.writeTextFile(metricsPath, "");
   const metrics = await Deno.open(metricsPath, { append: true, create: true });
-  let lastEval: { loss: number; accuracy?: number } | undefined;
+  let lastEval: EvalResult | undefined;
   try {
     // The dataset's batches say `x`; the model's input may be named otherwise (ONNX `input.1`).
     const inputName = built.input.name;
@@ -164,17 +167,20 @@ export async function finetune(
     const summary = {
       steps: result.steps,
       last_loss: result.lastLoss,
-      eval: lastEval ?? null,
+      eval: lastEval ? { loss: lastEval.loss, accuracy: lastEval.accuracy ?? null } : null,
       seconds: result.seconds,
       trainable_params: trainableParams,
       base_params: baseParams,
       stopped_early: result.stoppedEarly,
     };
-    await writeFileAtomic(
-      `${opts.outDir}/summary.json`,
-      new TextEncoder().encode(JSON.stringify(summary, null, 2) + "\n"),
-    );
-    return { adapter, ...result, eval: lastEval, trainableParams, baseParams };
+    await writeFileAtomic(`${opts.outDir}/summary.json`, json(summary));
+    if (lastEval?.confusion) {
+      const confusion = { matrix: lastEval.confusion, step: result.steps };
+      await writeFileAtomic(`${opts.outDir}/confusion.json`, json(confusion));
+    }
+    await writeReport(opts.outDir);
+    const evalOut = lastEval ? { loss: lastEval.loss, accuracy: lastEval.accuracy } : undefined;
+    return { adapter, ...result, eval: evalOut, trainableParams, baseParams };
   } finally {
     metrics.close();
     await step.release();
@@ -263,8 +269,11 @@ async function evaluate(
   params: ReadonlyMap<string, Float32Array>,
   batchSize: number,
   p: number,
-): Promise<{ loss: number; accuracy?: number }> {
+): Promise<EvalResult> {
   let lossSum = 0, correct = 0;
+  const classes = built.output.shape.at(-1);
+  const k = typeof classes === "number" ? classes : 0;
+  const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   for (let start = 0; start < data.rows; start += batchSize) {
     const b = sliceBatch(data, null, start, batchSize);
     const feeds: Record<string, Tensor> = { [built.input.name]: b.feeds.x! };
@@ -284,15 +293,34 @@ async function evaluate(
     const out = await session.run(feeds);
     lossSum += Number(out[built.loss!.name]!.data[0]) * b.rows;
     if (built.target?.name === "labels") {
-      correct += countCorrect(out[built.output.name]!, b.feeds.labels!);
+      correct += countCorrect(out[built.output.name]!, b.feeds.labels!, k ? matrix : undefined);
     }
   }
   const loss = lossSum / data.rows;
-  return built.target?.name === "labels" ? { loss, accuracy: correct / data.rows } : { loss };
+  return built.target?.name === "labels"
+    ? { loss, accuracy: correct / data.rows, confusion: matrix }
+    : { loss };
 }
 
-/** Rows whose arg-max equals the label. */
-export function countCorrect(logits: Tensor, labels: Tensor): number {
+/** Loss, accuracy and (classification) the confusion matrix of one evaluation. */
+interface EvalResult {
+  loss: number;
+  accuracy?: number;
+  /** `matrix[true][predicted]` counts. */
+  confusion?: number[][];
+}
+
+/**
+ * Rows whose arg-max equals the label; also counts `confusion[label][argmax]` when given.
+ *
+ * @example
+ * ```ts
+ * import { countCorrect } from "./finetune.ts";
+ * const logits = { dtype: "F32" as const, shape: [2, 2], data: new Float32Array([0, 1, 1, 0]) };
+ * countCorrect(logits, { dtype: "I64", shape: [2], data: new BigInt64Array([1n, 1n]) }); // 1
+ * ```
+ */
+export function countCorrect(logits: Tensor, labels: Tensor, confusion?: number[][]): number {
   const z = logits.data as Float32Array;
   const y = labels.data as BigInt64Array;
   const c = logits.shape[logits.shape.length - 1]!;
@@ -301,6 +329,8 @@ export function countCorrect(logits: Tensor, labels: Tensor): number {
     let best = 0;
     for (let j = 1; j < c; j++) if (z[r * c + j]! > z[r * c + best]!) best = j;
     if (BigInt(best) === y[r]) n++;
+    const row = confusion?.[Number(y[r])];
+    if (row && best < row.length) row[best] = row[best]! + 1;
   }
   return n;
 }

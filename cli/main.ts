@@ -22,6 +22,7 @@ import { registerTrain } from "./train.ts";
 import { registerBench } from "./bench.ts";
 import { registerPredict } from "./predict.ts";
 import { registerServe } from "./serve.ts";
+import { registerReport } from "./report.ts";
 
 /** Every subcommand, in the order `ffwd --help` lists them. */
 const SUBCOMMANDS: readonly Register[] = [
@@ -29,6 +30,7 @@ const SUBCOMMANDS: readonly Register[] = [
   registerTrain,
   registerPredict,
   registerServe,
+  registerReport,
   registerBench,
 ];
 
@@ -40,7 +42,7 @@ const SUBCOMMANDS: readonly Register[] = [
  * ```ts
  * import { buildProgram } from "./main.ts";
  * const program = buildProgram();
- * program.commands.map((c) => c.name()); // ["inspect", "train", "predict", "serve", "bench"]
+ * program.commands.map((c) => c.name()); // ["inspect", "train", "predict", "serve", "report", "bench"]
  * ```
  */
 export function buildProgram(): Program {

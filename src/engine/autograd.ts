@@ -13,6 +13,7 @@ import type { Node, Value } from "./graph.ts";
 import { add } from "./ops/elementwise.ts";
 import { onesLike, zerosLike } from "./ops/constant.ts";
 import { VJP_TABLE } from "./ops/table.ts";
+import { isDetached } from "./ops/detach.ts";
 import { sameShape } from "./shapes.ts";
 
 /** Options of {@link grad}. */
@@ -118,7 +119,8 @@ function dependsOn(nodes: readonly Node[], sources: ReadonlySet<Value>): Set<Val
   const reached = new Set<Value>(sources);
   for (const n of nodes) {
     if (n.inputs.some((v) => v !== null && reached.has(v))) {
-      for (const o of n.outputs) reached.add(o);
+      // A detached value is a constant to the autograd: nothing flows back through it.
+      for (const o of n.outputs) if (!isDetached(o)) reached.add(o);
     }
   }
   return reached;

@@ -171,3 +171,21 @@ Deno.test("LoRA gradients, including x's (it feeds both the base and the adapter
     B2: { shape: [DIMS[3]!, RANK] },
   });
 });
+
+Deno.test("grad() stops at detach(): a detached branch contributes no gradient", async () => {
+  const { detach } = await import("./ops/detach.ts");
+  const { mul } = await import("./ops/elementwise.ts");
+  const { reduceSum } = await import("./ops/reduce.ts");
+  const { Session } = await import("./runtime.ts");
+  const { Graph } = await import("./graph.ts");
+  const g = new Graph();
+  const x = g.input("x", "F32", [3]);
+  // loss = sum(x · detach(x)): the gradient is detach(x) = x, not 2x.
+  const [dx] = grad(reduceSum(mul(x, detach(x))), [x]);
+  g.output(dx!);
+  const s = await Session.compile(g);
+  const out = await s.run({ x: { dtype: "F32", shape: [3], data: new Float32Array([1, 2, 3]) } });
+  await s.release();
+  const got = Array.from(Object.values(out)[0]!.data as Float32Array);
+  if (got.join() !== "1,2,3") throw new Error(`expected [1, 2, 3], got [${got}]`);
+});
