@@ -66,11 +66,16 @@ export async function runExport(
 function verdict(r: ParityReport): string {
   const pairs = r.outputs.flatMap((o) => o.pairs);
   const worst = Math.max(0, ...pairs.map((p) => p.maxRel));
-  return `parity: ${r.verdict}, largest relative error ${
-    worst.toExponential(1)
-  } (tolerance ${r.tolerance.relative}, ${r.storage} storage) over ${pairs.length} comparison${
+  return `parity: ${r.verdict}, largest relative error ${worst.toExponential(1)} (tolerance ${
+    short(r.tolerance.relative)
+  }, ${r.storage} storage) over ${pairs.length} comparison${
     pairs.length === 1 ? "" : "s"
   } of ${r.outputs.length} output${
     r.outputs.length === 1 ? "" : "s"
   } on ${r.probe.rows} probe rows`;
+}
+
+/** `1e-5` rather than `0.00001`; `0.015625` as is. */
+function short(x: number): string {
+  return x !== 0 && x < 1e-3 ? x.toExponential().replace(/\.?0*e/, "e") : String(x);
 }

@@ -57,9 +57,16 @@ export function takeRows(data: Dataset, idx: ArrayLike<number>): Dataset {
 }
 
 /** A fixed, seeded split: `testRows` test digits, the rest for training. */
-export function splitMnist(data: Dataset, testRows: number, seed: number): { train: Dataset; test: Dataset } {
+export function splitMnist(
+  data: Dataset,
+  testRows: number,
+  seed: number,
+): { train: Dataset; test: Dataset } {
   const order = new Rng(seed).permutation(data.rows);
-  return { train: takeRows(data, order.subarray(testRows)), test: takeRows(data, order.subarray(0, testRows)) };
+  return {
+    train: takeRows(data, order.subarray(testRows)),
+    test: takeRows(data, order.subarray(0, testRows)),
+  };
 }
 
 /**

@@ -63,7 +63,10 @@ export function encodeModelFast(proto: ModelProto): Uint8Array {
   const bigSet = new Set<TensorProto>(big);
   const graphRest = toBinary(
     GraphProtoSchema,
-    create(GraphProtoSchema, { ...graph, initializer: graph.initializer.filter((t) => !bigSet.has(t)) }),
+    create(GraphProtoSchema, {
+      ...graph,
+      initializer: graph.initializer.filter((t) => !bigSet.has(t)),
+    }),
   );
   const heads = big.map((t) => {
     const { rawData: _omit, $typeName: _type, ...rest } = t; // leave raw_data unset: it is appended below
@@ -75,7 +78,10 @@ export function encodeModelFast(proto: ModelProto): Uint8Array {
   });
   let graphLen = graphRest.byteLength;
   for (const n of tensorLens) graphLen += 1 + varintLength(n) + n;
-  const modelRest = toBinary(ModelProtoSchema, create(ModelProtoSchema, { ...proto, graph: undefined }));
+  const modelRest = toBinary(
+    ModelProtoSchema,
+    create(ModelProtoSchema, { ...proto, graph: undefined }),
+  );
   const out = new Uint8Array(modelRest.byteLength + 1 + varintLength(graphLen) + graphLen);
   out.set(modelRest, 0);
   let pos = modelRest.byteLength;

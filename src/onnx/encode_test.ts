@@ -31,14 +31,18 @@ Deno.test("encodeModelFast() decodes to the same message as toBinary() with big 
   const m = model([8, 1 << 16, 300_000, 12, 1 << 20]);
   const fast = encodeModelFast(m);
   const slow = toBinary(ModelProtoSchema, m);
-  if (fast.byteLength !== slow.byteLength) throw new Error(`sizes differ: ${fast.byteLength} vs ${slow.byteLength}`);
+  if (fast.byteLength !== slow.byteLength) {
+    throw new Error(`sizes differ: ${fast.byteLength} vs ${slow.byteLength}`);
+  }
   const a = fromBinary(ModelProtoSchema, fast);
   const b = fromBinary(ModelProtoSchema, slow);
   // Initializers come out in a different order: compare as sets by name.
   const byName = (x: typeof a) => new Map(x.graph!.initializer.map((t) => [t.name, t]));
   const ia = byName(a), ib = byName(b);
   if (ia.size !== ib.size) throw new Error("initializer counts differ");
-  for (const [k, t] of ib) if (!equals(TensorProtoSchema, t, ia.get(k)!)) throw new Error(`initializer ${k} differs`);
+  for (const [k, t] of ib) {
+    if (!equals(TensorProtoSchema, t, ia.get(k)!)) throw new Error(`initializer ${k} differs`);
+  }
   a.graph!.initializer = [];
   b.graph!.initializer = [];
   if (!equals(ModelProtoSchema, a, b)) throw new Error("models differ outside initializers");
