@@ -41,13 +41,20 @@ export function sliceBatch(
   order: Uint32Array | null,
   start: number,
   size: number,
+  reuse?: BatchBuffers,
 ): Batch {
   const rows = Math.max(0, Math.min(size, data.rows - start));
   const w = data.width;
-  const x = new Float32Array(rows * w);
   const y = data.y;
   const yw = y.kind === "labels" ? 1 : y.width;
-  const yOut = y.kind === "labels" ? new BigInt64Array(rows) : new Float32Array(rows * yw);
+  // Full batches fill the caller's buffers: fresh memory costs page faults on every step.
+  const full = reuse !== undefined && rows * w === reuse.x.length;
+  const x = full ? reuse.x : new Float32Array(rows * w);
+  const yOut = full
+    ? reuse.y
+    : y.kind === "labels"
+    ? new BigInt64Array(rows)
+    : new Float32Array(rows * yw);
   for (let i = 0; i < rows; i++) {
     const r = order ? order[start + i]! : start + i;
     x.set(data.x.subarray(r * w, (r + 1) * w), i * w);
@@ -59,6 +66,21 @@ export function sliceBatch(
     feeds.labels = { dtype: "I64", shape: [rows], data: yOut as BigInt64Array };
   } else feeds.targets = { dtype: "F32", shape: [rows, yw], data: yOut as Float32Array };
   return { rows, feeds };
+}
+
+/** Buffers a training loop reuses for its full batches (see {@link batchBuffers}). */
+export interface BatchBuffers {
+  readonly x: Float32Array;
+  readonly y: BigInt64Array | Float32Array;
+}
+
+/** Buffers for batches of `size` rows of `data`. */
+export function batchBuffers(data: Dataset, size: number): BatchBuffers {
+  const y = data.y;
+  return {
+    x: new Float32Array(size * data.width),
+    y: y.kind === "labels" ? new BigInt64Array(size) : new Float32Array(size * y.width),
+  };
 }
 
 /** Splits off the last `fraction` of a seeded permutation as an evaluation set. */

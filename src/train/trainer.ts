@@ -22,7 +22,7 @@ import {
 } from "./optim.ts";
 import { learningRate, type ScheduleName } from "./schedule.ts";
 import type { TrainStep } from "./step.ts";
-import { type Dataset, sliceBatch } from "./dataset.ts";
+import { batchBuffers, type Dataset, sliceBatch } from "./dataset.ts";
 
 /** Loop settings. */
 export interface TrainerOptions {
@@ -151,6 +151,8 @@ export async function train(
   const t0 = performance.now();
   let lastLoss = NaN, stoppedEarly = false;
   const lastStep = Math.min(totalSteps, opts.stopAfter ?? Infinity);
+  // Reused for every full batch: each step is done with its feeds before the next is sliced.
+  const buffers = batchBuffers(data, batchSize);
   outer: while (
     stepNo < lastStep && epoch < Math.max(epochs, Math.ceil(totalSteps / stepsPerEpoch))
   ) {
@@ -160,7 +162,7 @@ export async function train(
       const sum = new Map<string, Float32Array>();
       let lossSum = 0, micro = 0, rows = 0;
       for (; micro < accum && position < batchesPerEpoch; micro++, position++) {
-        const batch = sliceBatch(data, order, position * batchSize, batchSize);
+        const batch = sliceBatch(data, order, position * batchSize, batchSize, buffers);
         rows += batch.rows;
         const feeds: Record<string, Tensor> = { ...batch.feeds };
         for (const m of masks) feeds[m.value.name] = dropoutMask(rng, batch.rows, m);
