@@ -179,6 +179,11 @@ export async function train(
         for (const g of sum.values()) for (let i = 0; i < g.length; i++) g[i] = g[i]! / micro;
       }
       for (const [k, g] of sum) {
+        // A sum is finite only if every term is (NaN and ±Inf propagate), so one add per element
+        // suffices; an overflowing sum of finite values falls through to the exact scan.
+        let total = 0;
+        for (let i = 0; i < g.length; i++) total += g[i]!;
+        if (Number.isFinite(total)) continue;
         for (let i = 0; i < g.length; i++) {
           if (!Number.isFinite(g[i]!)) {
             throw new NonFiniteError(stepNo + 1, `the gradient of "${k}"`);
