@@ -1,0 +1,98 @@
+/**
+ * `ffwd inspect` of an ONNX file: producer, opsets, op histogram, inputs and outputs,
+ * initializers (with their external data location), the linear layers ffwd sees with their
+ * weight orientation, the nodes it cannot import, and import notes. `inspect.ts` imports this
+ * module only when it meets a `.onnx` file, so other kinds never load the ONNX reader.
+ *
+ * @module
+ */
+
+import { inspectOnnx, type OnnxSummary } from "../src/io/onnx/inspect.ts";
+import { count, dims, indent, plural, printable, table } from "./_inspect_text.ts";
+
+/**
+ * The JSON form (the {@linkcode OnnxSummary}, `format` first) and the table of an ONNX file.
+ *
+ * @example
+ * ```ts ignore
+ * import { describeOnnx } from "./_inspect_onnx.ts";
+ * const { table } = await describeOnnx("fixtures/mnist/base.onnx");
+ * ```
+ */
+export async function describeOnnx(path: string): Promise<{ json: unknown; table: string }> {
+  const s = await inspectOnnx(path);
+  const { format, ...rest } = s;
+  return { json: { format, ...rest }, table: onnxTable(path, s).join("\n") + "\n" };
+}
+
+function onnxTable(path: string, s: OnnxSummary): string[] {
+  const producer = [s.producer.name, s.producer.version].filter((p) => p !== "").join(" ");
+  const opsets = s.opsets.map((o) => `${o.domain === "" ? "ai.onnx" : o.domain} ${o.version}`);
+  const nodes = Object.values(s.ops).reduce((a, b) => a + b, 0);
+  const ops = Object.entries(s.ops).sort(([a, m], [b, n]) => n - m || a.localeCompare(b));
+  return [
+    `${path}: ONNX, IR version ${s.irVersion}, producer ${producer || "unknown"}, ` +
+    `opset ${opsets.join(", ") || "none"}`,
+    "",
+    `ops: ${plural(nodes, "node")}: ${ops.map(([op, n]) => `${op} ${n}`).join(", ") || "none"}`,
+    "inputs:",
+    ...indent(table(
+      ["name", "dtype", "shape"],
+      s.inputs.map((i) => [printable(i.name), i.dtype, dims(i.shape)]),
+      [false, false, false],
+    )),
+    `outputs: ${s.outputs.map(printable).join(", ") || "none"}`,
+    "",
+    ...initializerLines(s),
+    "",
+    ...linearLines(s),
+    "",
+    `unsupported: ${s.unsupported.map(printable).join(", ") || "none"}`,
+    ...(s.notes.length === 0 ? ["notes: none"] : ["notes:", ...s.notes.map((n) => `  - ${n}`)]),
+  ];
+}
+
+function initializerLines(s: OnnxSummary): string[] {
+  const inits = s.initializers;
+  const bytes = inits.reduce((a, i) => a + i.bytes, 0);
+  const external = inits.some((i) => i.external);
+  const rows = inits.map((i) => [
+    printable(i.name),
+    i.dtype,
+    dims(i.shape),
+    count(i.bytes),
+    ...(external ? [i.external ? location(i.external) : "(inline)"] : []),
+  ]);
+  const head = ["name", "dtype", "shape", "bytes", ...(external ? ["location"] : [])];
+  return [
+    `initializers: ${plural(inits.length, "tensor")}, ${count(bytes)} bytes`,
+    ...indent(table(head, rows, [false, false, false, true, false])),
+  ];
+}
+
+/** `weights.bin @ 1024 +4096` (offset, then length when the model gives one). */
+function location(e: { location: string; offset: number; length?: number }): string {
+  return `${printable(e.location)} @ ${e.offset}${e.length !== undefined ? ` +${e.length}` : ""}`;
+}
+
+function linearLines(s: OnnxSummary): string[] {
+  if (s.linearLayers.length === 0) return ["linear layers: none"];
+  const rows = s.linearLayers.map((l) => [
+    printable(l.name),
+    String(l.inFeatures),
+    String(l.outFeatures),
+    l.orientation,
+    l.dtype,
+    printable(l.weightKey),
+    l.biasKey !== undefined ? printable(l.biasKey) : "-",
+    printable(l.node),
+  ]);
+  return [
+    `linear layers: ${s.linearLayers.length}`,
+    ...indent(table(
+      ["name", "in", "out", "orientation", "dtype", "weight", "bias", "node"],
+      rows,
+      [false, true, true, false, false, false, false, false],
+    )),
+  ];
+}
