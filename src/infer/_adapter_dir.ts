@@ -11,6 +11,7 @@
 
 import { type AdapterLoader, type AdapterWeights, UnknownAdapterError } from "./engine.ts";
 import { HttpError } from "./_http.ts";
+import { absolutePath, isInside } from "../io/paths.ts";
 
 /** Reads an adapter folder into engine weights (the CLI passes `loadAdapter` + `engineWeights`). */
 export type WeightsLoader = (path: string) => Promise<AdapterWeights>;
@@ -42,10 +43,10 @@ export class AdapterDir {
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       // Say nothing about what exists outside the folder.
-      if (!isUnder(normalize(abs), this.root)) throw forbidden(path, this.root);
+      if (!isInside(absolutePath(abs), this.root)) throw forbidden(path, this.root);
       throw new HttpError(404, `Adapter folder "${path}" does not exist`);
     }
-    if (!isUnder(real, this.root)) throw forbidden(path, this.root);
+    if (!isInside(real, this.root)) throw forbidden(path, this.root);
     return real;
   }
 
@@ -92,19 +93,4 @@ export class AdapterDir {
 
 function forbidden(path: string, root: string): HttpError {
   return new HttpError(403, `Adapter path "${path}" is outside the adapters folder "${root}"`);
-}
-
-function isUnder(path: string, root: string): boolean {
-  return path.startsWith(root.endsWith("/") ? root : `${root}/`) && path.length > root.length + 1;
-}
-
-/** Removes `.`, `..` and repeated slashes from an absolute path, without touching the disk. */
-function normalize(abs: string): string {
-  const out: string[] = [];
-  for (const part of abs.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") out.pop();
-    else out.push(part);
-  }
-  return "/" + out.join("/");
 }

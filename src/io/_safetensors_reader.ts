@@ -13,6 +13,7 @@ import {
   type SafetensorsHeader,
 } from "./_safetensors_header.ts";
 import type { LazyTensor } from "./_safetensors_write.ts";
+import { fileError } from "./file_errors.ts";
 
 /** An open safetensors file whose header has been read and validated. */
 export interface SafetensorsFile extends Disposable {
@@ -46,7 +47,7 @@ export async function openReader(path: string | URL): Promise<SafetensorsFile> {
   try {
     file = await Deno.open(path, { read: true });
   } catch (error) {
-    throw openError(error, where);
+    throw fileError(error, where);
   }
   try {
     const info = await file.stat();
@@ -185,23 +186,4 @@ async function readAt(file: Deno.FsFile, position: number, into: Uint8Array): Pr
     done += n;
   }
   return done;
-}
-
-function openError(error: unknown, where: string): Error {
-  if (error instanceof Deno.errors.NotFound) {
-    return new Deno.errors.NotFound(`${where}: no such file`, { cause: error });
-  }
-  if (error instanceof Deno.errors.NotCapable) {
-    return new Deno.errors.NotCapable(`${where}: no read permission (run with --allow-read)`, {
-      cause: error,
-    });
-  }
-  if (error instanceof Deno.errors.PermissionDenied) {
-    return new Deno.errors.PermissionDenied(`${where}: permission denied by the system`, {
-      cause: error,
-    });
-  }
-  return new Error(`${where}: ${error instanceof Error ? error.message : String(error)}`, {
-    cause: error,
-  });
 }

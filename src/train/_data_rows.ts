@@ -7,6 +7,7 @@
  */
 
 import type { Dataset } from "./dataset.ts";
+import { fileError } from "../io/file_errors.ts";
 
 /** Inputs only: what `ffwd predict` reads. */
 export interface DataInputs {
@@ -91,24 +92,7 @@ async function* linesOf(file: Deno.FsFile, where: string): AsyncGenerator<string
 }
 
 /** Keeps the error's class (callers may test for `Deno.errors.NotFound`) with a clearer message. */
-export function rewrap(error: unknown, where: string): Error {
-  if (error instanceof Deno.errors.NotFound) {
-    return new Deno.errors.NotFound(`${where}: no such file`, { cause: error });
-  }
-  if (error instanceof Deno.errors.NotCapable) {
-    return new Deno.errors.NotCapable(`${where}: no read permission (run with --allow-read)`, {
-      cause: error,
-    });
-  }
-  if (error instanceof Deno.errors.PermissionDenied) {
-    return new Deno.errors.PermissionDenied(`${where}: permission denied by the system`, {
-      cause: error,
-    });
-  }
-  return new Error(`${where}: ${error instanceof Error ? error.message : String(error)}`, {
-    cause: error,
-  });
-}
+export const rewrap: (error: unknown, where: string) => Error = fileError;
 
 /** `rows × width` elements in a typed array with room for more rows. */
 class RowStore<A extends Float32Array | Float64Array> {

@@ -43,25 +43,9 @@ export interface InitializerInfo {
   readonly external?: ExternalLocation;
 }
 
-/**
- * Absolute, normalised form of `path` (relative paths are resolved against the current directory).
- *
- * @example
- * ```ts
- * import { absolutePath } from "./read.ts";
- * absolutePath("/models/a/../mlp.onnx"); // "/models/mlp.onnx"
- * ```
- */
-export function absolutePath(path: string): string {
-  const abs = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
-  const out: string[] = [];
-  for (const part of abs.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") out.pop();
-    else out.push(part);
-  }
-  return "/" + out.join("/");
-}
+import { absolutePath } from "../paths.ts";
+
+export { absolutePath };
 
 /**
  * Reads and decodes an ONNX model, refusing unsafe external data locations before anything
