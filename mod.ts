@@ -100,6 +100,11 @@ export { buildAdapted } from "./adapters/graph.ts";
 export { finetune, type FinetuneOptions, readCheckpoint } from "./adapters/finetune.ts";
 export { parseTrainConfig, readTrainConfig } from "./adapters/train_config.ts";
 export { engineWeights } from "./adapters/weights.ts";
+export { deltaWeight, mergeAdapter, planMerge, unmergeAdapter } from "./adapters/merge.ts";
+export { combineAdapters } from "./adapters/combine.ts";
+export { exportAdapter, type ExportOptions } from "./adapters/export.ts";
+export { ParityError, type ParityReport, storageTolerance } from "./adapters/parity.ts";
+export { renderReport, writeReport } from "./adapters/report/html.ts";
 
 // Inference
 export { type AdapterWeights, InferenceEngine } from "./src/infer/engine.ts";

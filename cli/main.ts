@@ -23,6 +23,8 @@ import { registerBench } from "./bench.ts";
 import { registerPredict } from "./predict.ts";
 import { registerServe } from "./serve.ts";
 import { registerReport } from "./report.ts";
+import { registerMerge } from "./merge.ts";
+import { registerExport } from "./export.ts";
 
 /** Every subcommand, in the order `ffwd --help` lists them. */
 const SUBCOMMANDS: readonly Register[] = [
@@ -30,6 +32,8 @@ const SUBCOMMANDS: readonly Register[] = [
   registerTrain,
   registerPredict,
   registerServe,
+  registerMerge,
+  registerExport,
   registerReport,
   registerBench,
 ];
@@ -42,7 +46,7 @@ const SUBCOMMANDS: readonly Register[] = [
  * ```ts
  * import { buildProgram } from "./main.ts";
  * const program = buildProgram();
- * program.commands.map((c) => c.name()); // ["inspect", "train", "predict", "serve", "report", "bench"]
+ * program.commands.map((c) => c.name()); // ["inspect", "train", "predict", "serve", "merge", "export", "report", "bench"]
  * ```
  */
 export function buildProgram(): Program {

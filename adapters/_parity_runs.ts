@@ -1,0 +1,116 @@
+/**
+ * The runs of a parity check (imported through `parity.ts`): a model in ffwd's engine with build
+ * options, the unmerged adapter, and an ONNX file in a plain onnxruntime session.
+ *
+ * @module
+ */
+
+import * as ort from "onnxruntime-node";
+import { Graph } from "../src/engine/graph.ts";
+import { Session } from "../src/engine/runtime.ts";
+import type { BaseModel, BuildOptions } from "../src/model.ts";
+import type { Tensor } from "../src/tensor.ts";
+import { type AdapterInputs, loraHook, peftKeys } from "./lora.ts";
+import type { MergePlan } from "./merge.ts";
+import type { Probe } from "./parity.ts";
+
+/**
+ * Runs `model` (with build options: merged-weight overrides, a hook) on a probe in ffwd's engine
+ * and returns every output, in order.
+ *
+ * @example
+ * ```ts ignore
+ * const [y] = await runModel(model, probe, { build: { overrides: merged.tensors } });
+ * ```
+ */
+export async function runModel(
+  model: BaseModel,
+  probe: Probe,
+  opts: { build?: BuildOptions; feeds?: Record<string, Tensor> } = {},
+): Promise<Tensor[]> {
+  const g = new Graph();
+  const built = model.build(g, opts.build);
+  for (const o of built.outputs) g.output(o);
+  const feeds: Record<string, Tensor> = { ...opts.feeds };
+  model.inputs.forEach((io, i) => (feeds[built.inputs[i]!.name] = probe.feeds[io.name]!));
+  const session = await Session.compile(g);
+  try {
+    const out = await session.run(feeds);
+    return built.outputs.map((o) => out[o.name]!);
+  } finally {
+    await session.release();
+  }
+}
+
+/**
+ * The adapter's tensors as feeds of the unmerged graph, by PEFT key (float32).
+ *
+ * @example
+ * ```ts ignore
+ * const feeds = adapterFeeds(planMerge(model, adapter)); // {"base_model.model.fc1.lora_A.weight": …}
+ * ```
+ */
+export function adapterFeeds(plan: MergePlan): Record<string, Tensor<"F32">> {
+  const feeds: Record<string, Tensor<"F32">> = {};
+  for (const d of plan.deltas.values()) {
+    const k = peftKeys(d.layer.name);
+    const { inFeatures: n, outFeatures: m } = d.layer;
+    feeds[k.A] = { dtype: "F32", shape: [d.rank, n], data: d.A };
+    feeds[k.B] = { dtype: "F32", shape: [m, d.rank], data: d.B };
+    if (d.magnitude) feeds[k.magnitude] = { dtype: "F32", shape: [m], data: d.magnitude };
+  }
+  return feeds;
+}
+
+/**
+ * Run (a): the adapter unmerged (LoRA branches with A and B fed by PEFT key; replaced biases and
+ * `modules_to_save` tensors as overrides).
+ *
+ * @example
+ * ```ts ignore
+ * const outputs = await runUnmerged(model, planMerge(model, adapter), probe);
+ * ```
+ */
+export function runUnmerged(model: BaseModel, plan: MergePlan, probe: Probe): Promise<Tensor[]> {
+  const declared = new Map<string, AdapterInputs>();
+  return runModel(model, probe, {
+    build: { hook: loraHook(plan.layers, declared), overrides: plan.replaced },
+    feeds: adapterFeeds(plan),
+  });
+}
+
+/**
+ * Run (c) for ONNX: the written file in a plain onnxruntime-node session created from its path,
+ * as any consumer would load it; returns the outputs in the file's order.
+ *
+ * @example
+ * ```ts ignore
+ * const outputs = await runOnnxFile("merged.onnx", probe);
+ * ```
+ */
+export async function runOnnxFile(
+  path: string,
+  probe: Probe,
+  feeds: Readonly<Record<string, Tensor<"F32">>> = {},
+): Promise<Tensor[]> {
+  const session = await ort.InferenceSession.create(path);
+  try {
+    const all = { ...probe.feeds, ...feeds };
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [k, t] of Object.entries(all)) {
+      ortFeeds[k] = new ort.Tensor("float32", t.data, [...t.shape]);
+    }
+    const out = await session.run(ortFeeds);
+    return session.outputNames.map((n) => {
+      const t = out[n]!;
+      if (t.type !== "float32") {
+        throw new TypeError(
+          `Cannot compare output "${n}" of "${path}": it is ${t.type}, not float32`,
+        );
+      }
+      return { dtype: "F32", shape: [...t.dims], data: t.data as Float32Array } as Tensor;
+    });
+  } finally {
+    await session.release();
+  }
+}

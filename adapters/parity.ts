@@ -1,0 +1,254 @@
+/**
+ * Parity checks of merges and exports: probe inputs run through (a) the adapted model unmerged
+ * in ffwd's engine (the LoRA branch graph that training and the adapter-inputs export use),
+ * (b) the base with the merged weights in the engine, and (c) the written file loaded fresh; the
+ * outputs are compared pairwise and the result is the `parity.json` report.
+ *
+ * Errors are measured per output as the largest absolute difference and the same divided by the
+ * largest magnitude of the reference output (an ∞-norm relative error, so outputs near zero do
+ * not turn rounding into huge ratios).
+ *
+ * Tolerances: 1e-5 relative for float32 storage (the arithmetic differs only in summation order).
+ * Rounding a merged weight to a half-precision storage dtype moves it by up to half a unit in the
+ * last place: 2^-9 relative for bf16 (8 significant bits), 2^-11 for f16. Summed over a dot
+ * product with independent rounding errors, an output moves by about 2^-9/√3 ≈ 1.1e-3 (bf16) of
+ * its scale per layer; the tolerance is 8 half-units, 2^-6 ≈ 1.6e-2 for bf16 and 2^-8 ≈ 3.9e-3
+ * for f16: a margin of ~14× for a few stacked layers and cancellation. It applies to the pairs
+ * that involve the unmerged model; the merged model and the file hold the same rounded weights,
+ * so their pair keeps 1e-5.
+ *
+ * @module
+ */
+
+import type { BaseModel } from "../src/model.ts";
+import { Rng } from "../src/rng.ts";
+import type { DType, Tensor } from "../src/tensor.ts";
+import { loadInputs } from "../src/train/data_files.ts";
+import type { JsonValue } from "./config.ts";
+
+export { adapterFeeds, runModel, runOnnxFile, runUnmerged } from "./_parity_runs.ts";
+
+/** Which model a run used. */
+export type Check = "unmerged" | "merged" | "file";
+
+/** Probe inputs by model input name. */
+export interface Probe {
+  /** `seeded normal (seed 0)` or the file's path. */
+  readonly source: string;
+  readonly rows: number;
+  readonly feeds: Readonly<Record<string, Tensor<"F32">>>;
+}
+
+/** Options of {@linkcode makeProbe}. */
+export interface ProbeOptions {
+  /** Inputs from a file (JSONL `{"x": [...]}`, CSV or safetensors; see `loadInputs`). */
+  readonly file?: string;
+  /** Rows of seeded inputs where the batch is free (default 8). */
+  readonly rows?: number;
+  /** Seed of the random inputs (default 0). */
+  readonly seed?: number;
+}
+
+/** A relative tolerance and the reason for it. */
+export interface Tolerance {
+  readonly relative: number;
+  readonly reason: string;
+}
+
+/** One pair of runs compared on one output. */
+export interface PairResult {
+  readonly pair: string;
+  readonly maxAbs: number;
+  readonly maxRel: number;
+  readonly tolerance: number;
+  readonly pass: boolean;
+}
+
+/** The `parity.json` report. */
+export interface ParityReport {
+  readonly verdict: "pass" | "fail";
+  readonly model: string;
+  readonly adapter: string;
+  readonly output: string;
+  readonly format: "onnx" | "safetensors";
+  readonly mode: "merged" | "adapter-inputs";
+  /** Coarsest storage dtype of the merged weights. */
+  readonly storage: DType;
+  readonly tolerance: Tolerance;
+  readonly probe: { readonly source: string; readonly rows: number };
+  readonly outputs: readonly { readonly name: string; readonly pairs: readonly PairResult[] }[];
+  readonly notes: readonly string[];
+  /** How several adapters were combined, when they were. */
+  readonly combine?: JsonValue;
+}
+
+/**
+ * A failed parity check; `report` says which output and pair.
+ *
+ * @example
+ * ```ts ignore
+ * try {
+ *   await exportAdapter(model, adapter, { out: "merged.onnx" });
+ * } catch (e) {
+ *   if (e instanceof ParityError) console.log(JSON.stringify(e.report));
+ * }
+ * ```
+ */
+export class ParityError extends Error {
+  constructor(readonly report: ParityReport) {
+    super(`Parity check failed: ${failures(report)}; no file was written`);
+    this.name = "ParityError";
+  }
+}
+
+const F32_TOLERANCE = 1e-5;
+
+/**
+ * The tolerance for merged weights stored in `dtypes` (the coarsest decides); see the module
+ * documentation for the derivation.
+ *
+ * @example
+ * ```ts
+ * import { storageTolerance } from "./parity.ts";
+ * storageTolerance(["BF16"]).relative; // 0.015625
+ * ```
+ */
+export function storageTolerance(dtypes: readonly DType[]): Tolerance {
+  if (dtypes.includes("BF16")) {
+    return {
+      relative: 2 ** -6,
+      reason:
+        "bf16 storage: each merged weight is rounded by up to 2^-9 relative (8 significant bits); 2^-6 = 8 half-units allows for stacked layers and cancellation",
+    };
+  }
+  if (dtypes.includes("F16")) {
+    return {
+      relative: 2 ** -8,
+      reason:
+        "f16 storage: each merged weight is rounded by up to 2^-11 relative (11 significant bits); 2^-8 = 8 half-units allows for stacked layers and cancellation",
+    };
+  }
+  return {
+    relative: F32_TOLERANCE,
+    reason: "float32 storage: only the summation order differs",
+  };
+}
+
+/**
+ * Probe inputs for `model`: read from a file (single-input models), or seeded standard normal
+ * values with free dimensions set to `rows` (the first) and 1 (any other).
+ *
+ * @example
+ * ```ts
+ * import { makeProbe } from "./parity.ts";
+ * import { openTfjsModel } from "../src/io/tfjs.ts";
+ * const probe = await makeProbe(await openTfjsModel("fixtures/tfjs/dense/model.json"), { rows: 4 });
+ * probe.feeds.fc1_input!.shape; // [4, 8]
+ * ```
+ */
+export async function makeProbe(model: BaseModel, opts: ProbeOptions = {}): Promise<Probe> {
+  if (opts.file !== undefined) {
+    const input = model.inputs[0]!;
+    const where = `Cannot probe "${model.source}" with "${opts.file}"`;
+    if (model.inputs.length !== 1 || input.shape.length !== 2) {
+      throw new TypeError(
+        `${where}: probe files need one [batch, features] input, the model has ${
+          model.inputs.map((i) => `"${i.name}" [${i.shape.join(", ")}]`).join(", ")
+        }`,
+      );
+    }
+    const [b, width] = input.shape as [number | string, number];
+    const data = await loadInputs(opts.file, { width });
+    if (typeof b === "number" && b !== data.rows) {
+      throw new RangeError(
+        `${where}: the model takes exactly ${b} rows, the file has ${data.rows}`,
+      );
+    }
+    const x: Tensor<"F32"> = { dtype: "F32", shape: [data.rows, width], data: data.x };
+    return { source: opts.file, rows: data.rows, feeds: { [input.name]: x } };
+  }
+  const seed = opts.seed ?? 0;
+  const rows = opts.rows ?? 8;
+  const rng = new Rng(seed);
+  const feeds: Record<string, Tensor<"F32">> = {};
+  for (const input of model.inputs) {
+    if (input.dtype !== "F32") {
+      throw new TypeError(
+        `Cannot probe "${model.source}": input "${input.name}" is ${input.dtype}, parity checks feed float32`,
+      );
+    }
+    const shape = input.shape.map((d, i) => (typeof d === "number" ? d : i === 0 ? rows : 1));
+    const data = rng.fillNormal(new Float32Array(shape.reduce((a, d) => a * d, 1))) as Float32Array;
+    feeds[input.name] = { dtype: "F32", shape, data };
+  }
+  const first = Object.values(feeds)[0];
+  return { source: `seeded normal (seed ${seed})`, rows: first?.shape[0] ?? 0, feeds };
+}
+
+/**
+ * Compares the runs that are present, pairwise, on every output. Pairs that involve the
+ * unmerged run use `tolerance`; merged vs file uses 1e-5.
+ *
+ * @example
+ * ```ts
+ * import { compareRuns } from "./parity.ts";
+ * const y = { dtype: "F32" as const, shape: [2], data: new Float32Array([1, 2]) };
+ * const [out] = compareRuns({ unmerged: [y], merged: [y] }, ["y"], 1e-5);
+ * out!.pairs[0]!.pass; // true
+ * ```
+ */
+export function compareRuns(
+  runs: Partial<Record<Check, readonly Tensor[]>>,
+  names: readonly string[],
+  tolerance: number,
+): { name: string; pairs: PairResult[] }[] {
+  const order: Check[] = ["unmerged", "merged", "file"];
+  return names.map((name, i) => {
+    const pairs: PairResult[] = [];
+    for (let a = 0; a < order.length; a++) {
+      for (let b = a + 1; b < order.length; b++) {
+        const ref = runs[order[a]!]?.[i], got = runs[order[b]!]?.[i];
+        if (!ref || !got) continue;
+        const tol = order[a] === "unmerged" ? tolerance : F32_TOLERANCE;
+        const { maxAbs, maxRel } = difference(got, ref);
+        pairs.push({
+          pair: `${order[a]} vs ${order[b]}`,
+          maxAbs,
+          maxRel,
+          tolerance: tol,
+          pass: maxRel <= tol,
+        });
+      }
+    }
+    return { name, pairs };
+  });
+}
+
+function difference(got: Tensor, ref: Tensor): { maxAbs: number; maxRel: number } {
+  const g = got.data as Float32Array, r = ref.data as Float32Array;
+  if (g.length !== r.length) return { maxAbs: Infinity, maxRel: Infinity };
+  let maxAbs = 0, scale = 0;
+  for (let i = 0; i < r.length; i++) {
+    const d = Math.abs(g[i]! - r[i]!);
+    maxAbs = Number.isNaN(d) ? Infinity : Math.max(maxAbs, d);
+    scale = Math.max(scale, Math.abs(r[i]!));
+  }
+  return { maxAbs, maxRel: maxAbs === 0 ? 0 : maxAbs / (scale || Number.MIN_VALUE) };
+}
+
+/**
+ * The failing pairs of a report, one phrase each (`output "y": unmerged vs file 3.2e-2 > 1e-5`).
+ *
+ * @example
+ * ```ts ignore
+ * if (report.verdict === "fail") console.error(failures(report));
+ * ```
+ */
+export function failures(report: ParityReport): string {
+  const bad = report.outputs.flatMap((o) =>
+    o.pairs.filter((p) => !p.pass).map((p) =>
+      `output "${o.name}": ${p.pair} relative error ${p.maxRel.toExponential(2)} > ${p.tolerance}`
+    )
+  );
+  return bad.join("; ") || "none";
+}

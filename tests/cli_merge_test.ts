@@ -1,0 +1,182 @@
+/**
+ * `ffwd merge` and `ffwd export` run as subprocesses, the way a user runs them: files written,
+ * the verdict and report path printed, `--json`, and the exit codes of usage errors (2) and
+ * failures (1, one `error: ...` line). See `cli_inspect_test.ts` for how the binary is chosen.
+ */
+
+import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+
+const ROOT = new URL("../", import.meta.url);
+const MAIN = new URL("cli/main.ts", ROOT).pathname;
+const PEFT = new URL("fixtures/peft/", ROOT).pathname;
+
+function denoBinary(): string {
+  const exec = Deno.execPath();
+  const granted = (command: string) =>
+    Deno.permissions.querySync({ name: "run", command }).state === "granted";
+  if (granted(exec)) return exec;
+  if (granted("deno")) return "deno";
+  throw new Error("Cannot run the CLI: --allow-run covers neither Deno.execPath() nor `deno`");
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function ffwd(...args: string[]): Promise<Run> {
+  const perms = ["--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-sys"];
+  const out = await new Deno.Command(denoBinary(), {
+    args: ["run", ...perms, MAIN, ...args],
+    cwd: ROOT.pathname,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "ffwd_cli_merge_" });
+  try {
+    await run(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("ffwd merge writes the merged model and prints the verdict and where the report is", async () => {
+  await withDir(async (dir) => {
+    const base = `${PEFT}mlp_lora/base.safetensors`;
+    const r = await ffwd(
+      "merge",
+      "--model",
+      base,
+      "--adapter",
+      `${PEFT}mlp_lora`,
+      "--out",
+      `${dir}/m.safetensors`,
+    );
+    strictEqual(r.code, 0, r.stderr);
+    ok(r.stdout.includes(`wrote ${dir}/m.safetensors`), r.stdout);
+    ok(
+      /^parity: pass, largest relative error \S+ \(tolerance 1e-5, F32 storage\)/m.test(r.stdout),
+      r.stdout,
+    );
+    ok(r.stdout.includes(`report: ${dir}/parity.json`), r.stdout);
+    strictEqual(JSON.parse(await Deno.readTextFile(`${dir}/parity.json`)).verdict, "pass");
+  });
+});
+
+Deno.test("ffwd merge --json combines adapters by SVD and prints the report with each layer's error", async () => {
+  await withDir(async (dir) => {
+    const a = `${PEFT}legacy`;
+    const r = await ffwd(
+      "merge",
+      "--model",
+      `${a}/base.safetensors`,
+      "--adapter",
+      a,
+      "--adapter",
+      a,
+      "--weights",
+      "0.7,0.3",
+      "--combine",
+      "svd",
+      "--rank",
+      "1",
+      "--out",
+      `${dir}/m.onnx`,
+      "--json",
+    );
+    strictEqual(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    strictEqual(report.verdict, "pass");
+    deepStrictEqual(report.combine.weights, [0.7, 0.3]);
+    deepStrictEqual(Object.keys(report.combine.errors).sort(), ["fc1", "fc2"]);
+    ok(report.combine.errors.fc1 > 0 && report.combine.errors.fc1 < 1);
+  });
+});
+
+Deno.test("ffwd export --mode adapter-inputs writes an ONNX file with A and B as inputs", async () => {
+  await withDir(async (dir) => {
+    const a = `${PEFT}mlp_dora`;
+    const r = await ffwd(
+      "export",
+      "--model",
+      `${a}/base.safetensors`,
+      "--adapter",
+      a,
+      "--format",
+      "onnx",
+      "--mode",
+      "adapter-inputs",
+      "--out",
+      `${dir}/a.onnx`,
+    );
+    strictEqual(r.code, 0, r.stderr);
+    ok(/parity: pass/.test(r.stdout), r.stdout);
+    const bytes = await Deno.readFile(`${dir}/a.onnx`);
+    ok(new TextDecoder().decode(bytes).includes("base_model.model.fc1.lora_B.weight"));
+  });
+});
+
+Deno.test("ffwd merge and export exit 2 on usage errors and 1 with one error line on failures", async () => {
+  await withDir(async (dir) => {
+    const base = `${PEFT}mlp_lora/base.safetensors`;
+    const usage = [
+      ["merge", "--model", base, "--out", `${dir}/m.onnx`],
+      ["merge", "--model", base, "--adapter", `${PEFT}mlp_lora`, "--out", `${dir}/m.bin`],
+      [
+        "merge",
+        "--model",
+        base,
+        "--adapter",
+        `${PEFT}legacy`,
+        "--combine",
+        "svd",
+        "--out",
+        `${dir}/m.onnx`,
+      ],
+      [
+        "export",
+        "--model",
+        base,
+        "--adapter",
+        `${PEFT}mlp_lora`,
+        "--format",
+        "tflite",
+        "--out",
+        `${dir}/m`,
+      ],
+    ];
+    for (const args of usage) {
+      const r = await ffwd(...args);
+      strictEqual(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      ok(r.stderr.startsWith("error: "), r.stderr);
+    }
+    const failures = [
+      ["merge", "--model", base, "--adapter", `${dir}/missing`, "--out", `${dir}/m.onnx`],
+      ["merge", "--model", base, "--adapter", `${PEFT}conv1d_lora`, "--out", `${dir}/m.onnx`],
+      [
+        "export",
+        "--model",
+        base,
+        "--adapter",
+        `${PEFT}mlp_lora`,
+        "--format",
+        "safetensors",
+        "--out",
+        base,
+      ],
+    ];
+    for (const args of failures) {
+      const r = await ffwd(...args);
+      strictEqual(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
+      strictEqual(r.stderr.trim().split("\n").length, 1, r.stderr);
+      ok(r.stderr.startsWith("error: "), r.stderr);
+    }
+    deepStrictEqual([...Deno.readDirSync(dir)], []);
+  });
+});
