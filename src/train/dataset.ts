@@ -33,7 +33,7 @@ export interface Batch {
  * ```ts
  * import { sliceBatch } from "./dataset.ts";
  * const data = { rows: 2, width: 1, x: new Float32Array([1, 2]), y: { kind: "labels" as const, data: new BigInt64Array([0n, 1n]) } };
- * sliceBatch(data, null, 0, 2).feeds.x.shape; // [2, 1]
+ * sliceBatch(data, null, 0, 2).feeds.x!.shape; // [2, 1]
  * ```
  */
 export function sliceBatch(
