@@ -27,7 +27,7 @@ function randomData(width: number, classes: number, rows: number): Dataset {
 }
 
 /** Trains `steps` steps; returns samples/s and the share of time outside `step.run`. */
-export async function measure(dims: readonly number[], batch: number, rank: number, steps = 20) {
+export async function measure(dims: readonly number[], batch: number, rank: number, steps = 60) {
   const { step, params } = await buildLoraMlpStep(dims, rank);
   const data = randomData(dims[0]!, dims.at(-1)!, batch * steps);
   let inStep = 0;
@@ -62,7 +62,7 @@ if (import.meta.main) {
   }
 } else {
   for (const s of SHAPES) {
-    Deno.bench(`ffwd train loop ${s.dims.join(",")} batch ${s.batch} r${s.rank} (20 steps)`, {
+    Deno.bench(`ffwd train loop ${s.dims.join(",")} batch ${s.batch} r${s.rank} (60 steps)`, {
       n: 2,
       warmup: 0,
     }, async () => {

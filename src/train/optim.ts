@@ -157,16 +157,19 @@ export class Optimizer {
     const decoupled = this.name === "adamw";
     const m = b["m"]!, v = b["v"]!;
     const bc1 = 1 - b1 ** this.#step;
-    const bc2Sqrt = Math.sqrt(1 - b2 ** this.#step);
+    const invBc2Sqrt = 1 / Math.sqrt(1 - b2 ** this.#step);
     const stepSize = lr / bc1;
     const shrink = decoupled ? 1 - lr * wd : 1;
     const l2 = decoupled ? 0 : wd;
+    const c1 = 1 - b1, c2 = 1 - b2;
     for (let i = 0; i < p.length; i++) {
       const pi = p[i]! * shrink;
       const d = g[i]! + l2 * pi;
-      m[i] = b1 * m[i]! + (1 - b1) * d;
-      v[i] = b2 * v[i]! + (1 - b2) * d * d;
-      p[i] = pi - stepSize * m[i]! / (Math.sqrt(v[i]!) / bc2Sqrt + eps);
+      const mi = b1 * m[i]! + c1 * d;
+      const vi = b2 * v[i]! + c2 * d * d;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] = pi - stepSize * mi / (Math.sqrt(vi) * invBc2Sqrt + eps);
     }
   }
 
