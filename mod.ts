@@ -27,6 +27,7 @@
 // Tensors and files
 export {
   castFloat,
+  type DataOf,
   type DType,
   DTYPES,
   fromBytes,
@@ -38,74 +39,213 @@ export {
 } from "./src/tensor.ts";
 export {
   inspectSafetensors,
+  type LazyTensor,
+  type MetadataInput,
+  type NamedTensor,
   openSafetensors,
   readSafetensors,
+  type SafetensorsContents,
+  type SafetensorsEntry,
   type SafetensorsFile,
+  type SafetensorsHeader,
+  type SafetensorsSummary,
+  type TensorCollection,
+  type TensorInput,
   writeSafetensors,
+  type WriteSafetensorsOptions,
 } from "./src/io/safetensors.ts";
-export { withAtomicFile, writeFileAtomic } from "./src/io/atomic.ts";
+export {
+  type AtomicWriteOptions,
+  type ByteSource,
+  withAtomicFile,
+  writeFileAtomic,
+} from "./src/io/atomic.ts";
 export { Rng, type RngState } from "./src/rng.ts";
 
 // Base models
 export type {
   BaseModel,
   BuildOptions,
+  Built,
   LinearHook,
   LinearLayer,
   LinearSite,
+  ModelIO,
   Orientation,
 } from "./src/model.ts";
 export { openModel, type OpenModelOptions } from "./src/open_model.ts";
-export { type OnnxModel, openOnnxModel } from "./src/io/onnx/import.ts";
-export { inspectOnnx } from "./src/io/onnx/inspect.ts";
-export { detectSafetensorsBlocks, openSafetensorsModel } from "./src/blocks/safetensors_model.ts";
+export { type OnnxModel, openOnnxModel, type OpsetImport } from "./src/io/onnx/import.ts";
+export type { OnnxLinearLayer } from "./src/io/onnx/linear.ts";
+export type { ExternalLocation, InitializerInfo } from "./src/io/onnx/read.ts";
+export { inspectOnnx, type OnnxSummary } from "./src/io/onnx/inspect.ts";
+export {
+  detectSafetensorsBlocks,
+  type FileDetection,
+  openSafetensorsModel,
+  type OpenSafetensorsOptions,
+  type SafetensorsModel,
+} from "./src/blocks/safetensors_model.ts";
+export type { DetectedBlock, Detection, HfConfig, Layout } from "./src/blocks/detect.ts";
+export type { ResolvedBlock, ResolvedNorm } from "./src/blocks/resolve.ts";
+export type { ActivationFn, ActivationName, ACTIVATIONS, BlockSpec } from "./src/blocks/spec.ts";
 export { openTfjsModel } from "./src/io/tfjs.ts";
 
 // The engine
-export { Graph, type Shape, Value } from "./src/engine/graph.ts";
-export { grad } from "./src/engine/autograd.ts";
-export { saveOnnx, serializeOnnx } from "./src/engine/emit.ts";
+export {
+  type Attr,
+  type Dim,
+  type ExternalTensor,
+  Graph,
+  type InitData,
+  type Node,
+  type OutputSpec,
+  type Shape,
+  Value,
+  type ValueKind,
+} from "./src/engine/graph.ts";
+export { grad, type GradOptions } from "./src/engine/autograd.ts";
+export {
+  type EmitOptions,
+  type SavedOnnx,
+  saveOnnx,
+  type SaveOptions,
+  serializeOnnx,
+} from "./src/engine/emit.ts";
 export { Session, type SessionOptions } from "./src/engine/runtime.ts";
-export { gradcheck } from "./src/engine/gradcheck.ts";
+export {
+  type CheckInput,
+  gradcheck,
+  type GradcheckOptions,
+  type GradcheckResult,
+} from "./src/engine/gradcheck.ts";
 export * as ops from "./src/engine/ops/mod.ts";
 
 // Training
 export { type Dataset, splitDataset } from "./src/train/dataset.ts";
 export {
+  type DataFormat,
+  type DataInputs,
   loadDataset,
+  type LoadDatasetOptions,
   loadInputs,
+  type LoadInputsOptions,
   saveDatasetSafetensors,
   writeJsonl,
 } from "./src/train/data_files.ts";
-export { clipGradNorm, Optimizer, type OptimizerName } from "./src/train/optim.ts";
-export { learningRate, type ScheduleName } from "./src/train/schedule.ts";
-export { TrainStep } from "./src/train/step.ts";
-export { train, type TrainerOptions } from "./src/train/trainer.ts";
-export { benchTrain } from "./src/train/bench.ts";
+export {
+  clipGradNorm,
+  Optimizer,
+  type OptimizerName,
+  type OptimizerOptions,
+  type OptimizerState,
+} from "./src/train/optim.ts";
+export { learningRate, type ScheduleName, type ScheduleOptions } from "./src/train/schedule.ts";
+export { type StepResult, type StepSpec, TrainStep } from "./src/train/step.ts";
+export {
+  type MaskInput,
+  type MetricLine,
+  train,
+  type TrainerHooks,
+  type TrainerOptions,
+  type TrainerState,
+  type TrainResult,
+} from "./src/train/trainer.ts";
+export { benchTrain, type BenchTrainOptions, type BenchTrainResult } from "./src/train/bench.ts";
 
 // Adapters
-export { type LayerAdapter, loraScale, peftKeys } from "./adapters/lora.ts";
-export { planAdapters } from "./adapters/targets.ts";
+export { type AdapterInputs, type LayerAdapter, loraScale, peftKeys } from "./adapters/lora.ts";
+export { planAdapters, type TargetOptions } from "./adapters/targets.ts";
 export {
   defaultPeftConfig,
+  type JsonValue,
   parsePeftConfig,
   type PeftConfig,
   readPeftConfig,
 } from "./adapters/config.ts";
-export { type Adapter, loadAdapter, matchAdapter } from "./adapters/adapter.ts";
-export { loadPeftAdapter, savePeftAdapter } from "./adapters/peft.ts";
-export { loadMlxAdapter } from "./adapters/mlx.ts";
-export { inspectAdapter } from "./adapters/inspect.ts";
-export { buildAdapted } from "./adapters/graph.ts";
-export { finetune, type FinetuneOptions, readCheckpoint } from "./adapters/finetune.ts";
-export { parseTrainConfig, readTrainConfig } from "./adapters/train_config.ts";
+export {
+  type Adapter,
+  type AdapterKind,
+  type AdapterLayer,
+  type AdapterMatch,
+  loadAdapter,
+  matchAdapter,
+  type MatchOptions,
+  type ShapeMismatch,
+} from "./adapters/adapter.ts";
+export {
+  loadPeftAdapter,
+  type LoadPeftOptions,
+  savePeftAdapter,
+  type SavePeftOptions,
+} from "./adapters/peft.ts";
+export { loadMlxAdapter, type LoadMlxOptions } from "./adapters/mlx.ts";
+export { type AdapterSummary, inspectAdapter } from "./adapters/inspect.ts";
+export {
+  type AdaptedGraph,
+  buildAdapted,
+  type BuildAdaptedOptions,
+  type LossName,
+} from "./adapters/graph.ts";
+export {
+  finetune,
+  type FinetuneOptions,
+  type FinetuneResult,
+  readCheckpoint,
+} from "./adapters/finetune.ts";
+export { parseTrainConfig, readTrainConfig, type TrainConfig } from "./adapters/train_config.ts";
 export { engineWeights } from "./adapters/weights.ts";
-export { deltaWeight, mergeAdapter, planMerge, unmergeAdapter } from "./adapters/merge.ts";
-export { combineAdapters } from "./adapters/combine.ts";
-export { exportAdapter, type ExportOptions } from "./adapters/export.ts";
-export { ParityError, type ParityReport, storageTolerance } from "./adapters/parity.ts";
-export { renderReport, writeReport } from "./adapters/report/html.ts";
+export {
+  deltaWeight,
+  type KernelArgs,
+  type KernelKind,
+  type LayerDelta,
+  mergeAdapter,
+  type MergedWeights,
+  type MergeKernels,
+  type MergeOptions,
+  type MergePlan,
+  planMerge,
+  unmergeAdapter,
+} from "./adapters/merge.ts";
+export {
+  combineAdapters,
+  type Combined,
+  type CombineMethod,
+  type CombineOptions,
+} from "./adapters/combine.ts";
+export {
+  exportAdapter,
+  type ExportFormat,
+  type ExportMode,
+  type ExportOptions,
+  type ExportResult,
+} from "./adapters/export.ts";
+export {
+  type PairResult,
+  ParityError,
+  type ParityReport,
+  storageTolerance,
+  type Tolerance,
+} from "./adapters/parity.ts";
+export {
+  renderReport,
+  type ReportOptions,
+  type ScaleKind,
+  type ScaleMode,
+  writeReport,
+} from "./adapters/report/html.ts";
 
 // Inference
-export { type AdapterWeights, InferenceEngine } from "./src/infer/engine.ts";
-export { serve } from "./src/infer/server.ts";
+export {
+  type AdapterLoader,
+  type AdapterSnapshot,
+  type AdapterWeights,
+  type EngineOptions,
+  type EngineStats,
+  InferenceEngine,
+  type LayerWeights,
+  type SnapshotLayer,
+} from "./src/infer/engine.ts";
+export { serve, type ServeOptions, type Server, type WeightsLoader } from "./src/infer/server.ts";
+export type { BatcherOptions } from "./src/infer/batcher.ts";
+export type { Counter, Histogram, Labels, ServerMetrics } from "./src/infer/metrics.ts";

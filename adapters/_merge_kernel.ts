@@ -60,14 +60,21 @@ export type KernelKind =
 
 /** The operands of one kernel run, all float32 in PEFT's layout. */
 export interface KernelArgs {
+  /** How `weight` is stored. */
   readonly orientation: Orientation;
   /** The stored weight, `[out, in]` or `[in, out]`. */
   readonly weight: Float32Array;
+  /** The layer's output size. */
   readonly outFeatures: number;
+  /** The layer's input size. */
   readonly inFeatures: number;
+  /** The adapter's rank r for the layer. */
   readonly rank: number;
-  readonly A: Float32Array; // [r, in]
-  readonly B: Float32Array; // [out, r]
+  /** LoRA A, `[r, in]`. */
+  readonly A: Float32Array;
+  /** LoRA B, `[out, r]`. */
+  readonly B: Float32Array;
+  /** Factor of `B·A`: the LoRA scale (divided by a Gemm layer's `alpha`), negated to unmerge. */
   readonly coef: number;
   /** DoRA magnitude `[out]`. */
   readonly magnitude?: Float32Array;
@@ -106,6 +113,11 @@ const BLOCK = 1 << 21;
 export class MergeKernels {
   #sessions = new Map<string, Promise<ort.InferenceSession>>();
 
+  /**
+   * Makes an empty cache: sessions are compiled on first use.
+   *
+   * @param threads Intra-op threads of each kernel session (default: the number of cores).
+   */
   constructor(readonly threads: number = defaultThreads()) {}
 
   /** Runs one kernel; returns the new weight (and DoRA's norm for `"dora"`). */

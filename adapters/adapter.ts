@@ -49,6 +49,7 @@ export interface AdapterLayer<T extends TensorInput = Tensor> {
 export interface Adapter<T extends TensorInput = Tensor> {
   /** Used in messages (`Cannot load adapter "rot45": ...`); the folder name when loaded. */
   readonly name: string;
+  /** The adapter's `adapter_config.json`, PEFT's defaults filled in. */
   readonly config: PeftConfig;
   /** By module path (`fc1`, `model.layers.0.mlp.up_proj`). */
   readonly layers: ReadonlyMap<string, AdapterLayer<T>>;
@@ -62,7 +63,9 @@ export interface Adapter<T extends TensorInput = Tensor> {
 
 /** A tensor whose shape differs from what the model needs. */
 export interface ShapeMismatch {
+  /** PEFT key of the tensor (`base_model.model.fc1.lora_A.weight`). */
   readonly key: string;
+  /** The shape the model's layer needs. */
   readonly expected: readonly number[];
   /** `null` when the tensor is missing. */
   readonly actual: readonly number[] | null;
@@ -76,6 +79,7 @@ export interface AdapterMatch {
   readonly matched: string[];
   /** PEFT keys of tensors that name no linear layer of the model. */
   readonly unmatched: string[];
+  /** Tensors of a known layer whose shape does not fit it, or that are missing. */
   readonly mismatched: ShapeMismatch[];
 }
 

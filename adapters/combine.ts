@@ -38,6 +38,7 @@ export interface CombineOptions {
 
 /** The combined adapter and, for `svd`, each layer's truncation error. */
 export interface Combined {
+  /** The combined adapter, named by `opts.name`. */
   readonly adapter: Adapter;
   /** Relative Frobenius error of the truncation by module (`svd` only; 0 at full rank). */
   readonly errors: ReadonlyMap<string, number>;

@@ -22,25 +22,41 @@ export type { JsonValue } from "./_json.ts";
 
 /** A LoRA `adapter_config.json` with PEFT's defaults filled in (PEFT's names, in camelCase). */
 export interface PeftConfig {
+  /** `peft_type`: always `"LORA"`, as other PEFT methods are refused when read. */
   readonly peftType: "LORA";
+  /** `r`: the default rank (PEFT's default 8). */
   readonly r: number;
+  /** `lora_alpha`: the default alpha; the scale is `alpha / r` (PEFT's default 8). */
   readonly loraAlpha: number;
   /** Names (suffix match), one regular expression (whole-name match), or null (architecture default). */
   readonly targetModules: readonly string[] | string | null;
+  /** `lora_dropout`: dropout probability on the adapter branch's input, in [0, 1]. */
   readonly loraDropout: number;
+  /** `bias`: which biases train with the adapter: none, every bias, or the adapted layers'. */
   readonly bias: "none" | "all" | "lora_only";
+  /** `use_rslora`: rank-stabilised scale `alpha / √r` instead of `alpha / r`. */
   readonly useRslora: boolean;
+  /** `use_dora`: weight-decomposed LoRA, with a learned magnitude per output. */
   readonly useDora: boolean;
   /** The base stores weights [in, out] (GPT-2 `Conv1D`): only the delta is transposed. */
   readonly fanInFanOut: boolean;
+  /** `rank_pattern`: ranks that override `r`, by regular expression matching a path's end. */
   readonly rankPattern: Readonly<Record<string, number>>;
+  /** `alpha_pattern`: alphas that override `loraAlpha`, matched like `rankPattern`. */
   readonly alphaPattern: Readonly<Record<string, number>>;
+  /** `init_lora_weights`: PEFT's initialisation scheme, kept and written back (default true). */
   readonly initLoraWeights: boolean | string;
+  /** `modules_to_save`: modules trained and saved whole besides the adapter, or null. */
   readonly modulesToSave: readonly string[] | null;
+  /** `layers_to_transform`: transformer layer indices to adapt (null: every layer). */
   readonly layersToTransform: readonly number[] | null;
+  /** `layers_pattern`: PEFT's name of the layer list, kept and written back. */
   readonly layersPattern: readonly string[] | string | null;
+  /** `base_model_name_or_path`: the base the adapter was trained on, when recorded. */
   readonly baseModelNameOrPath: string | null;
+  /** `revision`: the base model's revision, when recorded. */
   readonly revision: string | null;
+  /** `task_type`: PEFT's task type (`"CAUSAL_LM"`, …), when recorded. */
   readonly taskType: string | null;
   /** PEFT's class default is false; `save_pretrained` writes true. */
   readonly inferenceMode: boolean;

@@ -86,7 +86,9 @@ export interface ExportOptions {
 export interface ExportResult {
   /** Absolute paths of the files written: the model, its side file if any, `parity.json`. */
   readonly files: readonly string[];
+  /** The parity report, or `null` when `parity: false` skipped the check. */
   readonly report: ParityReport | null;
+  /** Path of `parity.json`, or `null` when no report was written. */
   readonly reportPath: string | null;
 }
 

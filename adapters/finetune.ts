@@ -42,28 +42,41 @@ const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v, null, 2)
 export interface FinetuneOptions extends TrainerOptions {
   /** The adapter to train (PEFT config: r, lora_alpha, target_modules, dropout, DoRA, rsLoRA…). */
   readonly config: PeftConfig;
+  /** The loss appended to the model's first output; it decides the labels or targets fed. */
   readonly loss: LossName;
   /** Folder for the adapter, metrics, checkpoints and summary. */
   readonly outDir: string;
+  /** Data evaluated after each epoch (loss, and accuracy for cross-entropy), dropout off. */
   readonly evalData?: Dataset;
+  /** Optimizer steps between checkpoints in `<outDir>/checkpoint` (default: only at the end). */
   readonly checkpointEvery?: number;
   /** Continue from `<dir>/checkpoint` (or `<dir>` itself when it holds a checkpoint). */
   readonly resume?: string;
   /** Warm start from an adapter folder (ours, PEFT's or MLX's). */
   readonly initAdapter?: string;
+  /** Intra-op threads of the sessions (default: the number of cores). */
   readonly threads?: number;
+  /** Receives each line written to `metrics.jsonl`, as it is written. */
   readonly onMetric?: (line: MetricLine) => void;
 }
 
 /** What {@link finetune} returns. */
 export interface FinetuneResult {
+  /** The trained adapter, as saved in `outDir` (named after the folder). */
   readonly adapter: Adapter;
+  /** Optimizer steps taken, those before a resume included. */
   readonly steps: number;
+  /** Mean loss of the last step's micro-batches. */
   readonly lastLoss: number;
+  /** The last evaluation, when `evalData` was given. */
   readonly eval?: { loss: number; accuracy?: number };
+  /** Wall time of the training loop. */
   readonly seconds: number;
+  /** Number of trained values: A, B and DoRA magnitudes. */
   readonly trainableParams: number;
+  /** Weights and biases of the base's linear layers. */
   readonly baseParams: number;
+  /** Whether early stopping ended the run. */
   readonly stoppedEarly: boolean;
 }
 
@@ -73,8 +86,25 @@ const STATE_FILE = "trainer_state.safetensors";
  * Trains adapters on `model` with `data` and writes them to `opts.outDir`.
  *
  * @example
- * ```ts ignore
- * const result = await finetune(model, data, { config, loss: "cross_entropy", outDir: "runs/a", epochs: 3 });
+ * ```ts
+ * import { finetune } from "./finetune.ts";
+ * import { defaultPeftConfig } from "./config.ts";
+ * import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+ * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors"); // 784 → 10
+ * const data = {
+ *   rows: 8,
+ *   width: 784,
+ *   x: new Float32Array(8 * 784).fill(0.5),
+ *   y: { kind: "labels" as const, data: new BigInt64Array(8).fill(3n) },
+ * };
+ * const result = await finetune(model, data, {
+ *   config: defaultPeftConfig({ r: 4, loraAlpha: 8, targetModules: ["fc1", "fc2"] }),
+ *   loss: "cross_entropy",
+ *   outDir: await Deno.makeTempDir(),
+ *   batchSize: 4,
+ * });
+ * result.steps; // 2
+ * model.close();
  * ```
  */
 export async function finetune(
@@ -370,7 +400,29 @@ async function writeCheckpoint(dir: string, adapter: Adapter, state: TrainerStat
   });
 }
 
-/** Reads a checkpoint written by {@link finetune}. */
+/**
+ * Reads a checkpoint written by {@link finetune}: `dir` is its output folder or the checkpoint
+ * folder itself.
+ *
+ * @example
+ * ```ts
+ * import { finetune, readCheckpoint } from "./finetune.ts";
+ * import { defaultPeftConfig } from "./config.ts";
+ * import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+ * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors");
+ * const data = {
+ *   rows: 4,
+ *   width: 784,
+ *   x: new Float32Array(4 * 784),
+ *   y: { kind: "labels" as const, data: new BigInt64Array(4) },
+ * };
+ * const outDir = await Deno.makeTempDir();
+ * const config = defaultPeftConfig({ r: 2, loraAlpha: 4, targetModules: ["fc3"] });
+ * await finetune(model, data, { config, loss: "cross_entropy", outDir, batchSize: 4 });
+ * (await readCheckpoint(outDir)).step; // 1: the final checkpoint
+ * model.close();
+ * ```
+ */
 export async function readCheckpoint(dir: string): Promise<TrainerState> {
   let path = `${dir}/checkpoint/${STATE_FILE}`;
   try {

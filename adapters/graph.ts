@@ -28,6 +28,7 @@ export interface BuildAdaptedOptions {
 
 /** A base model with adapter branches, as a graph. */
 export interface AdaptedGraph {
+  /** The graph built into (`opts.graph`, or a new one). */
   readonly graph: Graph;
   /** The model's data input. */
   readonly input: Value;
@@ -37,6 +38,7 @@ export interface AdaptedGraph {
   readonly adapterInputs: Map<string, AdapterInputs>;
   /** Dropout mask inputs, fed by the trainer. */
   readonly masks: MaskInput[];
+  /** The scalar loss, when `opts.loss` asked for one. */
   readonly loss: Value | null;
   /** `labels` or `targets`, when a loss was added. */
   readonly target: Value | null;
@@ -46,8 +48,15 @@ export interface AdaptedGraph {
  * Builds `model` with `adapters` attached.
  *
  * @example
- * ```ts ignore
- * const { graph, output, adapterInputs } = buildAdapted(model, adapters, { loss: "cross_entropy" });
+ * ```ts
+ * import { buildAdapted } from "./graph.ts";
+ * import { planAdapters } from "./targets.ts";
+ * import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+ * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors");
+ * const adapters = planAdapters(model, { targetModules: ["fc1"], r: 4, loraAlpha: 8 });
+ * const { adapterInputs, loss } = buildAdapted(model, adapters, { loss: "cross_entropy" });
+ * [...adapterInputs.keys()]; // ["fc1"]; `loss` is a scalar of the `labels` input
+ * model.close();
  * ```
  */
 export function buildAdapted(

@@ -21,10 +21,13 @@ import { checkAdapter, listFolder } from "./_shared.ts";
 
 /** The description of an adapter folder. */
 export interface AdapterSummary {
+  /** The folder's format. */
   readonly kind: AdapterKind;
+  /** The folder, as given. */
   readonly path: string;
   /** Files in the folder, sorted. */
   readonly files: readonly string[];
+  /** The configuration in PEFT's terms (MLX-LM folders converted). */
   readonly config: {
     readonly rank: number;
     readonly alpha: number;

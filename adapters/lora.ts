@@ -29,11 +29,15 @@ import type { Tensor } from "../src/tensor.ts";
 
 /** The adapter of one linear layer. */
 export interface LayerAdapter {
+  /** The base layer adapted. */
   readonly layer: LinearLayer;
+  /** The rank r of this layer's branch. */
   readonly rank: number;
+  /** `lora_alpha` of this layer (after `alpha_pattern`). */
   readonly alpha: number;
   /** `alpha / rank`, or `alpha / √rank` for rsLoRA. */
   readonly scale: number;
+  /** Whether the layer is DoRA (it then has a magnitude input). */
   readonly dora: boolean;
 }
 
@@ -42,7 +46,15 @@ export function peftPrefix(module: string): string {
   return `base_model.model.${module}`;
 }
 
-/** PEFT keys of one layer's adapter tensors. */
+/**
+ * PEFT keys of one layer's adapter tensors.
+ *
+ * @example
+ * ```ts
+ * import { peftKeys } from "./lora.ts";
+ * peftKeys("fc1").A; // "base_model.model.fc1.lora_A.weight"
+ * ```
+ */
 export function peftKeys(module: string): { A: string; B: string; magnitude: string } {
   const p = peftPrefix(module);
   return {
@@ -52,16 +64,28 @@ export function peftKeys(module: string): { A: string; B: string; magnitude: str
   };
 }
 
-/** Scale of a LoRA branch: `alpha / r`, or `alpha / √r` with rsLoRA. */
+/**
+ * Scale of a LoRA branch: `alpha / r`, or `alpha / √r` with rsLoRA.
+ *
+ * @example
+ * ```ts
+ * import { loraScale } from "./lora.ts";
+ * loraScale(16, 8, false); // 2
+ * loraScale(16, 4, true); // 8
+ * ```
+ */
 export function loraScale(alpha: number, rank: number, rslora: boolean): number {
   return rslora ? alpha / Math.sqrt(rank) : alpha / rank;
 }
 
 /** Graph inputs of one layer's adapter. */
 export interface AdapterInputs {
-  readonly A: Value; // [r, in]
-  readonly B: Value; // [out, r]
-  readonly magnitude: Value | null; // [out]
+  /** LoRA A, `[r, in]`, named `base_model.model.<layer>.lora_A.weight`. */
+  readonly A: Value;
+  /** LoRA B, `[out, r]`, named `base_model.model.<layer>.lora_B.weight`. */
+  readonly B: Value;
+  /** DoRA magnitude `[out]`, or `null` for a LoRA layer. */
+  readonly magnitude: Value | null;
 }
 
 /** Options of {@link loraHook}. */

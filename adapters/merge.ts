@@ -26,18 +26,22 @@ import type { LayerAdapter } from "./lora.ts";
 import { type KernelKind, MergeKernels } from "./_merge_kernel.ts";
 import { transpose2d } from "./_shared.ts";
 
-export { deltaWeight, MergeKernels } from "./_merge_kernel.ts";
+export { deltaWeight, type KernelArgs, type KernelKind, MergeKernels } from "./_merge_kernel.ts";
 
 /** One adapted layer's factors, float32 in PEFT's layout. */
 export interface LayerDelta {
+  /** The base layer the factors adapt. */
   readonly layer: LinearLayer;
+  /** The adapter's rank r for the layer. */
   readonly rank: number;
   /** `alpha / r` (or `/ √r` with rsLoRA). */
   readonly scale: number;
   /** The factor the stored weight gets: `scale`, divided by a Gemm layer's `alpha`. */
   readonly coef: number;
-  readonly A: Float32Array; // [r, in]
-  readonly B: Float32Array; // [out, r]
+  /** LoRA A, `[r, in]`. */
+  readonly A: Float32Array;
+  /** LoRA B, `[out, r]`. */
+  readonly B: Float32Array;
   /** DoRA magnitude `[out]`. */
   readonly magnitude?: Float32Array;
 }
@@ -56,6 +60,7 @@ export interface MergePlan {
 
 /** Weights with an adapter merged in (only the tensors that changed). */
 export interface MergedWeights {
+  /** The plan the merge carried out. */
   readonly plan: MergePlan;
   /** New tensors by key, in their stored dtype and layout: model-build `overrides`. */
   readonly tensors: Map<string, Tensor>;

@@ -51,32 +51,49 @@ export interface ProbeOptions {
 
 /** A relative tolerance and the reason for it. */
 export interface Tolerance {
+  /** The largest relative error (`maxRel`) that passes. */
   readonly relative: number;
+  /** Why that tolerance, one sentence (written to the report). */
   readonly reason: string;
 }
 
 /** One pair of runs compared on one output. */
 export interface PairResult {
+  /** The runs compared, reference first: `"unmerged vs merged"`, `"merged vs file"`, … */
   readonly pair: string;
+  /** Largest absolute difference over the output's elements. */
   readonly maxAbs: number;
+  /** `maxAbs` divided by the largest magnitude of the reference run's output. */
   readonly maxRel: number;
+  /** The relative tolerance applied to this pair. */
   readonly tolerance: number;
+  /** Whether `maxRel <= tolerance`. */
   readonly pass: boolean;
 }
 
 /** The `parity.json` report. */
 export interface ParityReport {
+  /** `"pass"` when every pair of every output is within its tolerance. */
   readonly verdict: "pass" | "fail";
+  /** Path of the base model's file. */
   readonly model: string;
+  /** Name of the adapter. */
   readonly adapter: string;
+  /** Path of the exported file. */
   readonly output: string;
+  /** Format of the exported file. */
   readonly format: "onnx" | "safetensors";
+  /** What the export holds: merged weights, or the base with A and B as inputs. */
   readonly mode: "merged" | "adapter-inputs";
   /** Coarsest storage dtype of the merged weights. */
   readonly storage: DType;
+  /** Tolerance of the pairs that involve the unmerged model (merged vs file keeps 1e-5). */
   readonly tolerance: Tolerance;
+  /** Where the probe inputs came from (a file, or `seeded normal (seed 0)`) and their rows. */
   readonly probe: { readonly source: string; readonly rows: number };
+  /** Per model output, the pairs of runs compared. */
   readonly outputs: readonly { readonly name: string; readonly pairs: readonly PairResult[] }[];
+  /** What the export changed or could not check, one sentence each. */
   readonly notes: readonly string[];
   /** How several adapters were combined, when they were. */
   readonly combine?: JsonValue;
@@ -95,6 +112,11 @@ export interface ParityReport {
  * ```
  */
 export class ParityError extends Error {
+  /**
+   * Makes the error; its message lists the failing pairs.
+   *
+   * @param report The report of the failed check.
+   */
   constructor(readonly report: ParityReport) {
     super(`Parity check failed: ${failures(report)}; no file was written`);
     this.name = "ParityError";

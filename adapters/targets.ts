@@ -17,13 +17,21 @@ import { type LayerAdapter, loraScale } from "./lora.ts";
 
 /** How layers are chosen and sized (PEFT's names, in camelCase). */
 export interface TargetOptions {
+  /** Names (suffix match), one regular expression (whole-name match), or `"all-linear"`. */
   targetModules: readonly string[] | string;
+  /** Default rank, an integer >= 1. */
   r: number;
+  /** Default alpha; the scale is `alpha / r`. */
   loraAlpha: number;
+  /** Scale `alpha / √r` (rsLoRA) instead of `alpha / r` (default false). */
   useRslora?: boolean;
+  /** Make every adapted layer DoRA (default false). */
   useDora?: boolean;
+  /** Keep only layers whose transformer index (`layers.3`) is listed; null or empty keeps all. */
   layersToTransform?: readonly number[] | null;
+  /** Ranks that override `r`, by regular expression matching the end of a module path. */
   rankPattern?: Readonly<Record<string, number>>;
+  /** Alphas that override `loraAlpha`, matched like `rankPattern`. */
   alphaPattern?: Readonly<Record<string, number>>;
 }
 

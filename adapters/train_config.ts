@@ -60,8 +60,19 @@ export const TrainConfigSchema = z.strictObject({
   threads: positiveInt.optional(),
 });
 
-/** A parsed training config. */
-export type TrainConfig = z.infer<typeof TrainConfigSchema>;
+/**
+ * zod's inference of {@link TrainConfigSchema}. Tagged internal because it is made of zod's own
+ * types, which ffwd's documentation does not include; {@link TrainConfig} is the public name.
+ *
+ * @internal
+ */
+type InferredTrainConfig = z.infer<typeof TrainConfigSchema>;
+
+/**
+ * A parsed training config: the keys of `TrainConfigSchema` (snake_case, like the flags of
+ * `ffwd train`), each optional; see the module documentation for an example file.
+ */
+export type TrainConfig = InferredTrainConfig;
 
 /**
  * Validates a parsed JSON value as a training config; errors name the file and the field.
@@ -80,7 +91,17 @@ export function parseTrainConfig(json: unknown, source = "train.json"): TrainCon
   throw new TypeError(`Invalid training config "${source}": field "${field}": ${issue.message}`);
 }
 
-/** Reads and validates a training config file. */
+/**
+ * Reads and validates a training config file.
+ *
+ * @example
+ * ```ts
+ * import { readTrainConfig } from "./train_config.ts";
+ * const path = (await Deno.makeTempDir()) + "/train.json";
+ * await Deno.writeTextFile(path, JSON.stringify({ rank: 8, alpha: 16, targets: ["fc1"] }));
+ * (await readTrainConfig(path)).alpha; // 16
+ * ```
+ */
 export async function readTrainConfig(path: string): Promise<TrainConfig> {
   let text: string;
   try {

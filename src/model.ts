@@ -23,8 +23,11 @@ export type Orientation =
 export interface LinearLayer {
   /** Stable name: the PyTorch module path when known (`fc1`, `model.layers.3.mlp.up_proj`). */
   readonly name: string;
+  /** Size of the input (last) dimension of `x`. */
   readonly inFeatures: number;
+  /** Size of the output (last) dimension of `y`. */
   readonly outFeatures: number;
+  /** How the weight is stored: `[out, in]` or `[in, out]`. */
   readonly orientation: Orientation;
   /** Name of the weight tensor in the source file (initializer or safetensors key). */
   readonly weightKey: string;
@@ -36,6 +39,7 @@ export interface LinearLayer {
 
 /** What a linear hook receives while the graph is built. */
 export interface LinearSite {
+  /** The layer being built. */
   readonly layer: LinearLayer;
   /** The layer's input, `[..., in]`. */
   readonly x: Value;
@@ -43,6 +47,7 @@ export interface LinearSite {
   readonly y: Value;
   /** The weight as stored (see `layer.orientation`), float32 or float64 in the graph. */
   readonly weight: Value;
+  /** The bias `[out]`, or `null` when the layer has none. */
   readonly bias: Value | null;
 }
 
@@ -51,8 +56,11 @@ export type LinearHook = (site: LinearSite) => Value;
 
 /** A graph input or output of a model. */
 export interface ModelIO {
+  /** Name of the graph input or output. */
   readonly name: string;
+  /** Element type. */
   readonly dtype: DType;
+  /** Dimensions; strings are symbolic (`"batch"`). */
   readonly shape: Shape;
 }
 
@@ -71,19 +79,25 @@ export interface BuildOptions {
 
 /** The forward graph of a model inside a graph. */
 export interface Built {
+  /** The model's inputs as declared in the graph, in the order of {@link BaseModel.inputs}. */
   readonly inputs: Value[];
+  /** The model's outputs, in the order of {@link BaseModel.outputs}. */
   readonly outputs: Value[];
 }
 
 /** A pretrained base, from ONNX, safetensors or TF.js. */
 export interface BaseModel {
+  /** The file format the model was imported from. */
   readonly format: "onnx" | "safetensors" | "tfjs";
   /** Path of the file the model came from. */
   readonly source: string;
   /** Block name for multi-block files (`model.layers.3.mlp`), else undefined. */
   readonly block?: string;
+  /** The graph inputs `build` declares. */
   readonly inputs: readonly ModelIO[];
+  /** The graph outputs `build` returns. */
   readonly outputs: readonly ModelIO[];
+  /** The linear layers: what adapters can target. */
   readonly layers: readonly LinearLayer[];
   /** Builds the forward graph into `g`, declaring the model's inputs and returning its outputs. */
   build(g: Graph, opts?: BuildOptions): Built;

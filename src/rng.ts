@@ -27,6 +27,7 @@ export class Rng {
   #s = new Uint32Array(4);
   #spare: number | null = null;
 
+  /** Seeds the generator; the seed is taken as an unsigned 32-bit integer (default 0). */
   constructor(seed = 0) {
     let x = seed >>> 0;
     for (let i = 0; i < 4; i++) {

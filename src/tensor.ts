@@ -33,20 +33,35 @@ export type DType = typeof DTYPES[number];
 
 /** The typed array that holds each dtype's elements. */
 export interface DataOf {
+  /** 64-bit floats. */
   F64: Float64Array;
+  /** 32-bit floats. */
   F32: Float32Array;
+  /** IEEE half precision, as raw 16-bit patterns (`Float16Array` does not cross into ORT). */
   F16: Uint16Array;
+  /** bfloat16, as raw 16-bit patterns (the top half of a float32). */
   BF16: Uint16Array;
+  /** 64-bit signed integers. */
   I64: BigInt64Array;
+  /** 32-bit signed integers. */
   I32: Int32Array;
+  /** 16-bit signed integers. */
   I16: Int16Array;
+  /** 8-bit signed integers. */
   I8: Int8Array;
+  /** 64-bit unsigned integers. */
   U64: BigUint64Array;
+  /** 32-bit unsigned integers. */
   U32: Uint32Array;
+  /** 16-bit unsigned integers. */
   U16: Uint16Array;
+  /** Bytes. */
   U8: Uint8Array;
+  /** Booleans, one byte each (0 or 1). */
   BOOL: Uint8Array;
+  /** FP8 E4M3, as raw bytes: stored and copied only, never computed with. */
   F8_E4M3: Uint8Array;
+  /** FP8 E5M2, as raw bytes: stored and copied only, never computed with. */
   F8_E5M2: Uint8Array;
 }
 
@@ -92,8 +107,11 @@ const CTORS = {
 
 /** A dense, row-major tensor on the host. */
 export interface Tensor<D extends DType = DType> {
+  /** Element type. */
   readonly dtype: D;
+  /** Dimensions, outermost first (`[]` for a scalar). */
   readonly shape: readonly number[];
+  /** The elements in row-major order; its length is the product of `shape`. */
   readonly data: DataOf[D];
 }
 

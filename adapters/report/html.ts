@@ -21,7 +21,7 @@ import type { ScaleMode } from "./_scale.ts";
 import { CSS } from "./_style.ts";
 import { readRun, type Run } from "./run.ts";
 
-export type { ScaleMode } from "./_scale.ts";
+export type { ScaleKind, ScaleMode } from "./_scale.ts";
 
 /** The report's file name in the run folder. */
 export const REPORT_FILE = "report.html";

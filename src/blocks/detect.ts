@@ -43,6 +43,7 @@ export type HfConfig = Readonly<Record<string, unknown>>;
 export interface DetectedBlock {
   /** Module path of the block (`model.layers.3.mlp`; `""` at the root of the file). */
   readonly name: string;
+  /** The layout its tensor names matched (see the module table). */
   readonly layout: Layout;
   /** Activation as named by the config or the layout's default. */
   readonly activation: ActivationName;
@@ -56,6 +57,7 @@ export interface DetectedBlock {
 
 /** What {@link detectBlocks} found, JSON-able (for `ffwd inspect`). */
 export interface Detection {
+  /** The blocks found, in file order. */
   readonly blocks: readonly DetectedBlock[];
   /** `model_type` of the config, when there is one. */
   readonly modelType?: string;

@@ -19,10 +19,15 @@ export interface TensorInfo {
 
 /** The normalisation of a resolved block. */
 export interface ResolvedNorm {
+  /** LayerNorm (mean and variance) or RMSNorm (root mean square only). */
   readonly kind: "layer_norm" | "rms_norm";
+  /** Tensor key of the scale. */
   readonly weightKey: string;
+  /** Tensor key of the shift, when there is one. */
   readonly biasKey?: string;
+  /** Added to the variance for stability (default 1e-5). */
   readonly eps: number;
+  /** `"pre"` normalises the input, `f(norm(x)) + x`; `"post"` the sum, `norm(f(x) + x)`. */
   readonly position: "pre" | "post";
 }
 
@@ -30,14 +35,19 @@ export interface ResolvedNorm {
 export interface ResolvedBlock {
   /** Block name (`""` for a block at the root of the file). */
   readonly name: string;
+  /** Layers in order, or `down(act(gate(x)) * up(x))` (see `spec.ts`). */
   readonly form: "sequential" | "gated";
   /** Sequential: the layers in order. Gated: gate, up, down. */
   readonly layers: readonly LinearLayer[];
   /** Sequential: the activation after each layer (`null`: none). Gated: `[act]`. */
   readonly activations: readonly (ActivationFn | null)[];
+  /** Width of the block's input. */
   readonly inFeatures: number;
+  /** Width of the block's output. */
   readonly outFeatures: number;
+  /** Whether the block adds its input to its output (`y + x`). */
   readonly residual: boolean;
+  /** The normalisation, when the block has one. */
   readonly norm?: ResolvedNorm;
   /** Every tensor key the block reads. */
   readonly keys: readonly string[];

@@ -48,6 +48,7 @@ export interface FileDetection extends Detection {
 export interface SafetensorsModel extends BaseModel {
   /** Names of the blocks detected in the file (`""` for a block at the root). */
   readonly blocks: readonly string[];
+  /** What detection found in the file, and the config it read. */
   readonly detected: FileDetection;
   /** The opened block, with its layer sizes. */
   readonly resolved: ResolvedBlock;

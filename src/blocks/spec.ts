@@ -132,8 +132,16 @@ const gated = z.object({
 /** The zod schema of a block spec. */
 export const BlockSpecSchema = z.discriminatedUnion("form", [sequential, gated]);
 
+/**
+ * zod's inference of {@link BlockSpecSchema}. Tagged internal because it is made of zod's own
+ * types, which ffwd's documentation does not include; {@link BlockSpec} is the public name.
+ *
+ * @internal
+ */
+type InferredBlockSpec = z.infer<typeof BlockSpecSchema>;
+
 /** A block spec (see the module documentation for the format). */
-export type BlockSpec = z.infer<typeof BlockSpecSchema>;
+export type BlockSpec = InferredBlockSpec;
 /** One linear layer of a spec. */
 export type LayerSpec = z.infer<typeof layer>;
 /** A layer of a sequential spec, with the activation applied to its output. */

@@ -194,6 +194,7 @@ export interface SaveOptions extends Omit<EmitOptions, "modelDir" | "externalDat
 
 /** The files {@link saveOnnx} wrote. */
 export interface SavedOnnx {
+  /** Path of the model file (the `path` given). */
   readonly model: string;
   /** The side file, or `null` when every initializer fit inline. */
   readonly data: string | null;

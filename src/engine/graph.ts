@@ -44,12 +44,17 @@ export const tensorAttr = (value: Tensor): Attr => ({ type: "tensor", value });
  * inside a safetensors file, referenced in place by absolute path, offset and length.
  */
 export interface ExternalTensor {
+  /** Tells an external tensor from an in-memory {@link Tensor}. */
   readonly kind: "external";
+  /** Element type of the bytes in the file. */
   readonly dtype: DType;
+  /** Dimensions. */
   readonly shape: readonly number[];
   /** Absolute path of the file that holds the bytes. */
   readonly path: string;
+  /** Position of the first byte in the file. */
   readonly offset: number;
+  /** Number of bytes: elements × item size of `dtype`. */
   readonly length: number;
 }
 
@@ -59,8 +64,30 @@ export type InitData = Tensor | ExternalTensor;
 /** Where a value comes from. */
 export type ValueKind = "input" | "initializer" | "node";
 
-/** One tensor-valued edge of the graph. */
+/**
+ * One tensor-valued edge of the graph. Values are made by {@link Graph.input},
+ * {@link Graph.initializer} and the op builders, never directly.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "./graph.ts";
+ * const g = new Graph();
+ * const x = g.input("x", "F32", ["batch", 4]);
+ * x.kind; // "input"
+ * `${x}`; // "[batch, 4]"
+ * ```
+ */
 export class Value {
+  /**
+   * Makes a value of `graph`; the graph's methods register it, so call those instead.
+   *
+   * @param graph The graph the value belongs to.
+   * @param name Unique name in the graph (the ONNX value name).
+   * @param dtype Element type.
+   * @param shape Dimensions; strings are symbolic (`"batch"`).
+   * @param kind Whether it is a graph input, an initializer or a node output.
+   * @param producer The node that computes it (`null` for inputs and initializers).
+   */
   constructor(
     readonly graph: Graph,
     readonly name: string,
@@ -83,19 +110,27 @@ export class Value {
 
 /** One ONNX operator application. */
 export interface Node {
+  /** The ONNX op type (`"Gemm"`). */
   readonly op: string;
+  /** The op's domain (`""` for the default ONNX domain). */
   readonly domain: string;
+  /** Unique node name in the graph. */
   readonly name: string;
   /** `null` marks an omitted optional input. */
   readonly inputs: readonly (Value | null)[];
+  /** The values the node computes, in the op's output order. */
   readonly outputs: readonly Value[];
+  /** ONNX attributes by name. */
   readonly attrs: Readonly<Record<string, Attr>>;
 }
 
 /** Shape and dtype of a node output, as computed by an op's shape rule. */
 export interface OutputSpec {
+  /** Element type of the output. */
   readonly dtype: DType;
+  /** Inferred dimensions of the output. */
   readonly shape: Shape;
+  /** Name to give the output; default a fresh name from the op type. Must not be taken. */
   readonly name?: string;
 }
 
@@ -116,9 +151,13 @@ export function formatShape(shape: Shape): string {
  * ```
  */
 export class Graph {
+  /** The nodes in the order they were built: always topologically sorted. */
   readonly nodes: Node[] = [];
+  /** Graph inputs (data and trainable parameters), in the order they were added. */
   readonly inputs: Value[] = [];
+  /** Frozen initializers and the data each holds. */
   readonly initializers: Map<Value, InitData> = new Map();
+  /** Graph outputs, in the order they were marked. */
   readonly outputs: Value[] = [];
   /** Free-form key/value pairs emitted as ONNX `metadata_props`. */
   readonly metadata: Map<string, string> = new Map();

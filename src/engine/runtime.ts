@@ -33,6 +33,24 @@ export interface SessionOptions extends EmitOptions {
   prepack?: boolean;
 }
 
+/**
+ * An onnxruntime-node tensor. Feeds may be given as ORT tensors (see {@link toOrt}); they go to
+ * onnxruntime as they are.
+ *
+ * Tagged internal because the type is onnxruntime-node's and is documented there: an alias lets
+ * ffwd's API name it without `deno doc` documenting that package as part of ffwd.
+ *
+ * @internal
+ */
+export type OrtTensor = ort.Tensor;
+
+/**
+ * onnxruntime-node's session, documented there; tagged internal like {@link OrtTensor}.
+ *
+ * @internal
+ */
+type OrtSession = ort.InferenceSession;
+
 const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
   F32: "float32",
   F64: "float64",
@@ -107,7 +125,7 @@ export class Session {
   #released = false;
 
   private constructor(
-    readonly inner: ort.InferenceSession,
+    readonly inner: OrtSession,
     readonly inputs: readonly Value[],
     readonly outputs: readonly Value[],
     readonly float64: boolean,
@@ -161,7 +179,7 @@ export class Session {
    * name and both shapes.
    */
   async run(
-    feeds: Record<string, Tensor | ort.Tensor>,
+    feeds: Record<string, Tensor | OrtTensor>,
     fetches?: readonly string[],
   ): Promise<Record<string, Tensor>> {
     if (this.#released) throw new Error("Cannot run a session that was released");

@@ -25,8 +25,11 @@ import { MASK, ONEHOT, stackNames } from "./multi_lora.ts";
 
 /** One layer of a snapshot: B has the scale folded in. */
 export interface SnapshotLayer {
-  readonly A: Float32Array; // [r, in]
-  readonly sB: Float32Array; // [out, r]
+  /** LoRA A, `[r, in]`. */
+  readonly A: Float32Array;
+  /** `scale · B`, `[out, r]`. */
+  readonly sB: Float32Array;
+  /** The layer's rank r. */
   readonly rank: number;
   /** DoRA's `m / ‖W + scale·B·A‖` [out], `null` for LoRA. */
   readonly ratio: Float32Array | null;

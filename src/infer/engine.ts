@@ -27,9 +27,13 @@ export type { SnapshotLayer };
 
 /** One layer of an adapter, in PEFT's Linear layout. */
 export interface LayerWeights {
-  readonly A: Float32Array; // [r, in]
-  readonly B: Float32Array; // [out, r]
+  /** LoRA A, `[r, in]`. */
+  readonly A: Float32Array;
+  /** LoRA B, `[out, r]`. */
+  readonly B: Float32Array;
+  /** The layer's rank r. */
   readonly rank: number;
+  /** The branch's scale: `alpha / r`, or `alpha / √r` with rsLoRA. */
   readonly scale: number;
   /** DoRA magnitude [out], when the adapter is DoRA. */
   readonly magnitude?: Float32Array;
@@ -37,6 +41,7 @@ export interface LayerWeights {
 
 /** An adapter as the engine takes it: per-layer weights by layer name. */
 export interface AdapterWeights {
+  /** Weights by layer name; layers not listed run without the adapter. */
   readonly layers: ReadonlyMap<string, LayerWeights>;
   /** Where the weights came from (a folder), for listings. */
   readonly source?: string;
@@ -44,12 +49,15 @@ export interface AdapterWeights {
 
 /** An immutable registered adapter version. */
 export interface AdapterSnapshot {
+  /** The name it is registered under. */
   readonly name: string;
   /** Increases with every registration, engine-wide. */
   readonly version: number;
+  /** Bytes of its float32 arrays (A, scaled B, DoRA ratios), counted against `maxBytes`. */
   readonly bytes: number;
   /** The largest rank over its layers. */
   readonly rank: number;
+  /** Where the weights came from (`AdapterWeights.source`). */
   readonly source?: string;
   /** Per layer: B with the scale folded in [out, r], and the DoRA ratio [out] (null for LoRA). */
   readonly layers: ReadonlyMap<string, SnapshotLayer>;
@@ -74,8 +82,11 @@ export interface EngineOptions extends SessionOptions {
 export interface EngineStats {
   /** Registrations, explicit or lazy. */
   loads: number;
+  /** Adapters dropped to stay within `maxAdapters` or `maxBytes`. */
   evictions: number;
+  /** Session runs. */
   runs: number;
+  /** Input rows run (a padded single-row run counts one). */
   rows: number;
 }
 
@@ -83,14 +94,22 @@ export interface EngineStats {
  * One base, many adapters.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { InferenceEngine } from "./engine.ts";
+ * import { loadAdapter } from "../../adapters/adapter.ts";
+ * import { engineWeights } from "../../adapters/weights.ts";
+ * import { openSafetensorsModel } from "../blocks/safetensors_model.ts";
+ * const model = await openSafetensorsModel("fixtures/peft/legacy/base.safetensors"); // 6 → 3
  * const engine = await InferenceEngine.create(model, { maxAdapters: 8 });
- * await engine.register("rot45", weights);
- * const y = await engine.run(x, ["rot45", null]); // row 0 with the adapter, row 1 without
+ * await engine.register("legacy", engineWeights(await loadAdapter("fixtures/peft/legacy"), model));
+ * const x = { dtype: "F32" as const, shape: [2, 6], data: new Float32Array(12).fill(1) };
+ * const y = await engine.run(x, ["legacy", null]); // row 0 with the adapter, row 1 without
  * await engine.close();
+ * model.close();
  * ```
  */
 export class InferenceEngine {
+  /** Counters since creation, read by the server's `/metrics`. */
   readonly stats: EngineStats = { loads: 0, evictions: 0, runs: 0, rows: 0 };
   /** Loads unknown names on first use; may be set after creation (the server installs one). */
   loader: AdapterLoader | undefined;

@@ -49,6 +49,12 @@ export const SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128, 256
 export class Counter {
   #values = new Map<string, number>();
 
+  /**
+   * Makes a counter with no series yet.
+   *
+   * @param name Metric name (`ffwd_http_requests_total`).
+   * @param help The `# HELP` text.
+   */
   constructor(readonly name: string, readonly help: string) {}
 
   /** Adds `by` (default 1) to the series with `labels`. */
@@ -84,6 +90,13 @@ export class Counter {
 export class Histogram {
   #series = new Map<string, { counts: number[]; sum: number; count: number }>();
 
+  /**
+   * Makes a histogram with no series yet.
+   *
+   * @param name Metric name (`ffwd_batch_rows`).
+   * @param help The `# HELP` text.
+   * @param bounds Upper bounds of the buckets, ascending (`+Inf` is implied).
+   */
   constructor(readonly name: string, readonly help: string, readonly bounds: readonly number[]) {}
 
   /** Records one observation. */
@@ -122,10 +135,15 @@ export class Histogram {
 
 /** What the server measures. */
 export interface ServerMetrics {
+  /** HTTP requests by route, method and status. */
   readonly requests: Counter;
+  /** HTTP responses with status >= 400, by route and status. */
   readonly errors: Counter;
+  /** Seconds from receiving a request to its response, by route. */
   readonly latency: Histogram;
+  /** Rows per engine run. */
   readonly batchRows: Histogram;
+  /** Requests per engine run. */
   readonly batchRequests: Histogram;
 }
 

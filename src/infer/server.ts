@@ -64,10 +64,13 @@ export interface ServeOptions extends BatcherOptions {
 
 /** A running server. */
 export interface Server {
+  /** The address it listens on. */
   readonly hostname: string;
+  /** The port it listens on (the one picked when `port: 0` was asked). */
   readonly port: number;
   /** `http://host:port`. */
   readonly url: string;
+  /** The metrics `/metrics` renders. */
   readonly metrics: ServerMetrics;
   /** Rows of requests waiting for their batch (their adapters are resolved already). */
   readonly queuedRows: number;

@@ -20,8 +20,11 @@ export const MAX_HEADER_LENGTH = 100_000_000;
 
 /** One tensor as a safetensors header describes it. */
 export interface SafetensorsEntry {
+  /** The tensor's key in the header. */
   readonly name: string;
+  /** Element type as stored. */
   readonly dtype: DType;
+  /** Dimensions (`[]` for a scalar). */
   readonly shape: readonly number[];
   /** `[begin, end)` of the tensor's bytes, relative to the start of the data region. */
   readonly dataOffsets: readonly [number, number];

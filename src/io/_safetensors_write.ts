@@ -28,7 +28,9 @@ import { writeAll } from "./atomic.ts";
 
 /** A tensor known by dtype and shape now, whose data is produced only when it is written. */
 export interface LazyTensor {
+  /** Element type `load` will produce; written to the header before the data exists. */
   readonly dtype: DType;
+  /** Dimensions `load` will produce; written to the header before the data exists. */
   readonly shape: readonly number[];
   /** Produces the data; called once, when the writer reaches this tensor. */
   load(): Tensor | Promise<Tensor>;
@@ -39,7 +41,9 @@ export type TensorInput = Tensor | LazyTensor;
 
 /** One named tensor of an iterable input. */
 export interface NamedTensor<T extends TensorInput = TensorInput> {
+  /** The tensor's key in the file. */
   readonly name: string;
+  /** The tensor, in memory or lazy. */
   readonly tensor: T;
 }
 

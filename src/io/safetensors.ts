@@ -47,6 +47,7 @@ export type {
 export interface SafetensorsContents {
   /** The tensors in file order. */
   readonly tensors: Map<string, Tensor>;
+  /** The `__metadata__` strings (empty when the file has none). */
   readonly metadata: Readonly<Record<string, string>>;
 }
 
@@ -122,6 +123,7 @@ export async function readSafetensors(path: string | URL): Promise<SafetensorsCo
 
 /** A header-only description of a safetensors file, as `ffwd inspect` shows it. */
 export interface SafetensorsSummary {
+  /** Always `"safetensors"`, to tell summaries of different formats apart. */
   readonly format: "safetensors";
   /** The tensors in file order; `bytes` is each tensor's data size. */
   readonly tensors: readonly {
@@ -130,6 +132,7 @@ export interface SafetensorsSummary {
     readonly shape: readonly number[];
     readonly bytes: number;
   }[];
+  /** The `__metadata__` strings (empty when the file has none). */
   readonly metadata: Readonly<Record<string, string>>;
   /** Total number of elements over all tensors (integer buffers included). */
   readonly parameters: number;

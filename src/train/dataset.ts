@@ -9,6 +9,7 @@ import type { Tensor } from "../tensor.ts";
 
 /** A dataset of `rows` examples. */
 export interface Dataset {
+  /** Number of examples. */
   readonly rows: number;
   /** Input width. */
   readonly width: number;
@@ -83,7 +84,23 @@ export function batchBuffers(data: Dataset, size: number): BatchBuffers {
   };
 }
 
-/** Splits off the last `fraction` of a seeded permutation as an evaluation set. */
+/**
+ * Splits off the last `fraction` of a seeded permutation as an evaluation set.
+ *
+ * @example
+ * ```ts
+ * import { splitDataset } from "./dataset.ts";
+ * import { Rng } from "../rng.ts";
+ * const data = {
+ *   rows: 4,
+ *   width: 1,
+ *   x: new Float32Array([1, 2, 3, 4]),
+ *   y: { kind: "labels" as const, data: new BigInt64Array([0n, 1n, 0n, 1n]) },
+ * };
+ * const [train, evalSet] = splitDataset(data, 0.25, new Rng(0).permutation(4));
+ * [train.rows, evalSet.rows]; // [3, 1]
+ * ```
+ */
 export function splitDataset(
   data: Dataset,
   fraction: number,

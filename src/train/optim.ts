@@ -15,21 +15,34 @@ export type OptimizerName = "sgd" | "momentum" | "rmsprop" | "adam" | "adamw";
 
 /** Hyper-parameters (PyTorch names and defaults). */
 export interface OptimizerOptions {
+  /** Weight decay: L2 penalty, decoupled for AdamW (default 0.01 for AdamW, else 0). */
   weightDecay?: number;
+  /** Momentum factor of SGD and RMSprop (default 0.9 for `"momentum"`, else 0). */
   momentum?: number;
+  /** Dampening of SGD's momentum (default 0). */
   dampening?: number;
+  /** Nesterov momentum for SGD (default false; needs momentum > 0 and zero dampening). */
   nesterov?: boolean;
+  /** Adam's decay rates of the gradient's first and second moments (default `[0.9, 0.999]`). */
   betas?: readonly [number, number];
+  /** Added to the denominator of Adam and RMSprop for stability (default 1e-8). */
   eps?: number;
   /** RMSprop smoothing constant. */
   alpha?: number;
+  /** RMSprop normalises by the gradient's variance, not its mean square (default false). */
   centered?: boolean;
 }
 
 /** Saved optimizer state: the step count and one set of buffers per parameter. */
 export interface OptimizerState {
+  /** The optimizer the state belongs to; loading it into another one fails. */
   readonly name: OptimizerName;
+  /** Number of steps taken (Adam's bias correction depends on it). */
   readonly step: number;
+  /**
+   * Buffers by parameter name, then by buffer name: `m`, `v` (Adam), `sq`, `ga`, `mom` (RMSprop),
+   * `mom` (SGD); each as long as its parameter.
+   */
   readonly buffers: Record<string, Record<string, Float32Array>>;
 }
 
@@ -47,8 +60,16 @@ export interface OptimizerState {
 export class Optimizer {
   #step = 0;
   #buf = new Map<string, Record<string, Float32Array>>();
+  /** The hyper-parameters in use: the options given, with defaults filled in. */
   readonly opts: Required<OptimizerOptions>;
 
+  /**
+   * Makes an optimizer with no state yet; buffers are allocated on each parameter's first step.
+   * Throws a `RangeError` for Nesterov without momentum or with dampening.
+   *
+   * @param name The update rule.
+   * @param opts Hyper-parameters (PyTorch names and defaults).
+   */
   constructor(readonly name: OptimizerName, opts: OptimizerOptions = {}) {
     this.opts = {
       weightDecay: opts.weightDecay ?? (name === "adamw" ? 0.01 : 0),
@@ -202,6 +223,13 @@ export class Optimizer {
 /**
  * Scales gradients in place so their global L2 norm is at most `maxNorm` (PyTorch's
  * `clip_grad_norm_`); returns the norm before clipping.
+ *
+ * @example
+ * ```ts
+ * import { clipGradNorm } from "./optim.ts";
+ * const g = new Float32Array([3, 4]);
+ * clipGradNorm([g], 1); // 5; g is now about [0.6, 0.8]
+ * ```
  */
 export function clipGradNorm(grads: Iterable<Float32Array>, maxNorm: number): number {
   const list = [...grads];

@@ -10,8 +10,11 @@ export type ScheduleName = "constant" | "linear" | "cosine";
 
 /** Options of {@link learningRate}. */
 export interface ScheduleOptions {
+  /** Shape of the decay after warmup (default `"constant"`). */
   schedule?: ScheduleName;
+  /** Steps of linear warmup from 0 to the base rate (default 0). */
   warmupSteps?: number;
+  /** Total number of updates: linear and cosine decay reach 0 there. */
   totalSteps: number;
 }
 

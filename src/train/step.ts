@@ -9,11 +9,12 @@
 import type * as ort from "onnxruntime-node";
 import { grad } from "../engine/autograd.ts";
 import type { Graph, Value } from "../engine/graph.ts";
-import { Session, type SessionOptions, toOrt } from "../engine/runtime.ts";
+import { type OrtTensor, Session, type SessionOptions, toOrt } from "../engine/runtime.ts";
 import type { Tensor } from "../tensor.ts";
 
 /** What to compile. */
 export interface StepSpec {
+  /** The graph holding the forward and the loss; compiling appends the backward to it. */
   readonly graph: Graph;
   /** Scalar loss. */
   readonly loss: Value;
@@ -25,9 +26,11 @@ export interface StepSpec {
 
 /** What a step returns. */
 export interface StepResult {
+  /** The loss on the batch, at the parameter values given. */
   readonly loss: number;
   /** Gradient of each parameter, by parameter name. */
   readonly grads: Map<string, Float32Array>;
+  /** The values of `spec.extra`, by value name. */
   readonly extra: Record<string, Tensor>;
 }
 
@@ -35,9 +38,20 @@ export interface StepResult {
  * A compiled training step.
  *
  * @example
- * ```ts ignore
- * const step = await TrainStep.compile({ graph, loss, params });
- * const { loss, grads } = await step.run({ x, y }, paramValues);
+ * ```ts
+ * import { Graph } from "../engine/graph.ts";
+ * import { matmul } from "../engine/ops/matmul.ts";
+ * import { reduceSum } from "../engine/ops/reduce.ts";
+ * import { TrainStep } from "./step.ts";
+ * const g = new Graph();
+ * const x = g.input("x", "F32", [1, 2]);
+ * const w = g.input("w", "F32", [2, 1]);
+ * const step = await TrainStep.compile({ graph: g, loss: reduceSum(matmul(x, w)), params: [w] });
+ * const { loss, grads } = await step.run(
+ *   { x: { dtype: "F32", shape: [1, 2], data: new Float32Array([3, 4]) } },
+ *   new Map([["w", new Float32Array([1, 1])]]),
+ * ); // loss 7, grads.get("w") [3, 4]
+ * await step.release();
  * ```
  */
 export class TrainStep {
@@ -67,7 +81,7 @@ export class TrainStep {
    * declared); `batch` holds the data inputs.
    */
   async run(
-    batch: Record<string, Tensor | ort.Tensor>,
+    batch: Record<string, Tensor | OrtTensor>,
     params: ReadonlyMap<string, Float32Array>,
   ): Promise<StepResult> {
     const feeds: Record<string, Tensor | ort.Tensor> = { ...batch };

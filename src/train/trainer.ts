@@ -26,14 +26,21 @@ import { batchBuffers, type Dataset, sliceBatch } from "./dataset.ts";
 
 /** Loop settings. */
 export interface TrainerOptions {
+  /** Passes over the data (default 1). */
   epochs?: number;
   /** Stop after this many optimizer steps (default: epochs × batches). */
   maxSteps?: number;
+  /** Rows per micro-batch (default 32). */
   batchSize?: number;
+  /** Base learning rate (default 1e-3). */
   lr?: number;
+  /** Learning-rate decay after warmup (default `"constant"`). */
   schedule?: ScheduleName;
+  /** Steps of linear learning-rate warmup from 0 (default 0). */
   warmupSteps?: number;
+  /** Update rule (default `"adamw"`). */
   optimizer?: OptimizerName;
+  /** Hyper-parameters of the optimizer (PyTorch names and defaults). */
   optimizerOptions?: OptimizerOptions;
   /** Global-norm gradient clipping (off when undefined). */
   clipNorm?: number;
@@ -44,7 +51,9 @@ export interface TrainerOptions {
   stopAfter?: number;
   /** Micro-batches per optimizer step. */
   gradAccum?: number;
+  /** Seeds the epoch order (`seed + 1 + epoch`) and the dropout masks (default 0). */
   seed?: number;
+  /** Visit rows in a new random order each epoch (default true). */
   shuffle?: boolean;
   /** Stop when the eval loss has not improved by `minDelta` for `patience` evaluations. */
   earlyStopping?: { patience: number; minDelta?: number };
@@ -52,6 +61,7 @@ export interface TrainerOptions {
 
 /** A dropout mask input the trainer feeds each step. */
 export interface MaskInput {
+  /** The graph input that receives the 0/1 mask; symbolic dimensions take the batch's rows. */
   readonly value: Value;
   /** Drop probability. */
   readonly p: number;
@@ -59,14 +69,21 @@ export interface MaskInput {
 
 /** Everything a checkpoint needs to resume exactly. */
 export interface TrainerState {
+  /** Optimizer steps taken. */
   readonly step: number;
-  /** Micro-batches consumed in the current epoch. */
+  /** Epochs completed. */
   readonly epoch: number;
+  /** Micro-batches consumed in the current epoch. */
   readonly position: number;
+  /** State of the generator that draws dropout masks. */
   readonly rng: RngState;
+  /** The optimizer's step count and buffers. */
   readonly optimizer: OptimizerState;
+  /** Copies of the parameters, by name. */
   readonly params: ReadonlyMap<string, Float32Array>;
+  /** Lowest eval loss seen with early stopping on (`null` before the first evaluation). */
   readonly bestEval: number | null;
+  /** Evaluations in a row without improvement, counted against the patience. */
   readonly badEvals: number;
 }
 
@@ -77,9 +94,11 @@ export type MetricLine =
 
 /** Callbacks of the loop. */
 export interface TrainerHooks {
+  /** Receives each metrics line: one per optimizer step, one per evaluation. */
   onMetric?(line: MetricLine): void | Promise<void>;
   /** Called at `checkpointEvery` steps and at the end. */
   checkpoint?(state: TrainerState, final: boolean): Promise<void>;
+  /** Optimizer steps between checkpoints (only the final one when undefined). */
   checkpointEvery?: number;
   /** Runs evaluation after each epoch; returns loss (and accuracy). */
   evaluate?(
@@ -99,18 +118,40 @@ export class NonFiniteError extends Error {
 
 /** What {@link train} returns. */
 export interface TrainResult {
+  /** Optimizer steps taken, those before a resume included. */
   readonly steps: number;
+  /** Mean loss of the last step's micro-batches (`NaN` when no step ran). */
   readonly lastLoss: number;
+  /** Whether early stopping ended the run. */
   readonly stoppedEarly: boolean;
+  /** Wall time of this call. */
   readonly seconds: number;
 }
 
 /**
- * Trains `params` in place.
+ * Trains `params` in place: `step` computes the loss and gradients of a batch, and `masks` are
+ * dropout inputs fed a fresh mask each micro-batch. `resume` continues from a checkpoint.
  *
  * @example
- * ```ts ignore
- * await train(step, params, data, { epochs: 3, lr: 1e-3, optimizer: "adamw" });
+ * ```ts
+ * import { train } from "./trainer.ts";
+ * // A stand-in for a compiled step: loss (w - 3)², whatever the batch.
+ * const step = {
+ *   run: (_batch: unknown, p: ReadonlyMap<string, Float32Array>) => {
+ *     const w = p.get("w")![0]!;
+ *     const grads = new Map([["w", new Float32Array([2 * (w - 3)])]]);
+ *     return Promise.resolve({ loss: (w - 3) ** 2, grads, extra: {} });
+ *   },
+ * };
+ * const params = new Map([["w", new Float32Array([0])]]);
+ * const data = {
+ *   rows: 4,
+ *   width: 1,
+ *   x: new Float32Array(4),
+ *   y: { kind: "targets" as const, data: new Float32Array(4), width: 1 },
+ * };
+ * await train(step, params, data, { epochs: 50, batchSize: 4, lr: 0.1, optimizer: "sgd" });
+ * params.get("w")![0]; // about 3
  * ```
  */
 export async function train(

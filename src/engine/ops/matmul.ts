@@ -55,13 +55,30 @@ export function matmul(a: Value, b: Value): Value {
 
 /** Options of {@link gemm}. */
 export interface GemmOptions {
+  /** Factor of the product `A' · B'` (default 1). */
   alpha?: number;
+  /** Factor of `C` (default 1). */
   beta?: number;
+  /** Use `Aᵀ` for `A'` (default false). */
   transA?: boolean;
+  /** Use `Bᵀ` for `B'` (default false): a PyTorch `[out, in]` weight. */
   transB?: boolean;
 }
 
-/** `alpha · A' · B' + beta · C` on 2-D operands (C broadcasts to the result). */
+/**
+ * `alpha · A' · B' + beta · C` on 2-D operands (C broadcasts to the result).
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { gemm } from "./matmul.ts";
+ * const g = new Graph();
+ * const x = g.input("x", "F32", ["batch", 4]);
+ * const w = g.input("w", "F32", [3, 4]); // [out, in]
+ * const b = g.input("b", "F32", [3]);
+ * gemm(x, w, b, { transB: true }).shape; // ["batch", 3]
+ * ```
+ */
 export function gemm(a: Value, b: Value, c: Value | null = null, opts: GemmOptions = {}): Value {
   const { alpha = 1, beta = 1, transA = false, transB = false } = opts;
   assertSameDtype("Gemm", a, b);

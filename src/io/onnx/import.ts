@@ -28,21 +28,37 @@ import { type InitializerInfo, loadTensor, readOnnxFile } from "./read.ts";
 export interface OpsetImport {
   /** `""` for the default ONNX domain. */
   readonly domain: string;
+  /** The opset version the model imports for that domain. */
   readonly version: number;
 }
 
+/**
+ * The decoded ONNX protobuf (ffwd's generated `onnx.ModelProto`). Tagged internal: the type and
+ * its dozens of message types are generated from onnx.proto, whose documentation covers them; an
+ * alias lets {@link OnnxModel.proto} name it without `deno doc` documenting the generated code.
+ *
+ * @internal
+ */
+type OnnxModelProto = ModelProto;
+
 /** A base model read from an ONNX file. */
 export interface OnnxModel extends BaseModel {
+  /** Always `"onnx"`. */
   readonly format: "onnx";
+  /** The linear layers (MatMul or Gemm with a constant weight), with Gemm's `alpha` and `beta`. */
   readonly layers: readonly OnnxLinearLayer[];
+  /** The exporter named in the file (`producer_name`, `producer_version`; `"pytorch"`, …). */
   readonly producer: { readonly name: string; readonly version: string };
+  /** The ONNX IR version of the file. */
   readonly irVersion: number;
+  /** The opsets the model imports, one per domain. */
   readonly opsets: readonly OpsetImport[];
   /** Node count per op type (`Op`, or `domain.Op` outside the default domain). */
   readonly opHistogram: Readonly<Record<string, number>>;
+  /** Every initializer's name, storage dtype, shape, size and (external) location. */
   readonly initializers: readonly InitializerInfo[];
   /** The decoded file, to export a merged model that keeps the original graph. */
-  readonly proto: ModelProto;
+  readonly proto: OnnxModelProto;
   /** What the import changed or cut off, one sentence each. */
   readonly notes: readonly string[];
 }
@@ -52,13 +68,15 @@ export interface OnnxModel extends BaseModel {
  * location is unsafe, and before building when an op is unsupported.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { Graph } from "../../engine/graph.ts";
  * import { openOnnxModel } from "./import.ts";
- * const model = await openOnnxModel("mlp.onnx");
+ * const model = await openOnnxModel("fixtures/mnist/base.onnx");
  * model.layers.map((l) => `${l.name} ${l.inFeatures}→${l.outFeatures} ${l.orientation}`);
+ * // ["fc1 784→256 out_in", "fc2 256→128 out_in", "fc3 128→10 out_in"]
  * const g = new Graph();
- * const { outputs } = model.build(g, { hook: ({ y }) => y });
+ * const { outputs } = model.build(g, { hook: ({ y }) => y }); // outputs[0]: [batch, 10]
+ * model.close();
  * ```
  */
 export async function openOnnxModel(path: string): Promise<OnnxModel> {

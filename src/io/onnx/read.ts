@@ -29,6 +29,7 @@ export interface ExternalLocation {
   readonly location: string;
   /** Absolute path of the data file. */
   readonly path: string;
+  /** Position of the first byte in the data file (0 when the model gives none). */
   readonly offset: number;
   /** Byte length, or undefined when the model leaves it to the end of the file. */
   readonly length?: number;
@@ -36,10 +37,15 @@ export interface ExternalLocation {
 
 /** An initializer's name, storage dtype, shape, size and location. */
 export interface InitializerInfo {
+  /** The initializer's name in the graph. */
   readonly name: string;
+  /** Element type as stored in the file. */
   readonly dtype: DType;
+  /** Dimensions. */
   readonly shape: readonly number[];
+  /** Size of the data in bytes (elements × item size). */
   readonly bytes: number;
+  /** Where the data lives, when it is outside the model file; absent for inline data. */
   readonly external?: ExternalLocation;
 }
 
