@@ -19,7 +19,7 @@ import { randomAdapter } from "./_random_adapter.ts";
 
 const PEFT = new URL("../fixtures/peft/", import.meta.url).pathname;
 const HF = new URL("../fixtures/hf/", import.meta.url).pathname;
-const REAL = new URL("../../shared/realdata/", import.meta.url).pathname;
+const REAL = REALDATA;
 
 async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "ffwd_export_" });
@@ -286,24 +286,22 @@ const REAL_BASES = [
   "tracel-ai__burn/crates/onnx-ir/tests/fixtures/multi_external_files.onnx",
 ];
 
-Deno.test({
-  name:
-    "exportAdapter() merges real ONNX bases (PyTorch, tf2onnx, keras2onnx, external data) with parity",
-  ignore: !(await Deno.stat(REAL).then(() => true, () => false)),
-  fn: async () => {
-    await withDir(async (dir) => {
-      for (const [i, rel] of REAL_BASES.entries()) {
-        const model: BaseModel = await openModel(`${REAL}${rel}`);
-        for (const dora of [false, true]) {
-          const adapter = randomAdapter(model, { r: 2, seed: i, dora });
-          const { report } = await exportAdapter(model, adapter, { out: `${dir}/m${i}.onnx` });
-          strictEqual(report!.verdict, "pass", `${rel} dora=${dora}`);
-          const s = await ort.InferenceSession.create(`${dir}/m${i}.onnx`);
-          deepStrictEqual([...s.outputNames], model.outputs.map((o) => o.name), rel);
-          await s.release();
-        }
-        model.close();
+realdataTest(
+  "exportAdapter() merges real ONNX bases (PyTorch, tf2onnx, keras2onnx, external data) with parity",
+  async () => {
+  await withDir(async (dir) => {
+    for (const [i, rel] of REAL_BASES.entries()) {
+      const model: BaseModel = await openModel(`${REAL}${rel}`);
+      for (const dora of [false, true]) {
+        const adapter = randomAdapter(model, { r: 2, seed: i, dora });
+        const { report } = await exportAdapter(model, adapter, { out: `${dir}/m${i}.onnx` });
+        strictEqual(report!.verdict, "pass", `${rel} dora=${dora}`);
+        const s = await ort.InferenceSession.create(`${dir}/m${i}.onnx`);
+        deepStrictEqual([...s.outputNames], model.outputs.map((o) => o.name), rel);
+        await s.release();
       }
-    });
+      model.close();
+    }
+  });
   },
-});
+);

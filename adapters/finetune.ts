@@ -17,7 +17,7 @@ import { writeFileAtomic } from "../src/io/atomic.ts";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.ts";
 import type { BaseModel } from "../src/model.ts";
 import { Rng } from "../src/rng.ts";
-import type { Tensor } from "../src/tensor.ts";
+import { type Tensor, toFloat32 } from "../src/tensor.ts";
 import { type Dataset, sliceBatch } from "../src/train/dataset.ts";
 import type { OptimizerState } from "../src/train/optim.ts";
 import { TrainStep } from "../src/train/step.ts";
@@ -116,14 +116,22 @@ export async function finetune(
     model,
     toTargetOptions(opts.config, model.layers.map((l) => l.name)),
   );
+  const extraKeys = trainedTensors(model, adapters, opts.config);
   const built = buildAdapted(model, adapters, {
     loss: opts.loss,
     dropout: opts.config.loraDropout,
+    trainable: new Set(extraKeys.keys()),
   });
   const params = await initialParams(model, adapters, opts);
-  const values = [...built.adapterInputs.values()].flatMap((
-    i,
-  ) => [i.A, i.B, ...(i.magnitude ? [i.magnitude] : [])]);
+  for (const key of extraKeys.keys()) {
+    params.set(key, toFloat32(await model.readTensor(key)).data.slice());
+  }
+  const values = [
+    ...[...built.adapterInputs.values()].flatMap((
+      i,
+    ) => [i.A, i.B, ...(i.magnitude ? [i.magnitude] : [])]),
+    ...built.graph.inputs.filter((v) => extraKeys.has(v.name)),
+  ];
   const step = await TrainStep.compile(
     { graph: built.graph, loss: built.loss!, params: values },
     { threads: opts.threads },
@@ -163,7 +171,7 @@ export async function finetune(
         checkpoint: (state) =>
           writeCheckpoint(
             `${opts.outDir}/checkpoint`,
-            toAdapter(opts, adapters, state.params),
+            toAdapter(opts, adapters, state.params, extraKeys),
             state,
           ),
         evaluate: evalSession
@@ -182,7 +190,7 @@ export async function finetune(
       built.masks,
       resume,
     );
-    const adapter = toAdapter(opts, adapters, params, {
+    const adapter = toAdapter(opts, adapters, params, extraKeys, {
       steps: result.steps,
       loss: opts.loss,
       optimizer: opts.optimizer ?? "adamw",
@@ -261,6 +269,7 @@ function toAdapter(
   opts: FinetuneOptions,
   adapters: readonly LayerAdapter[],
   params: ReadonlyMap<string, Float32Array>,
+  trained: ReadonlyMap<string, TrainedTensor>,
   training?: Record<string, string | number>,
 ): Adapter {
   const layers = new Map(adapters.map((ad) => {
@@ -285,10 +294,80 @@ function toAdapter(
       targetModules: opts.config.targetModules ?? adapters.map((a) => a.layer.name),
     },
     layers,
-    biases: new Map(),
-    extra: new Map(),
+    biases: new Map(
+      [...trained].filter(([, t]) => t.kind === "bias").map(([key, t]) => [
+        t.module,
+        { dtype: "F32", shape: [...t.shape], data: params.get(key)!.slice() },
+      ]),
+    ),
+    extra: new Map(
+      [...trained].filter(([, t]) => t.kind === "extra").map(([key, t]) => [
+        key,
+        { dtype: "F32", shape: [...t.shape], data: params.get(key)!.slice() },
+      ]),
+    ),
     training,
   };
+}
+
+/** A base tensor trained whole: a layer's bias (`bias` option) or a `modules_to_save` tensor. */
+interface TrainedTensor {
+  readonly kind: "bias" | "extra";
+  /** The layer's module path. */
+  readonly module: string;
+  readonly shape: readonly number[];
+}
+
+/**
+ * The base tensors trained alongside the adapters, by source key: PEFT's `bias: "lora_only"`
+ * (biases of adapted layers), `"all"` (every linear layer's bias), and `modules_to_save` (the
+ * named layers' weights and biases, saved whole).
+ */
+function trainedTensors(
+  model: BaseModel,
+  adapters: readonly LayerAdapter[],
+  config: PeftConfig,
+): Map<string, TrainedTensor> {
+  const out = new Map<string, TrainedTensor>();
+  const saved = config.modulesToSave ?? [];
+  for (const layer of model.layers) {
+    const whole = saved.some((m) => layer.name === m || layer.name.endsWith(`.${m}`));
+    if (whole) {
+      if (layer.orientation !== "out_in") {
+        throw new TypeError(
+          `Cannot train "${layer.name}" as a module to save: its weight is stored [in, out], and saving it whole is supported for [out, in] weights only`,
+        );
+      }
+      if (adapters.some((a) => a.layer === layer)) {
+        throw new TypeError(
+          `Cannot train "${layer.name}" both with an adapter and as a module to save`,
+        );
+      }
+      out.set(layer.weightKey, {
+        kind: "extra",
+        module: layer.name,
+        shape: [layer.outFeatures, layer.inFeatures],
+      });
+      if (layer.biasKey) {
+        out.set(layer.biasKey, { kind: "extra", module: layer.name, shape: [layer.outFeatures] });
+      }
+      continue;
+    }
+    const adapted = adapters.some((a) => a.layer === layer);
+    if (layer.biasKey && (config.bias === "all" || (config.bias === "lora_only" && adapted))) {
+      out.set(layer.biasKey, { kind: "bias", module: layer.name, shape: [layer.outFeatures] });
+    }
+  }
+  for (const m of saved) {
+    if (!model.layers.some((l) => l.name === m || l.name.endsWith(`.${m}`))) {
+      throw new RangeError(
+        `modules_to_save entry "${m}" matches no linear layer; available layers: ${
+          model.layers.map((l) => l.name).join(", ")
+        }`,
+      );
+    }
+  }
+  return out;
 }
 
 /** Loss and accuracy over a dataset, forward only, masks fed with 1 − p (dropout off). */

@@ -196,3 +196,28 @@ Deno.test("save → load → forward is identical", async () => {
   await engine.close();
   assertEquals([...a], [...b]);
 });
+
+Deno.test("bias and modules_to_save are trained, saved in PEFT's layout, and merge with parity", async () => {
+  const { exportAdapter } = await import("./export.ts");
+  const dir = await Deno.makeTempDir();
+  const model = await openSafetensorsModel(MODEL);
+  const before = await model.readTensor("fc1.bias");
+  await finetune(model, toyData(64), {
+    config: config({ targetModules: ["fc1", "fc2"], bias: "lora_only", modulesToSave: ["fc3"] }),
+    loss: "cross_entropy",
+    outDir: dir,
+    epochs: 3,
+    lr: 1e-2,
+  });
+  const adapter = await loadAdapter(dir);
+  assertEquals([...adapter.biases.keys()].sort(), ["fc1", "fc2"]);
+  assertEquals([...adapter.extra.keys()].sort(), ["fc3.bias", "fc3.weight"]);
+  const trained = adapter.biases.get("fc1")!.data as Float32Array;
+  assert(
+    trained.some((v, i) => v !== (before.data as Float32Array)[i]),
+    "fc1's bias did not change",
+  );
+  const out = `${dir}/merged.onnx`;
+  const { report } = await exportAdapter(model, adapter, { out });
+  assertEquals(report!.verdict, "pass");
+});

@@ -24,6 +24,8 @@ export interface BuildAdaptedOptions {
   loss?: LossName;
   /** Float64 twin (for checks). */
   graph?: Graph;
+  /** Source tensors (biases, `modules_to_save` weights) to declare as trainable graph inputs. */
+  trainable?: ReadonlySet<string>;
 }
 
 /** A base model with adapter branches, as a graph. */
@@ -77,7 +79,7 @@ export function buildAdapted(
       }
       : undefined,
   });
-  const built = model.build(g, { hook });
+  const built = model.build(g, { hook, trainable: opts.trainable });
   const input = built.inputs[0];
   const output = built.outputs[0];
   if (!input || !output) throw new TypeError(`Model ${model.source} has no input or no output`);

@@ -1,9 +1,9 @@
 import { deepStrictEqual, rejects, strictEqual } from "node:assert/strict";
 import { inspectAdapter } from "./inspect.ts";
+import { REALDATA, realdataTest } from "../tests/_realdata.ts";
 
 const FIXTURES = new URL("../fixtures/peft/", import.meta.url).pathname;
-const MLX_DIR =
-  new URL("../../shared/realdata/ml-explore__mlx-examples/llms/adapters", import.meta.url).pathname;
+const MLX_DIR = `${REALDATA}ml-explore__mlx-examples/llms/adapters`;
 
 Deno.test("inspectAdapter() describes a PEFT DoRA + rsLoRA folder as JSON-able data", async () => {
   const s = await inspectAdapter(`${FIXTURES}mlp_dora`);
@@ -52,13 +52,7 @@ Deno.test("inspectAdapter() gives each layer's own rank and scale under rank_pat
   deepStrictEqual(s.config.modulesToSave, ["fc3"]);
 });
 
-Deno.test("inspectAdapter() describes an MLX-LM folder in PEFT's terms with MLX's tensor names", async (t) => {
-  try {
-    await Deno.stat(MLX_DIR);
-  } catch {
-    if (Deno.env.get("FFWD_SKIP_REALDATA") === "1") return;
-    throw new Error(`${MLX_DIR} not found; set FFWD_SKIP_REALDATA=1 to skip it on purpose`);
-  }
+realdataTest("inspectAdapter() describes an MLX-LM folder in PEFT's terms with MLX's tensor names", async (t) => {
   const s = await inspectAdapter(MLX_DIR);
   strictEqual(s.kind, "mlx");
   deepStrictEqual([s.config.rank, s.config.alpha, s.config.scale, s.config.dora], [

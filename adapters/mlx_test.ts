@@ -1,6 +1,6 @@
 /**
  * MLX-LM adapters: the real one from mlx-examples (`../shared/realdata`, see its README.md) and
- * folders made here. Without the real-data folder these tests fail, unless FFWD_SKIP_REALDATA=1.
+ * folders made here. The real-data ones are registered by `realdataTest` (see tests/_realdata.ts).
  */
 
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
@@ -10,34 +10,14 @@ import type { LinearLayer } from "../src/model.ts";
 import { type Adapter, loadAdapter, matchAdapter } from "./adapter.ts";
 import { defaultPeftConfig, layerHyper } from "./config.ts";
 import { loadMlxAdapter, saveMlxAdapter } from "./mlx.ts";
+import { REALDATA, realdataTest } from "../tests/_realdata.ts";
 
-const REALDATA = new URL("../../shared/realdata/", import.meta.url);
-const MLX_DIR = new URL("ml-explore__mlx-examples/llms/adapters", REALDATA).pathname;
+const MLX_DIR = `${REALDATA}ml-explore__mlx-examples/llms/adapters`;
 
-const present = (() => {
-  try {
-    return Deno.statSync(new URL("README.md", REALDATA)).isFile;
-  } catch {
-    return false;
-  }
-})();
-
-if (!present) {
-  const message = `${REALDATA.pathname} not found: the MLX conformance tests did not run`;
-  if (Deno.env.get("FFWD_SKIP_REALDATA") === "1") {
-    console.warn(`\n!!! WARNING: ${message} (FFWD_SKIP_REALDATA=1) !!!\n`);
-    Deno.test({ name: "MLX realdata (skipped: no realdata)", ignore: true, fn() {} });
-  } else {
-    Deno.test("MLX realdata tests need ../shared/realdata", () => {
-      throw new Error(`${message}; set FFWD_SKIP_REALDATA=1 to skip them on purpose`);
-    });
-  }
-} else {
-  registerRealdataTests();
-}
+registerRealdataTests();
 
 function registerRealdataTests(): void {
-  Deno.test("loadMlxAdapter() converts the mlx-examples adapter to PEFT's layout", async () => {
+  realdataTest("loadMlxAdapter() converts the mlx-examples adapter to PEFT's layout", async () => {
     const adapter = await loadAdapter(MLX_DIR);
     strictEqual(adapter.name, "adapters");
     strictEqual(adapter.config.r, 8);
@@ -63,83 +43,92 @@ function registerRealdataTests(): void {
     strictEqual(raw.lora_layers, 4);
   });
 
-  Deno.test("each converted layer's B·A·(alpha/r) equals scale · lora_bᵀ · lora_aᵀ", async () => {
-    const adapter = await loadMlxAdapter(MLX_DIR);
-    const { tensors: raw } = await readSafetensors(`${MLX_DIR}/adapters.safetensors`);
-    const mlxScale = 10; // lora_parameters.scale of the file
-    for (const [module, t] of adapter.layers) {
-      const { alpha, rank } = layerHyper(adapter.config, module);
-      const loraA = raw.get(`${module}.lora_a`)!.data as Float32Array; // [in, r]
-      const loraB = raw.get(`${module}.lora_b`)!.data as Float32Array; // [r, out]
-      const A = t.A.data as Float32Array; // [r, in]
-      const B = t.B.data as Float32Array; // [out, r]
-      const [r, n] = t.A.shape as [number, number];
-      const m = t.B.shape[0]!;
-      let worst = 0;
-      for (let i = 0; i < m; i++) {
-        for (let j = 0; j < n; j++) {
-          let peft = 0;
-          let mlx = 0;
-          for (let k = 0; k < r; k++) {
-            peft += B[i * r + k]! * A[k * n + j]!;
-            mlx += loraB[k * m + i]! * loraA[j * r + k]!; // (lora_bᵀ)[i, k] · (lora_aᵀ)[k, j]
+  realdataTest(
+    "each converted layer's B·A·(alpha/r) equals scale · lora_bᵀ · lora_aᵀ",
+    async () => {
+      const adapter = await loadMlxAdapter(MLX_DIR);
+      const { tensors: raw } = await readSafetensors(`${MLX_DIR}/adapters.safetensors`);
+      const mlxScale = 10; // lora_parameters.scale of the file
+      for (const [module, t] of adapter.layers) {
+        const { alpha, rank } = layerHyper(adapter.config, module);
+        const loraA = raw.get(`${module}.lora_a`)!.data as Float32Array; // [in, r]
+        const loraB = raw.get(`${module}.lora_b`)!.data as Float32Array; // [r, out]
+        const A = t.A.data as Float32Array; // [r, in]
+        const B = t.B.data as Float32Array; // [out, r]
+        const [r, n] = t.A.shape as [number, number];
+        const m = t.B.shape[0]!;
+        let worst = 0;
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) {
+            let peft = 0;
+            let mlx = 0;
+            for (let k = 0; k < r; k++) {
+              peft += B[i * r + k]! * A[k * n + j]!;
+              mlx += loraB[k * m + i]! * loraA[j * r + k]!; // (lora_bᵀ)[i, k] · (lora_aᵀ)[k, j]
+            }
+            peft *= alpha / rank;
+            mlx *= mlxScale;
+            const err = Math.abs(peft - mlx) / Math.max(Math.abs(mlx), 1e-30);
+            if (mlx !== 0 && err > worst) worst = err;
           }
-          peft *= alpha / rank;
-          mlx *= mlxScale;
-          const err = Math.abs(peft - mlx) / Math.max(Math.abs(mlx), 1e-30);
-          if (mlx !== 0 && err > worst) worst = err;
         }
+        ok(worst <= 1e-6, `${module}: relative error ${worst}`);
       }
-      ok(worst <= 1e-6, `${module}: relative error ${worst}`);
-    }
-  });
+    },
+  );
 
-  Deno.test("loadMlxAdapter() with legacyAlphaScale scales by alpha / rank as old mlx-examples did", async () => {
-    const adapter = await loadMlxAdapter(MLX_DIR, { legacyAlphaScale: true });
-    strictEqual(layerHyper(adapter.config, "model.layers.36.self_attn.q_proj").scale, 20); // 10 · 16 / 8
-  });
+  realdataTest(
+    "loadMlxAdapter() with legacyAlphaScale scales by alpha / rank as old mlx-examples did",
+    async () => {
+      const adapter = await loadMlxAdapter(MLX_DIR, { legacyAlphaScale: true });
+      strictEqual(layerHyper(adapter.config, "model.layers.36.self_attn.q_proj").scale, 20); // 10 · 16 / 8
+    },
+  );
 
-  Deno.test("matchAdapter() reports the MLX attention adapter against an MLP and a small LLaMA-like model", async () => {
-    const adapter = await loadMlxAdapter(MLX_DIR);
-    const layer = (name: string, n: number, m: number): LinearLayer => ({
-      name,
-      inFeatures: n,
-      outFeatures: m,
-      orientation: "out_in",
-      weightKey: `${name}.weight`,
-      dtype: "F32",
-    });
-    const mlp = { layers: [layer("fc1", 784, 512), layer("fc2", 512, 10)] };
-    throws(() => matchAdapter(adapter, mlp), {
-      name: "RangeError",
-      message:
-        /^Cannot load adapter "adapters": tensor "base_model\.model\.model\.layers\.\d+\.self_attn\.[qv]_proj\.lora_A\.weight" matches no linear layer of the model; .*; and 10 more \(its layers: fc1, fc2\)$/,
-    });
-    const none = matchAdapter(adapter, mlp, { allowMismatch: true });
-    deepStrictEqual([none.layers.length, none.matched.length, none.unmatched.length], [0, 0, 16]);
+  realdataTest(
+    "matchAdapter() reports the MLX attention adapter against an MLP and a small LLaMA-like model",
+    async () => {
+      const adapter = await loadMlxAdapter(MLX_DIR);
+      const layer = (name: string, n: number, m: number): LinearLayer => ({
+        name,
+        inFeatures: n,
+        outFeatures: m,
+        orientation: "out_in",
+        weightKey: `${name}.weight`,
+        dtype: "F32",
+      });
+      const mlp = { layers: [layer("fc1", 784, 512), layer("fc2", 512, 10)] };
+      throws(() => matchAdapter(adapter, mlp), {
+        name: "RangeError",
+        message:
+          /^Cannot load adapter "adapters": tensor "base_model\.model\.model\.layers\.\d+\.self_attn\.[qv]_proj\.lora_A\.weight" matches no linear layer of the model; .*; and 10 more \(its layers: fc1, fc2\)$/,
+      });
+      const none = matchAdapter(adapter, mlp, { allowMismatch: true });
+      deepStrictEqual([none.layers.length, none.matched.length, none.unmatched.length], [0, 0, 16]);
 
-    const fake = {
-      layers: [36, 37, 38, 39].flatMap((i) => [
-        layer(`model.layers.${i}.self_attn.q_proj`, 2304, 2304),
-        layer(`model.layers.${i}.self_attn.v_proj`, 2048, 2304),
-      ]),
-    };
-    throws(() => matchAdapter(adapter, fake), {
-      name: "TypeError",
-      message:
-        /tensor "base_model\.model\.model\.layers\.\d+\.self_attn\.v_proj\.lora_A\.weight" has shape \[8, 2304\], expected \[8, 2048\]/,
-    });
-    const some = matchAdapter(adapter, fake, { allowMismatch: true });
-    deepStrictEqual(
-      some.layers.map((l) => l.layer.name).sort(),
-      [36, 37, 38, 39].map((i) => `model.layers.${i}.self_attn.q_proj`),
-    );
-    strictEqual(some.layers[0]!.scale, 10);
-    strictEqual(some.mismatched.length, 4);
-    deepStrictEqual(some.mismatched[0]!.expected, [8, 2048]);
-    deepStrictEqual(some.mismatched[0]!.actual, [8, 2304]);
-    strictEqual(some.matched.length, 12); // 4 q_proj A+B, 4 v_proj B
-  });
+      const fake = {
+        layers: [36, 37, 38, 39].flatMap((i) => [
+          layer(`model.layers.${i}.self_attn.q_proj`, 2304, 2304),
+          layer(`model.layers.${i}.self_attn.v_proj`, 2048, 2304),
+        ]),
+      };
+      throws(() => matchAdapter(adapter, fake), {
+        name: "TypeError",
+        message:
+          /tensor "base_model\.model\.model\.layers\.\d+\.self_attn\.v_proj\.lora_A\.weight" has shape \[8, 2304\], expected \[8, 2048\]/,
+      });
+      const some = matchAdapter(adapter, fake, { allowMismatch: true });
+      deepStrictEqual(
+        some.layers.map((l) => l.layer.name).sort(),
+        [36, 37, 38, 39].map((i) => `model.layers.${i}.self_attn.q_proj`),
+      );
+      strictEqual(some.layers[0]!.scale, 10);
+      strictEqual(some.mismatched.length, 4);
+      deepStrictEqual(some.mismatched[0]!.expected, [8, 2048]);
+      deepStrictEqual(some.mismatched[0]!.actual, [8, 2304]);
+      strictEqual(some.matched.length, 12); // 4 q_proj A+B, 4 v_proj B
+    },
+  );
 }
 
 function rand(shape: number[], seed: number): Tensor<"F32"> {

@@ -36,6 +36,8 @@ export const TrainConfigSchema = z.strictObject({
   alpha_pattern: z.record(z.string(), z.number().positive()).optional(),
   dora: z.boolean().optional(),
   rslora: z.boolean().optional(),
+  bias: z.enum(["none", "all", "lora_only"]).optional(),
+  modules_to_save: z.array(z.string()).optional(),
   init: z.enum(["kaiming", "gaussian"]).optional(),
   dropout: z.number().min(0).max(0.99).optional(),
   epochs: positiveInt.optional(),

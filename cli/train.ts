@@ -40,6 +40,15 @@ export function registerTrain(program: Program): void {
     .option("--targets <names>", "all-linear, a comma list of module names, or /regex/")
     .option("--dora", "train DoRA adapters")
     .option("--rslora", "scale by alpha / sqrt(rank)")
+    .addOption(
+      new Option("--bias <which>", "also train biases (PEFT's bias)").choices(
+        ["none", "all", "lora_only"] as const,
+      ),
+    )
+    .option(
+      "--modules-to-save <names>",
+      "train these layers whole (comma list), saved in the adapter",
+    )
     .option("--dropout <p>", "LoRA dropout (default 0)", num)
     .option("--epochs <n>", "epochs (default 1)", int)
     .option("--max-steps <n>", "optimizer steps (default: epochs × batches)", int)
@@ -123,6 +132,15 @@ export function registerTrain(program: Program): void {
         targetModules: targets,
         useDora: pick(flags.dora, "dora") ?? false,
         useRslora: pick(flags.rslora, "rslora") ?? false,
+        bias: pick(flags.bias, "bias") ?? "none",
+        modulesToSave: (() => {
+          const m = pick<string | string[]>(flags.modulesToSave, "modules_to_save");
+          return m === undefined
+            ? null
+            : Array.isArray(m)
+            ? m
+            : m.split(",").map((t) => t.trim()).filter(Boolean);
+        })(),
         loraDropout: pick(flags.dropout, "dropout") ?? 0,
         layersToTransform: file.layers_to_transform ?? null,
         rankPattern: file.rank_pattern ?? {},
