@@ -39,7 +39,7 @@ export async function measure(dims: readonly number[], batch: number, rank: numb
       return r;
     },
   };
-  await train(timed, params, data, { batchSize: batch, maxSteps: 3, lr: 1e-4 }); // warm-up
+  await train(timed, params, data, { batchSize: batch, maxSteps: 30, lr: 1e-4 }); // warm-up: compile caches and the JIT
   inStep = 0;
   const t0 = performance.now();
   await train(timed, params, data, { batchSize: batch, epochs: 1, lr: 1e-4, seed: 1 });
