@@ -16,6 +16,7 @@ import { exportAdapter } from "./export.ts";
 import { adapterFeeds, ParityError } from "./parity.ts";
 import { planMerge } from "./merge.ts";
 import { randomAdapter } from "./_random_adapter.ts";
+import { REALDATA, realdataTest } from "../tests/_realdata.ts";
 
 const PEFT = new URL("../fixtures/peft/", import.meta.url).pathname;
 const HF = new URL("../fixtures/hf/", import.meta.url).pathname;
@@ -289,19 +290,19 @@ const REAL_BASES = [
 realdataTest(
   "exportAdapter() merges real ONNX bases (PyTorch, tf2onnx, keras2onnx, external data) with parity",
   async () => {
-  await withDir(async (dir) => {
-    for (const [i, rel] of REAL_BASES.entries()) {
-      const model: BaseModel = await openModel(`${REAL}${rel}`);
-      for (const dora of [false, true]) {
-        const adapter = randomAdapter(model, { r: 2, seed: i, dora });
-        const { report } = await exportAdapter(model, adapter, { out: `${dir}/m${i}.onnx` });
-        strictEqual(report!.verdict, "pass", `${rel} dora=${dora}`);
-        const s = await ort.InferenceSession.create(`${dir}/m${i}.onnx`);
-        deepStrictEqual([...s.outputNames], model.outputs.map((o) => o.name), rel);
-        await s.release();
+    await withDir(async (dir) => {
+      for (const [i, rel] of REAL_BASES.entries()) {
+        const model: BaseModel = await openModel(`${REAL}${rel}`);
+        for (const dora of [false, true]) {
+          const adapter = randomAdapter(model, { r: 2, seed: i, dora });
+          const { report } = await exportAdapter(model, adapter, { out: `${dir}/m${i}.onnx` });
+          strictEqual(report!.verdict, "pass", `${rel} dora=${dora}`);
+          const s = await ort.InferenceSession.create(`${dir}/m${i}.onnx`);
+          deepStrictEqual([...s.outputNames], model.outputs.map((o) => o.name), rel);
+          await s.release();
+        }
+        model.close();
       }
-      model.close();
-    }
-  });
+    });
   },
 );

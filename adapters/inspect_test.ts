@@ -52,24 +52,27 @@ Deno.test("inspectAdapter() gives each layer's own rank and scale under rank_pat
   deepStrictEqual(s.config.modulesToSave, ["fc3"]);
 });
 
-realdataTest("inspectAdapter() describes an MLX-LM folder in PEFT's terms with MLX's tensor names", async (t) => {
-  const s = await inspectAdapter(MLX_DIR);
-  strictEqual(s.kind, "mlx");
-  deepStrictEqual([s.config.rank, s.config.alpha, s.config.scale, s.config.dora], [
-    8,
-    80,
-    10,
-    false,
-  ]);
-  strictEqual(s.layers.length, 8);
-  strictEqual(s.tensors.length, 16);
-  await t.step("tensor names are MLX's", () => {
-    deepStrictEqual(
-      s.tensors.find((x) => x.name === "model.layers.36.self_attn.q_proj.lora_a")?.shape,
-      [2304, 8],
-    );
-  });
-});
+realdataTest(
+  "inspectAdapter() describes an MLX-LM folder in PEFT's terms with MLX's tensor names",
+  async (t) => {
+    const s = await inspectAdapter(MLX_DIR);
+    strictEqual(s.kind, "mlx");
+    deepStrictEqual([s.config.rank, s.config.alpha, s.config.scale, s.config.dora], [
+      8,
+      80,
+      10,
+      false,
+    ]);
+    strictEqual(s.layers.length, 8);
+    strictEqual(s.tensors.length, 16);
+    await t.step("tensor names are MLX's", () => {
+      deepStrictEqual(
+        s.tensors.find((x) => x.name === "model.layers.36.self_attn.q_proj.lora_a")?.shape,
+        [2304, 8],
+      );
+    });
+  },
+);
 
 Deno.test("inspectAdapter() errors name the folder", async () => {
   const dir = await Deno.makeTempDir();

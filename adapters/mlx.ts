@@ -41,7 +41,7 @@ export interface LoadMlxOptions {
  * Loads an MLX-LM LoRA or DoRA adapter folder and converts it to PEFT's layout.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { loadMlxAdapter } from "./mlx.ts";
  * const adapter = await loadMlxAdapter("../shared/realdata/ml-explore__mlx-examples/llms/adapters");
  * adapter.layers.get("model.layers.36.self_attn.q_proj")!.A.shape; // [8, 2304]

@@ -1,7 +1,7 @@
 /**
  * `ffwd inspect` run as a subprocess, the way a user runs it: JSON output, the table, and the
  * error and exit-code behaviour, for safetensors, ONNX, TF.js and adapter folders. Tests of files
- * under ../shared/realdata are skipped, with a loud warning, when it is absent.
+ * under ../shared/realdata are registered by `realdataTest` (see tests/_realdata.ts).
  *
  * The test task may only run `deno` (`--allow-run=deno`). Under `npx deno`, that name resolves
  * through `node_modules/.bin` to another path than `Deno.execPath()`, which the permission then
@@ -10,6 +10,7 @@
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { tensor } from "../src/tensor.ts";
+import { REALDATA, realdataTest as sharedRealdataTest } from "./_realdata.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -100,23 +101,9 @@ async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-const REALDATA = new URL("../shared/realdata/", ROOT);
-
-/** A test of a file under ../shared/realdata, skipped with a loud warning when it is absent. */
+/** A test of the file `path` under ../shared/realdata (see tests/_realdata.ts). */
 function realdataTest(name: string, path: string, fn: (path: string) => Promise<void>): void {
-  const full = new URL(path, REALDATA).pathname;
-  let present = true;
-  try {
-    Deno.statSync(full);
-  } catch {
-    present = false;
-  }
-  if (!present) console.warn(`\n!!! WARNING: ${full} not found: SKIPPING "${name}" !!!\n`);
-  Deno.test({
-    name: present ? name : `${name} (SKIPPED: no ${full})`,
-    ignore: !present,
-    fn: () => fn(full),
-  });
+  sharedRealdataTest(name, () => fn(REALDATA + path));
 }
 
 Deno.test("ffwd inspect --json prints format, tensors, metadata, parameters and no blocks", async () => {

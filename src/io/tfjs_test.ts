@@ -4,10 +4,10 @@ import { Graph } from "../engine/graph.ts";
 import { Session } from "../engine/runtime.ts";
 import { Rng } from "../rng.ts";
 import { openTfjsModel } from "./tfjs.ts";
+import { REALDATA, realdataTest } from "../../tests/_realdata.ts";
 
 const FIXTURE = new URL("../../fixtures/tfjs/dense/", import.meta.url).pathname;
-const REALDATA =
-  new URL("../../../shared/realdata/tensorflow__tfjs/e2e/", import.meta.url).pathname;
+const E2E = `${REALDATA}tensorflow__tfjs/e2e/`;
 
 /** tfjs's own loader over files (no network): the oracle. */
 function fileHandler(dir: string): tf.io.IOHandler {
@@ -62,8 +62,8 @@ Deno.test("openTfjsModel() accepts the model's folder", async () => {
   deepStrictEqual((await model.readTensor("fc1/kernel")).shape, [8, 16]);
 });
 
-Deno.test("openTfjsModel() names the unsupported layer class", async () => {
-  const dir = `${REALDATA}integration_tests/load_predict_data/layers_model/`;
+realdataTest("openTfjsModel() names the unsupported layer class", async () => {
+  const dir = `${E2E}integration_tests/load_predict_data/layers_model/`;
   await rejects(
     () => openTfjsModel(`${dir}model.json`),
     (e: Error) =>
@@ -71,9 +71,9 @@ Deno.test("openTfjsModel() names the unsupported layer class", async () => {
   );
 });
 
-Deno.test("openTfjsModel() refuses a TF.js graph model, naming the format", async () => {
+realdataTest("openTfjsModel() refuses a TF.js graph model, naming the format", async () => {
   await rejects(
-    () => openTfjsModel(`${REALDATA}custom_module/dense_model/model/model.json`),
+    () => openTfjsModel(`${E2E}custom_module/dense_model/model/model.json`),
     (e: Error) =>
       e instanceof TypeError && e.message.includes(`graph model (format "graph-model")`),
   );

@@ -5,7 +5,8 @@
  *   the original file run directly in onnxruntime-node (max relative error 1e-5, seeded inputs);
  * - the files the README marks as hostile or as not ONNX fail with the expected error.
  *
- * Set FFWD_SKIP_REALDATA=1 to skip when the folder is absent (otherwise that fails).
+ * Every test is registered by `realdataTest` (see tests/_realdata.ts): ignored, with a loud
+ * warning, when the folder is absent, unless FFWD_REQUIRE_REALDATA=1 makes them fail.
  *
  * @module
  */
@@ -19,9 +20,9 @@ import { tensorFromProto } from "../../src/io/onnx/tensor_proto.ts";
 import { TensorProtoSchema } from "../../src/onnx/gen/onnx_pb.ts";
 import { Rng } from "../../src/rng.ts";
 import { allocData, numel, type Tensor, toFloat32 } from "../../src/tensor.ts";
+import { REALDATA, realdataPresent, realdataTest } from "../_realdata.ts";
 
-const ROOT = new URL("../../../shared/realdata/", import.meta.url).pathname;
-const SKIP = Deno.env.get("FFWD_SKIP_REALDATA") === "1";
+const ROOT = REALDATA;
 const TOL = 1e-5;
 
 /** Files that must fail to load, with the error they must fail with. */
@@ -41,10 +42,6 @@ const EXPECTED_FAILURES: Record<string, { error: ErrorConstructor; message: RegE
   },
 };
 
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true, () => false);
-}
-
 async function walk(dir: string, out: string[] = []): Promise<string[]> {
   for await (const e of Deno.readDir(dir)) {
     const p = `${dir}/${e.name}`;
@@ -54,16 +51,12 @@ async function walk(dir: string, out: string[] = []): Promise<string[]> {
   return out.sort();
 }
 
-const present = await exists(ROOT);
+const present = realdataPresent;
 const files = present ? await walk(ROOT.replace(/\/$/, "")) : [];
 const rel = (p: string) => p.slice(ROOT.length);
 
-Deno.test({
-  name: "the realdata folder is present (set FFWD_SKIP_REALDATA=1 to skip)",
-  ignore: SKIP,
-  fn: () => {
-    if (!present) throw new Error(`The realdata folder is missing: expected it at ${ROOT}`);
-  },
+realdataTest("the realdata folder is present", () => {
+  if (!present) throw new Error(`The realdata folder is missing: expected it at ${ROOT}`);
 });
 
 /** Max relative error `|a − b| / max(|b|, 1e-6)` after an absolute floor of 1e-6. */
@@ -116,7 +109,7 @@ async function runFfwd(path: string, feeds: Record<string, Tensor>) {
 const isBackendCase = (p: string) => /\/backend\/test\/data\/(node|pytorch-converted)\//.test(p);
 
 for (const path of files.filter(isBackendCase)) {
-  Deno.test(`${rel(path)} reproduces its reference outputs`, async () => {
+  realdataTest(`${rel(path)} reproduces its reference outputs`, async () => {
     const dir = path.slice(0, path.lastIndexOf("/")) + "/test_data_set_0";
     const read = async (f: string) =>
       tensorFromProto(fromBinary(TensorProtoSchema, await Deno.readFile(`${dir}/${f}`)), f);
@@ -157,7 +150,7 @@ function randomFeeds(
 }
 
 for (const path of files.filter((p) => !isBackendCase(p) && !EXPECTED_FAILURES[rel(p)])) {
-  Deno.test(`${rel(path)} gives onnxruntime's outputs when imported`, async () => {
+  realdataTest(`${rel(path)} gives onnxruntime's outputs when imported`, async () => {
     const model = await openOnnxModel(path);
     const feeds = randomFeeds(model.inputs);
     const { out } = await runFfwd(path, feeds);
@@ -175,17 +168,13 @@ for (const path of files.filter((p) => !isBackendCase(p) && !EXPECTED_FAILURES[r
 }
 
 for (const [file, expected] of Object.entries(EXPECTED_FAILURES)) {
-  Deno.test({
-    name: `${file} is refused with a clear error`,
-    ignore: !present,
-    fn: async () => {
-      let caught: unknown;
-      await openOnnxModel(ROOT + file).catch((e) => (caught = e));
-      if (!(caught instanceof expected.error) || !expected.message.test(caught.message)) {
-        throw new Error(
-          `Expected ${expected.error.name} matching ${expected.message}, got ${caught}`,
-        );
-      }
-    },
+  realdataTest(`${file} is refused with a clear error`, async () => {
+    let caught: unknown;
+    await openOnnxModel(ROOT + file).catch((e) => (caught = e));
+    if (!(caught instanceof expected.error) || !expected.message.test(caught.message)) {
+      throw new Error(
+        `Expected ${expected.error.name} matching ${expected.message}, got ${caught}`,
+      );
+    }
   });
 }

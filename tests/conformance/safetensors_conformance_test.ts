@@ -4,7 +4,7 @@
  *
  * Expected values were read from the files with Python's `struct` and `json` modules
  * (independently of this code): e.g. `struct.unpack("<6e", data[96:108])` for the F16 sample.
- * Without the real-data folder the suite fails, unless FFWD_SKIP_REALDATA=1 is set.
+ * The tests of real files are registered by `realdataTest` (see tests/_realdata.ts).
  */
 
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
@@ -15,8 +15,8 @@ import {
   readSafetensors,
   writeSafetensors,
 } from "../../src/io/safetensors.ts";
+import { REALDATA_URL as REALDATA, realdataTest } from "../_realdata.ts";
 
-const REALDATA = new URL("../../../shared/realdata/", import.meta.url);
 const OVERALL = new URL("huggingface__safetensors/samples/overall.safetensors", REALDATA);
 const E_SAMPLE = new URL("huggingface__safetensors/samples/e.safetensors", REALDATA);
 const MULTI_LAYER = new URL(
@@ -28,28 +28,8 @@ const MLX_ADAPTER = new URL(
   REALDATA,
 );
 
-const present = (() => {
-  try {
-    return Deno.statSync(new URL("README.md", REALDATA)).isFile;
-  } catch {
-    return false;
-  }
-})();
-
-if (!present) {
-  const message = `${REALDATA.pathname} not found: conformance not run`;
-  if (Deno.env.get("FFWD_SKIP_REALDATA") === "1") {
-    console.warn(`\n!!! WARNING: ${message} (FFWD_SKIP_REALDATA=1) !!!\n`);
-    Deno.test({ name: "safetensors conformance (skipped: no realdata)", ignore: true, fn() {} });
-  } else {
-    Deno.test("safetensors conformance needs ../shared/realdata", () => {
-      throw new Error(`${message}; set FFWD_SKIP_REALDATA=1 to skip it on purpose`);
-    });
-  }
-} else {
-  registerRealFileTests();
-  registerMalformedTests();
-}
+registerRealFileTests();
+registerMalformedTests();
 
 function values(t: Tensor): (number | bigint)[] {
   return [...(t.data as ArrayLike<number | bigint> & Iterable<number | bigint>)];
@@ -63,7 +43,7 @@ function sum(t: Tensor): number {
 }
 
 function registerRealFileTests(): void {
-  Deno.test("overall.safetensors: all nine dtypes decode to the sample's values", async () => {
+  realdataTest("overall.safetensors: all nine dtypes decode to the sample's values", async () => {
     const { tensors, metadata } = await readSafetensors(OVERALL);
     deepStrictEqual(metadata, { test: "a" });
     const expected: Record<string, [string, (number | bigint)[]]> = {
@@ -87,7 +67,7 @@ function registerRealFileTests(): void {
     deepStrictEqual([...toFloat32(tensors.get("e")!).data], [-3, -2, -1, 0, 1, 2]);
   });
 
-  Deno.test("overall.safetensors: header sizes and absolute offsets", async () => {
+  realdataTest("overall.safetensors: header sizes and absolute offsets", async () => {
     using file = await openSafetensors(OVERALL);
     const h = file.header;
     deepStrictEqual([h.headerLength, h.dataStart, h.dataLength, h.fileSize], [526, 534, 168, 702]);
@@ -101,13 +81,13 @@ function registerRealFileTests(): void {
     );
   });
 
-  Deno.test("e.safetensors: the F16 sample decodes exactly", async () => {
+  realdataTest("e.safetensors: the F16 sample decodes exactly", async () => {
     const { tensors, metadata } = await readSafetensors(E_SAMPLE);
     deepStrictEqual(metadata, { test: "a" });
     deepStrictEqual([...toFloat32(tensors.get("e")!).data], [-3, -2, -1, 0, 1, 2]);
   });
 
-  Deno.test("multi_layer.safetensors: an I64 scalar of shape [] and F32 weights", async () => {
+  realdataTest("multi_layer.safetensors: an I64 scalar of shape [] and F32 weights", async () => {
     const { tensors, metadata } = await readSafetensors(MULTI_LAYER);
     deepStrictEqual(metadata, {});
     const counter = tensors.get("norm1.num_batches_tracked")!;
@@ -135,20 +115,23 @@ function registerRealFileTests(): void {
     }
   });
 
-  Deno.test("MLX adapters.safetensors: __metadata__ null and offsets out of name order", async () => {
-    const summary = await inspectSafetensors(MLX_ADAPTER);
-    deepStrictEqual(summary.metadata, {});
-    strictEqual(summary.tensors.length, 16);
-    strictEqual(summary.parameters, 16 * 2304 * 8);
-    strictEqual(summary.tensors[0]!.name, "model.layers.39.self_attn.v_proj.lora_b");
-    using file = await openSafetensors(MLX_ADAPTER);
-    const a = await file.readTensor("model.layers.36.self_attn.q_proj.lora_a");
-    deepStrictEqual(a.shape, [2304, 8]);
-    strictEqual(a.data[0], 0.02313074842095375);
-    ok(Math.abs(sum(a) - -1.1312320728484337) < 1e-9);
-  });
+  realdataTest(
+    "MLX adapters.safetensors: __metadata__ null and offsets out of name order",
+    async () => {
+      const summary = await inspectSafetensors(MLX_ADAPTER);
+      deepStrictEqual(summary.metadata, {});
+      strictEqual(summary.tensors.length, 16);
+      strictEqual(summary.parameters, 16 * 2304 * 8);
+      strictEqual(summary.tensors[0]!.name, "model.layers.39.self_attn.v_proj.lora_b");
+      using file = await openSafetensors(MLX_ADAPTER);
+      const a = await file.readTensor("model.layers.36.self_attn.q_proj.lora_a");
+      deepStrictEqual(a.shape, [2304, 8]);
+      strictEqual(a.data[0], 0.02313074842095375);
+      ok(Math.abs(sum(a) - -1.1312320728484337) < 1e-9);
+    },
+  );
 
-  Deno.test("every real file survives a write and a read back unchanged", async () => {
+  realdataTest("every real file survives a write and a read back unchanged", async () => {
     const dir = await Deno.makeTempDir({ prefix: "ffwd_conf_" });
     try {
       for (const url of [OVERALL, E_SAMPLE, MULTI_LAYER, MLX_ADAPTER]) {
@@ -193,7 +176,7 @@ const u8 = (begin: number, end: number) => ({
 type Expect = [kind: "SyntaxError" | "RangeError" | "TypeError", message: string | RegExp];
 
 function registerMalformedTests(): void {
-  Deno.test("malformed files fail with the file named and the problem stated", async (t) => {
+  realdataTest("malformed files fail with the file named and the problem stated", async (t) => {
     const dir = await Deno.makeTempDir({ prefix: "ffwd_bad_" });
     const overall = await Deno.readFile(OVERALL);
     const at = (i: number, text: string) => {
@@ -413,7 +396,7 @@ function registerMalformedTests(): void {
     }
   });
 
-  Deno.test("every truncation and 400 random byte flips fail cleanly or parse", async () => {
+  realdataTest("every truncation and 400 random byte flips fail cleanly or parse", async () => {
     const dir = await Deno.makeTempDir({ prefix: "ffwd_fuzz_" });
     const path = `${dir}/fuzz.safetensors`;
     const overall = await Deno.readFile(OVERALL);
@@ -449,21 +432,24 @@ function registerMalformedTests(): void {
     }
   });
 
-  Deno.test("a file cut short after it was opened fails on read, naming the tensor", async () => {
-    const dir = await Deno.makeTempDir({ prefix: "ffwd_cut_" });
-    try {
-      const path = `${dir}/shrinks.safetensors`;
-      await Deno.copyFile(OVERALL, path);
-      using file = await openSafetensors(path);
-      await Deno.truncate(path, 600);
-      await rejects(file.readTensor("i"), {
-        name: "RangeError",
-        message:
-          `Cannot read "${path}": file is now 600 bytes, but tensor "i" needs bytes 678 to 702: ` +
-          "it was truncated after it was opened",
-      });
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  });
+  realdataTest(
+    "a file cut short after it was opened fails on read, naming the tensor",
+    async () => {
+      const dir = await Deno.makeTempDir({ prefix: "ffwd_cut_" });
+      try {
+        const path = `${dir}/shrinks.safetensors`;
+        await Deno.copyFile(OVERALL, path);
+        using file = await openSafetensors(path);
+        await Deno.truncate(path, 600);
+        await rejects(file.readTensor("i"), {
+          name: "RangeError",
+          message:
+            `Cannot read "${path}": file is now 600 bytes, but tensor "i" needs bytes 678 to 702: ` +
+            "it was truncated after it was opened",
+        });
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  );
 }

@@ -34,13 +34,8 @@ import type { BuildOptions } from "../../model.ts";
 import type { Tensor } from "../../tensor.ts";
 import type { OnnxModel } from "./import.ts";
 
-/** The realdata folder (see `../shared/realdata/README.md`). */
-export const REALDATA = new URL("../../../../shared/realdata/", import.meta.url).pathname;
-
-/** A test that reads `REALDATA`, skipped when FFWD_SKIP_REALDATA=1. */
-export function realdataTest(name: string, fn: () => Promise<void>): void {
-  Deno.test({ name, ignore: Deno.env.get("FFWD_SKIP_REALDATA") === "1", fn });
-}
+/** The realdata folder and its tests' registration, shared by the whole suite. */
+export { REALDATA, realdataTest } from "../../../tests/_realdata.ts";
 
 /** An attribute value: `{ i }`, `{ f }`, `{ ints }`, `{ floats }`, `{ s }` or `{ t }`. */
 export type A =
