@@ -81,7 +81,7 @@ export function runUnmerged(model: BaseModel, plan: MergePlan, probe: Probe): Pr
 
 /**
  * Run (c) for ONNX: the written file in a plain onnxruntime-node session created from its path,
- * as any consumer would load it; returns the outputs in the file's order.
+ * as a consumer would load it; returns the outputs in the file's order.
  *
  * @example
  * ```ts ignore

@@ -115,7 +115,7 @@ export function registerServe(program: Program): void {
     .option("--block <name>", "block of a multi-block file (model.layers.3.mlp)")
     .requiredOption("--adapters-dir <dir>", "folder of adapter folders (loaded by name)")
     .option("--host <host>", "address to bind", "127.0.0.1")
-    .option("--port <n>", "port (0: any free port)", integer(0), 8080)
+    .option("--port <n>", "port (0 picks a free port)", integer(0), 8080)
     .option("--max-batch <rows>", "most rows per engine run", integer(1), 64)
     .option("--max-wait-ms <ms>", "longest wait to fill a batch", number(0), 5)
     .option("--token <token>", "require Authorization: Bearer <token> (or set FFWD_TOKEN)")
