@@ -5,7 +5,7 @@
  * figures for one shape.
  */
 
-import { buildLoraMlpStep } from "../src/train/bench.ts";
+import { baseFlops, buildLoraMlpStep } from "../src/train/bench.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { matmul } from "../src/engine/ops/matmul.ts";
 import { Session } from "../src/engine/runtime.ts";
@@ -23,10 +23,7 @@ async function stepBench(dims: number[], batch: number, rank: number) {
     labels: { dtype: "I64" as const, shape: [batch], data: labels },
   };
   const opt = new Optimizer("adamw");
-  const flops = dims.slice(1).reduce(
-    (f, d, i) => f + 2 * batch * dims[i]! * d * (i === 0 ? 1 : 2),
-    0,
-  );
+  const flops = baseFlops(dims, batch);
   return { step, params, feeds, opt, flops };
 }
 

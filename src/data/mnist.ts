@@ -6,7 +6,7 @@
  */
 
 import { Rng } from "../rng.ts";
-import type { Dataset } from "../train/dataset.ts";
+import { type Dataset, takeRows } from "../train/dataset.ts";
 
 /** Image side. */
 export const SIDE = 28;
@@ -39,21 +39,6 @@ export async function loadMnist(): Promise<Dataset> {
     r += n;
   });
   return { rows, width: PIXELS, x, y: { kind: "labels", data: y, classes: 10 } };
-}
-
-/** Rows `idx` of a dataset, in that order. */
-export function takeRows(data: Dataset, idx: ArrayLike<number>): Dataset {
-  const n = idx.length;
-  const x = new Float32Array(n * data.width);
-  const y = new BigInt64Array(n);
-  const labels = data.y.kind === "labels" ? data.y.data : null;
-  if (!labels) throw new TypeError("takeRows needs integer labels");
-  for (let i = 0; i < n; i++) {
-    const r = idx[i]!;
-    x.set(data.x.subarray(r * data.width, (r + 1) * data.width), i * data.width);
-    y[i] = labels[r]!;
-  }
-  return { rows: n, width: data.width, x, y: { kind: "labels", data: y, classes: 10 } };
 }
 
 /** A fixed, seeded split: `testRows` test digits, the rest for training. */

@@ -30,7 +30,7 @@ import { type AddedTensor, irVersionFor, nodeForm, resolveOpset } from "./_opset
 import { attrProto, tensorProto, valueInfo } from "./_proto.ts";
 import { type CopyChunk, emitInitializers, type SpillChunk, writeSideFile } from "./_external.ts";
 
-export { tensorProto } from "./_proto.ts";
+export { tensorProto, valueInfo } from "./_proto.ts";
 export type { CopyChunk, SpillChunk } from "./_external.ts";
 export { INLINE_LIMIT } from "./_external.ts";
 

@@ -107,20 +107,26 @@ export function splitDataset(
   order: Uint32Array,
 ): [Dataset, Dataset] {
   const nEval = Math.round(data.rows * fraction);
-  const take = (idx: Uint32Array): Dataset => {
-    const b = sliceBatch(data, idx, 0, idx.length);
-    const y = b.feeds.labels
-      ? {
-        kind: "labels" as const,
-        data: b.feeds.labels.data as BigInt64Array,
-        classes: data.y.kind === "labels" ? data.y.classes : undefined,
-      }
-      : {
-        kind: "targets" as const,
-        data: b.feeds.targets!.data as Float32Array,
-        width: (data.y as { width: number }).width,
-      };
-    return { rows: idx.length, width: data.width, x: b.feeds.x!.data as Float32Array, y };
-  };
-  return [take(order.subarray(0, data.rows - nEval)), take(order.subarray(data.rows - nEval))];
+  return [
+    takeRows(data, order.subarray(0, data.rows - nEval)),
+    takeRows(data, order.subarray(data.rows - nEval)),
+  ];
+}
+
+/**
+ * The rows `idx` of a dataset, in that order, as a new dataset (labels or targets kept).
+ *
+ * @example
+ * ```ts
+ * import { takeRows } from "./dataset.ts";
+ * const data = { rows: 3, width: 1, x: new Float32Array([1, 2, 3]), y: { kind: "labels" as const, data: new BigInt64Array([0n, 1n, 2n]) } };
+ * takeRows(data, [2, 0]).x; // Float32Array [3, 1]
+ * ```
+ */
+export function takeRows(data: Dataset, idx: ArrayLike<number>): Dataset {
+  const b = sliceBatch(data, Uint32Array.from(idx), 0, idx.length);
+  const y: Dataset["y"] = data.y.kind === "labels"
+    ? { kind: "labels", data: b.feeds.labels!.data as BigInt64Array, classes: data.y.classes }
+    : { kind: "targets", data: b.feeds.targets!.data as Float32Array, width: data.y.width };
+  return { rows: idx.length, width: data.width, x: b.feeds.x!.data as Float32Array, y };
 }

@@ -21,14 +21,11 @@ import {
   type TensorProto,
   TensorProto_DataLocation,
   TensorProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
   type ValueInfoProto,
-  ValueInfoProtoSchema,
 } from "../../onnx/gen/onnx_pb.ts";
+import { valueInfo } from "../../engine/emit.ts";
 import { Graph } from "../../engine/graph.ts";
+import { dtypeOfOnnx } from "../../engine/ops/cast.ts";
 import { fromOrt, Session, toOrt } from "../../engine/runtime.ts";
 import type { BuildOptions } from "../../model.ts";
 import type { Tensor } from "../../tensor.ts";
@@ -119,25 +116,7 @@ export function external(
 
 /** A graph input or output: elem type 1 is FLOAT, dims are sizes or symbolic names. */
 export function io(name: string, dims: (number | string)[], elemType = 1): ValueInfoProto {
-  const dim = dims.map((d) =>
-    create(TensorShapeProto_DimensionSchema, {
-      value: typeof d === "number"
-        ? { case: "dimValue", value: BigInt(d) }
-        : { case: "dimParam", value: d },
-    })
-  );
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType,
-          shape: create(TensorShapeProtoSchema, { dim }),
-        }),
-      },
-    }),
-  });
+  return valueInfo(name, dtypeOfOnnx(elemType), dims, false);
 }
 
 /** What {@link model} assembles. */
