@@ -154,7 +154,8 @@ export class Session {
     });
     const session: Record<string, string> = {};
     if (staged.folder) session.model_external_initializers_file_folder_path = staged.folder;
-    if (opts.prepack === false) session["session.disable_prepacking"] = "1";
+    // onnxruntime-node joins nested keys with dots: this is "session.disable_prepacking".
+    if (opts.prepack === false) session["disable_prepacking"] = "1";
     if (Object.keys(session).length) options.extra = { session };
     let inner: ort.InferenceSession;
     try {
