@@ -39,6 +39,7 @@ export async function writeCheckpoint(
     rng: state.rng,
     optimizer: state.optimizer.name,
     optimizer_step: state.optimizer.step,
+    optimizer_param_steps: state.optimizer.paramSteps,
     best_eval: state.bestEval,
     bad_evals: state.badEvals,
   };
@@ -96,7 +97,12 @@ export async function readCheckpoint(dir: string): Promise<TrainerState> {
       (buffers[rest.slice(0, cut)] ??= {})[rest.slice(cut + 1)] = data;
     }
   }
-  const optimizer: OptimizerState = { name: meta.optimizer, step: meta.optimizer_step, buffers };
+  const optimizer: OptimizerState = {
+    name: meta.optimizer,
+    step: meta.optimizer_step,
+    paramSteps: meta.optimizer_param_steps,
+    buffers,
+  };
   return {
     step: meta.step,
     epoch: meta.epoch,

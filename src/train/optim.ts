@@ -33,12 +33,19 @@ export interface OptimizerOptions {
   centered?: boolean;
 }
 
-/** Saved optimizer state: the step count and one set of buffers per parameter. */
+/** Saved optimizer state: the step counts and one set of buffers per parameter. */
 export interface OptimizerState {
   /** The optimizer the state belongs to; loading it into another one fails. */
   readonly name: OptimizerName;
-  /** Number of steps taken (Adam's bias correction depends on it). */
+  /** Number of steps taken. */
   readonly step: number;
+  /**
+   * Updates each parameter has received, by name (Adam's bias correction and SGD's first
+   * momentum step depend on it). PyTorch counts per parameter: a parameter without a gradient
+   * at some step is not updated and its count stays. When absent (older checkpoints), every
+   * parameter with buffers counts `step`.
+   */
+  readonly paramSteps?: Readonly<Record<string, number>>;
   /**
    * Buffers by parameter name, then by buffer name: `m`, `v` (Adam), `sq`, `ga`, `mom` (RMSprop),
    * `mom` (SGD); each as long as its parameter.
@@ -59,13 +66,15 @@ export interface OptimizerState {
  */
 export class Optimizer {
   #step = 0;
+  #count = new Map<string, number>();
   #buf = new Map<string, Record<string, Float32Array>>();
   /** The hyper-parameters in use: the options given, with defaults filled in. */
   readonly opts: Required<OptimizerOptions>;
 
   /**
    * Makes an optimizer with no state yet; buffers are allocated on each parameter's first step.
-   * Throws a `RangeError` for Nesterov without momentum or with dampening.
+   * Throws a `RangeError` for the values PyTorch refuses (negative weight decay, momentum or eps,
+   * betas outside [0, 1), a negative alpha) and for Nesterov without momentum or with dampening.
    *
    * @param name The update rule.
    * @param opts Hyper-parameters (PyTorch names and defaults).
@@ -77,10 +86,21 @@ export class Optimizer {
       dampening: opts.dampening ?? 0,
       nesterov: opts.nesterov ?? false,
       betas: opts.betas ?? [0.9, 0.999],
-      eps: opts.eps ?? (name === "rmsprop" ? 1e-8 : 1e-8),
+      eps: opts.eps ?? 1e-8,
       alpha: opts.alpha ?? 0.99,
       centered: opts.centered ?? false,
     };
+    const o = this.opts;
+    const bad = (what: string, v: number) => {
+      throw new RangeError(`Invalid ${what} for the ${name} optimizer: ${v}`);
+    };
+    if (!(o.weightDecay >= 0)) bad("weight decay", o.weightDecay);
+    if (!(o.momentum >= 0)) bad("momentum", o.momentum);
+    if (!(o.eps >= 0)) bad("eps", o.eps);
+    if (!(o.alpha >= 0)) bad("alpha", o.alpha);
+    o.betas.forEach((b, i) => {
+      if (!(b >= 0 && b < 1)) bad(`beta ${i + 1} (expected 0 <= beta < 1)`, b);
+    });
     if (this.opts.nesterov && (this.opts.momentum <= 0 || this.opts.dampening !== 0)) {
       throw new RangeError("Nesterov momentum requires a momentum > 0 and zero dampening");
     }
@@ -91,13 +111,25 @@ export class Optimizer {
     return this.#step;
   }
 
-  /** Applies one update with learning rate `lr` to every parameter that has a gradient. */
+  /**
+   * Applies one update with learning rate `lr` to every parameter that has a gradient. Each
+   * gradient element is multiplied by `gradScale` as it is read (default 1): the trainer folds
+   * gradient clipping and the mean over accumulated micro-batches in here instead of making
+   * separate passes over the gradients.
+   *
+   * Everything is checked before anything changes: a gradient or a saved buffer whose length is
+   * not the parameter's, or a negative or non-finite `lr`, throws and leaves the parameters and
+   * the state as they were.
+   */
   step(
     params: ReadonlyMap<string, Float32Array>,
     grads: ReadonlyMap<string, Float32Array>,
     lr: number,
+    gradScale = 1,
   ): void {
-    this.#step++;
+    if (!(lr >= 0 && lr < Infinity)) {
+      throw new RangeError(`Invalid learning rate ${lr}: expected a finite value >= 0`);
+    }
     for (const [name, p] of params) {
       const g = grads.get(name);
       if (!g) continue;
@@ -106,18 +138,33 @@ export class Optimizer {
           `Gradient of "${name}" has ${g.length} elements, the parameter ${p.length}`,
         );
       }
+      for (const [k, b] of Object.entries(this.#buf.get(name) ?? {})) {
+        if (b.length !== p.length) {
+          throw new TypeError(
+            `Optimizer buffer "${k}" of "${name}" has ${b.length} elements, the parameter ` +
+              `${p.length}: the state was saved for a differently shaped parameter`,
+          );
+        }
+      }
+    }
+    this.#step++;
+    for (const [name, p] of params) {
+      const g = grads.get(name);
+      if (!g) continue;
       const buf = this.#buffers(name, p.length);
+      const t = (this.#count.get(name) ?? 0) + 1;
+      this.#count.set(name, t);
       switch (this.name) {
         case "sgd":
         case "momentum":
-          this.#sgd(p, g, buf, lr);
+          this.#sgd(p, g, buf, lr, gradScale, t);
           break;
         case "rmsprop":
-          this.#rmsprop(p, g, buf, lr);
+          this.#rmsprop(p, g, buf, lr, gradScale);
           break;
         case "adam":
         case "adamw":
-          this.#adam(p, g, buf, lr);
+          this.#adam(p, g, buf, lr, gradScale, t);
       }
     }
   }
@@ -137,12 +184,19 @@ export class Optimizer {
     return b;
   }
 
-  #sgd(p: Float32Array, g: Float32Array, b: Record<string, Float32Array>, lr: number): void {
+  #sgd(
+    p: Float32Array,
+    g: Float32Array,
+    b: Record<string, Float32Array>,
+    lr: number,
+    gs: number,
+    t: number,
+  ): void {
     const { weightDecay: wd, momentum: mu, dampening, nesterov } = this.opts;
     const buf = b["mom"]!;
-    const first = this.#step === 1;
+    const first = t === 1;
     for (let i = 0; i < p.length; i++) {
-      let d = g[i]! + wd * p[i]!;
+      let d = Math.fround(g[i]! * gs) + wd * p[i]!;
       if (mu !== 0) {
         buf[i] = first ? d : mu * buf[i]! + (1 - dampening) * d;
         d = nesterov ? d + mu * buf[i]! : buf[i]!;
@@ -151,11 +205,17 @@ export class Optimizer {
     }
   }
 
-  #rmsprop(p: Float32Array, g: Float32Array, b: Record<string, Float32Array>, lr: number): void {
+  #rmsprop(
+    p: Float32Array,
+    g: Float32Array,
+    b: Record<string, Float32Array>,
+    lr: number,
+    gs: number,
+  ): void {
     const { weightDecay: wd, momentum: mu, alpha, eps, centered } = this.opts;
     const sq = b["sq"]!, ga = b["ga"]!, mom = b["mom"]!;
     for (let i = 0; i < p.length; i++) {
-      const d = g[i]! + wd * p[i]!;
+      const d = Math.fround(g[i]! * gs) + wd * p[i]!;
       sq[i] = alpha * sq[i]! + (1 - alpha) * d * d;
       let avg: number;
       if (centered) {
@@ -173,19 +233,26 @@ export class Optimizer {
     }
   }
 
-  #adam(p: Float32Array, g: Float32Array, b: Record<string, Float32Array>, lr: number): void {
+  #adam(
+    p: Float32Array,
+    g: Float32Array,
+    b: Record<string, Float32Array>,
+    lr: number,
+    gs: number,
+    t: number,
+  ): void {
     const { weightDecay: wd, betas: [b1, b2], eps } = this.opts;
     const decoupled = this.name === "adamw";
     const m = b["m"]!, v = b["v"]!;
-    const bc1 = 1 - b1 ** this.#step;
-    const invBc2Sqrt = 1 / Math.sqrt(1 - b2 ** this.#step);
+    const bc1 = 1 - b1 ** t;
+    const invBc2Sqrt = 1 / Math.sqrt(1 - b2 ** t);
     const stepSize = lr / bc1;
     const shrink = decoupled ? 1 - lr * wd : 1;
     const l2 = decoupled ? 0 : wd;
     const c1 = 1 - b1, c2 = 1 - b2;
     for (let i = 0; i < p.length; i++) {
       const pi = p[i]! * shrink;
-      const d = g[i]! + l2 * pi;
+      const d = Math.fround(g[i]! * gs) + l2 * pi;
       const mi = b1 * m[i]! + c1 * d;
       const vi = b2 * v[i]! + c2 * d * d;
       m[i] = mi;
@@ -200,7 +267,12 @@ export class Optimizer {
     for (const [k, b] of this.#buf) {
       buffers[k] = Object.fromEntries(Object.entries(b).map(([n, a]) => [n, a.slice()]));
     }
-    return { name: this.name, step: this.#step, buffers };
+    return {
+      name: this.name,
+      step: this.#step,
+      paramSteps: Object.fromEntries(this.#count),
+      buffers,
+    };
   }
 
   /** Restores a state saved by {@link Optimizer.state}. */
@@ -211,6 +283,9 @@ export class Optimizer {
       );
     }
     this.#step = state.step;
+    this.#count = new Map(
+      Object.keys(state.buffers).map((k) => [k, state.paramSteps?.[k] ?? state.step]),
+    );
     this.#buf = new Map(
       Object.entries(state.buffers).map(([k, b]) => [
         k,
@@ -237,6 +312,11 @@ export function clipGradNorm(grads: Iterable<Float32Array>, maxNorm: number): nu
   for (const g of list) for (let i = 0; i < g.length; i++) sq += g[i]! * g[i]!;
   const norm = Math.sqrt(sq);
   const coef = maxNorm / (norm + 1e-6);
-  if (coef < 1) { for (const g of list) for (let i = 0; i < g.length; i++) g[i] = g[i]! * coef; }
+  // `!(coef >= 1)`: a NaN norm makes every gradient NaN, as in PyTorch.
+  if (!(coef >= 1)) {
+    for (const g of list) {
+      for (let i = 0; i < g.length; i++) g[i] = g[i]! * coef;
+    }
+  }
   return norm;
 }
