@@ -9,6 +9,8 @@
 import type * as ort from "onnxruntime-node";
 import { grad } from "../engine/autograd.ts";
 import type { Graph, Value } from "../engine/graph.ts";
+import { add, mul } from "../engine/ops/elementwise.ts";
+import { reduceSum } from "../engine/ops/reduce.ts";
 import { type OrtTensor, Session, type SessionOptions, toOrt } from "../engine/runtime.ts";
 import type { Tensor } from "../tensor.ts";
 
@@ -30,6 +32,12 @@ export interface StepResult {
   readonly loss: number;
   /** Gradient of each parameter, by parameter name. */
   readonly grads: Map<string, Float32Array>;
+  /**
+   * The sum of the squares of every gradient element, computed in the graph (float32): the
+   * squared global gradient norm. It is finite exactly when every gradient is, unless it
+   * overflows; a loop that has it need not scan the gradients again.
+   */
+  readonly gradSumSq?: number;
   /** The values of `spec.extra`, by value name. */
   readonly extra: Record<string, Tensor>;
 }
@@ -59,21 +67,27 @@ export class TrainStep {
     readonly session: Session,
     readonly spec: StepSpec,
     private readonly gradNames: readonly string[],
+    private readonly sumSqName: string,
   ) {}
 
-  /** Appends the backward pass for `spec.params` and compiles forward + backward. */
+  /**
+   * Appends the backward pass for `spec.params`, and the sum of the gradients' squares, and
+   * compiles forward + backward.
+   */
   static async compile(spec: StepSpec, opts: SessionOptions = {}): Promise<TrainStep> {
     for (const p of spec.params) {
       if (p.kind !== "input") {
         throw new TypeError(`Cannot train "${p.name}": trainable parameters must be graph inputs`);
       }
     }
+    if (spec.params.length === 0) {
+      throw new TypeError("Nothing to train: the step has no parameters");
+    }
     const grads = grad(spec.loss, spec.params);
-    const outputs = [spec.loss, ...grads, ...(spec.extra ?? [])];
-    // Pre-packing the frozen weights costs more at creation than it saves per step (measured:
-    // the same ms/step either way on the benchmark shapes), so training sessions skip it.
-    const session = await Session.compile(spec.graph, { prepack: false, ...opts, outputs });
-    return new TrainStep(session, spec, grads.map((g) => g.name));
+    const sumSq = grads.map((g) => reduceSum(mul(g, g))).reduce((a, b) => add(a, b));
+    const outputs = [spec.loss, sumSq, ...grads, ...(spec.extra ?? [])];
+    const session = await Session.compile(spec.graph, { ...opts, outputs });
+    return new TrainStep(session, spec, grads.map((g) => g.name), sumSq.name);
   }
 
   /**
@@ -92,13 +106,14 @@ export class TrainStep {
     }
     const out = await this.session.run(feeds);
     const loss = Number(out[this.spec.loss.name]!.data[0]);
+    const gradSumSq = Number(out[this.sumSqName]!.data[0]);
     const grads = new Map<string, Float32Array>();
     this.spec.params.forEach((p, i) =>
       grads.set(p.name, out[this.gradNames[i]!]!.data as Float32Array)
     );
     const extra: Record<string, Tensor> = {};
     for (const v of this.spec.extra ?? []) extra[v.name] = out[v.name]!;
-    return { loss, grads, extra };
+    return { loss, grads, gradSumSq, extra };
   }
 
   /** Frees the session. */

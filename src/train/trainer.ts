@@ -14,7 +14,6 @@ import type { Value } from "../engine/graph.ts";
 import { Rng, type RngState } from "../rng.ts";
 import type { Tensor } from "../tensor.ts";
 import {
-  clipGradNorm,
   Optimizer,
   type OptimizerName,
   type OptimizerOptions,
@@ -201,7 +200,7 @@ export async function train(
     while (position < batchesPerEpoch && stepNo < lastStep) {
       const tStep = performance.now();
       const sum = new Map<string, Float32Array>();
-      let lossSum = 0, micro = 0, rows = 0;
+      let lossSum = 0, micro = 0, rows = 0, sumSq = 0;
       for (; micro < accum && position < batchesPerEpoch; micro++, position++) {
         const batch = sliceBatch(data, order, position * batchSize, batchSize, buffers);
         rows += batch.rows;
@@ -209,6 +208,10 @@ export async function train(
         for (const m of masks) feeds[m.value.name] = dropoutMask(rng, batch.rows, m);
         const r = await step.run(feeds, params);
         if (!Number.isFinite(r.loss)) throw new NonFiniteError(stepNo + 1, "the loss");
+        // The step's sum of squares is finite exactly when every gradient is (NaN and ±Inf
+        // propagate), unless it overflows: only then are the gradients scanned here.
+        sumSq = r.gradSumSq ?? sumOfSquares(r.grads.values());
+        if (!Number.isFinite(sumSq)) sumSq = checkedSumOfSquares(r.grads, stepNo + 1);
         lossSum += r.loss;
         for (const [k, g] of r.grads) {
           const acc = sum.get(k);
@@ -216,30 +219,21 @@ export async function train(
           else for (let i = 0; i < g.length; i++) acc[i] = acc[i]! + g[i]!;
         }
       }
-      if (micro > 1) {
-        for (const g of sum.values()) for (let i = 0; i < g.length; i++) g[i] = g[i]! / micro;
+      // The optimizer reads the mean over micro-batches, clipped: both are one factor it
+      // applies to each gradient element as it reads it.
+      if (micro > 1) sumSq = checkedSumOfSquares(sum, stepNo + 1);
+      const gradNorm = Math.sqrt(sumSq) / micro;
+      let gradScale = 1 / micro;
+      if (opts.clipNorm !== undefined) {
+        const coef = opts.clipNorm / (gradNorm + 1e-6);
+        if (coef < 1) gradScale *= coef;
       }
-      for (const [k, g] of sum) {
-        // A sum is finite only if every term is (NaN and ±Inf propagate), so one add per element
-        // suffices; an overflowing sum of finite values falls through to the exact scan.
-        let total = 0;
-        for (let i = 0; i < g.length; i++) total += g[i]!;
-        if (Number.isFinite(total)) continue;
-        for (let i = 0; i < g.length; i++) {
-          if (!Number.isFinite(g[i]!)) {
-            throw new NonFiniteError(stepNo + 1, `the gradient of "${k}"`);
-          }
-        }
-      }
-      const gradNorm = opts.clipNorm !== undefined
-        ? clipGradNorm(sum.values(), opts.clipNorm)
-        : undefined;
       const lr = learningRate(opts.lr ?? 1e-3, stepNo, {
         schedule: opts.schedule,
         warmupSteps: opts.warmupSteps,
         totalSteps,
       });
-      opt.step(params, sum, lr);
+      opt.step(params, sum, lr, gradScale);
       stepNo++;
       lastLoss = lossSum / micro;
       const sps = rows / ((performance.now() - tStep) / 1000);
@@ -278,6 +272,26 @@ export async function train(
   }
   if (hooks.checkpoint) await hooks.checkpoint(state(), true);
   return { steps: stepNo, lastLoss, stoppedEarly, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Σ g² over every gradient element, in float64. */
+function sumOfSquares(grads: Iterable<Float32Array>): number {
+  let sq = 0;
+  for (const g of grads) for (let i = 0; i < g.length; i++) sq += g[i]! * g[i]!;
+  return sq;
+}
+
+/**
+ * Σ g² in float64, after checking that every gradient element is finite: a non-finite one stops
+ * training, naming the parameter.
+ */
+function checkedSumOfSquares(grads: ReadonlyMap<string, Float32Array>, step: number): number {
+  for (const [k, g] of grads) {
+    for (let i = 0; i < g.length; i++) {
+      if (!Number.isFinite(g[i]!)) throw new NonFiniteError(step, `the gradient of "${k}"`);
+    }
+  }
+  return sumOfSquares(grads.values());
 }
 
 /** A 0/1 mask for one dropout input, drawn from the trainer's generator. */
