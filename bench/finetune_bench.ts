@@ -1,7 +1,8 @@
 /**
  * `ffwd train`'s loop on the engine's two benchmark shapes: samples/s, and the share of wall time
- * spent outside the compiled step (data slicing, dropout masks, gradient checks, the optimizer).
- * Target: under 10% for batch ≥ 128.
+ * spent outside the compiled step (batch slicing, dropout masks, the optimizer's update, the loop's
+ * bookkeeping; the gradients' sum of squares, which checks finiteness and gives the norm, comes out
+ * of the step). Target: under 10% for batch ≥ 128.
  *
  *     deno run --allow-read --allow-write --allow-env --allow-ffi --allow-sys bench/finetune_bench.ts
  *

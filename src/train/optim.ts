@@ -3,12 +3,15 @@
  * Nesterov), RMSprop (centered, momentum), Adam (L2 weight decay) and AdamW (decoupled weight
  * decay, Loshchilov & Hutter, arXiv:1711.05101), all with bias correction where PyTorch has it.
  *
- * They update adapter parameters in place, in TypeScript: adapters are a few percent of the
- * model, and the loops below are a small fraction of a training step (measured in the bench).
- * State is plain arrays so checkpoints can save and restore it exactly.
+ * They update adapter parameters in place. The arithmetic is torch.optim's single-tensor update
+ * in float32, run by the SIMD kernels of `wasm/optim.wat` over copies of the parameters and
+ * gradients in the kernels' memory, where the buffers (moments, momentum) live between steps.
+ * State comes out as plain arrays so checkpoints can save and restore it exactly.
  *
  * @module
  */
+
+import { KernelArena } from "./wasm/kernels.ts";
 
 /** Optimizer names the trainer accepts. */
 export type OptimizerName = "sgd" | "momentum" | "rmsprop" | "adam" | "adamw";
@@ -53,6 +56,23 @@ export interface OptimizerState {
   readonly buffers: Record<string, Record<string, Float32Array>>;
 }
 
+/** The buffers each rule keeps per parameter (SGD keeps its momentum buffer even without momentum). */
+const BUFFERS: Readonly<Record<OptimizerName, readonly string[]>> = {
+  sgd: ["mom"],
+  momentum: ["mom"],
+  rmsprop: ["sq", "ga", "mom"],
+  adam: ["m", "v"],
+  adamw: ["m", "v"],
+};
+
+/** Where a parameter's copy, gradient and buffers live in the kernels' memory (byte offsets). */
+interface Slot {
+  readonly n: number;
+  readonly p: number;
+  readonly g: number;
+  readonly buffers: Record<string, number>;
+}
+
 /**
  * An optimizer over named float32 parameters.
  *
@@ -67,7 +87,8 @@ export interface OptimizerState {
 export class Optimizer {
   #step = 0;
   #count = new Map<string, number>();
-  #buf = new Map<string, Record<string, Float32Array>>();
+  #arena = new KernelArena();
+  #slots = new Map<string, Slot>();
   /** The hyper-parameters in use: the options given, with defaults filled in. */
   readonly opts: Required<OptimizerOptions>;
 
@@ -138,134 +159,109 @@ export class Optimizer {
           `Gradient of "${name}" has ${g.length} elements, the parameter ${p.length}`,
         );
       }
-      for (const [k, b] of Object.entries(this.#buf.get(name) ?? {})) {
-        if (b.length !== p.length) {
-          throw new TypeError(
-            `Optimizer buffer "${k}" of "${name}" has ${b.length} elements, the parameter ` +
-              `${p.length}: the state was saved for a differently shaped parameter`,
-          );
-        }
+      const s = this.#slots.get(name);
+      if (s && s.n !== p.length) {
+        throw new TypeError(
+          `Optimizer buffers of "${name}" have ${s.n} elements, the parameter ${p.length}: ` +
+            `the state was saved for a differently shaped parameter`,
+        );
       }
     }
     this.#step++;
+    const a = this.#arena;
     for (const [name, p] of params) {
       const g = grads.get(name);
       if (!g) continue;
-      const buf = this.#buffers(name, p.length);
+      const n = p.length;
+      const s = this.#slot(name, n);
       const t = (this.#count.get(name) ?? 0) + 1;
       this.#count.set(name, t);
+      a.view(s.p, n).set(p);
+      a.view(s.g, n).set(g);
+      const o = this.opts;
+      const b = s.buffers;
       switch (this.name) {
         case "sgd":
         case "momentum":
-          this.#sgd(p, g, buf, lr, gradScale, t);
+          a.k.sgd(
+            s.p,
+            s.g,
+            b["mom"]!,
+            n,
+            lr,
+            o.weightDecay,
+            o.momentum,
+            1 - o.dampening,
+            gradScale,
+            o.nesterov ? 1 : 0,
+            t === 1 ? 1 : 0,
+          );
           break;
         case "rmsprop":
-          this.#rmsprop(p, g, buf, lr, gradScale);
+          a.k.rmsprop(
+            s.p,
+            s.g,
+            b["sq"]!,
+            b["ga"]!,
+            b["mom"]!,
+            n,
+            lr,
+            o.weightDecay,
+            o.alpha,
+            1 - o.alpha,
+            o.eps,
+            o.momentum,
+            gradScale,
+            o.centered ? 1 : 0,
+          );
           break;
         case "adam":
-        case "adamw":
-          this.#adam(p, g, buf, lr, gradScale, t);
+        case "adamw": {
+          const [b1, b2] = o.betas;
+          const decoupled = this.name === "adamw";
+          a.k.adam(
+            s.p,
+            s.g,
+            b["m"]!,
+            b["v"]!,
+            n,
+            lr / (1 - b1 ** t),
+            Math.sqrt(1 - b2 ** t),
+            o.eps,
+            decoupled ? 1 - lr * o.weightDecay : 1,
+            decoupled ? 0 : o.weightDecay,
+            b1,
+            b2,
+            1 - b1,
+            1 - b2,
+            gradScale,
+          );
+        }
       }
+      p.set(a.view(s.p, n));
     }
   }
 
-  #buffers(name: string, n: number): Record<string, Float32Array> {
-    let b = this.#buf.get(name);
-    if (!b) {
-      b = {};
-      const names = this.name === "adam" || this.name === "adamw"
-        ? ["m", "v"]
-        : this.name === "rmsprop"
-        ? ["sq", "ga", "mom"]
-        : ["mom"];
-      for (const k of names) b[k] = new Float32Array(n);
-      this.#buf.set(name, b);
+  /** The parameter's slot in the kernels' memory: allocated, with zeroed buffers, on first use. */
+  #slot(name: string, n: number): Slot {
+    let s = this.#slots.get(name);
+    if (!s) {
+      const a = this.#arena;
+      const buffers: Record<string, number> = {};
+      for (const k of BUFFERS[this.name]) buffers[k] = a.alloc(n);
+      s = { n, p: a.alloc(n), g: a.alloc(n), buffers };
+      this.#slots.set(name, s);
     }
-    return b;
-  }
-
-  #sgd(
-    p: Float32Array,
-    g: Float32Array,
-    b: Record<string, Float32Array>,
-    lr: number,
-    gs: number,
-    t: number,
-  ): void {
-    const { weightDecay: wd, momentum: mu, dampening, nesterov } = this.opts;
-    const buf = b["mom"]!;
-    const first = t === 1;
-    for (let i = 0; i < p.length; i++) {
-      let d = Math.fround(g[i]! * gs) + wd * p[i]!;
-      if (mu !== 0) {
-        buf[i] = first ? d : mu * buf[i]! + (1 - dampening) * d;
-        d = nesterov ? d + mu * buf[i]! : buf[i]!;
-      }
-      p[i] = p[i]! - lr * d;
-    }
-  }
-
-  #rmsprop(
-    p: Float32Array,
-    g: Float32Array,
-    b: Record<string, Float32Array>,
-    lr: number,
-    gs: number,
-  ): void {
-    const { weightDecay: wd, momentum: mu, alpha, eps, centered } = this.opts;
-    const sq = b["sq"]!, ga = b["ga"]!, mom = b["mom"]!;
-    for (let i = 0; i < p.length; i++) {
-      const d = Math.fround(g[i]! * gs) + wd * p[i]!;
-      sq[i] = alpha * sq[i]! + (1 - alpha) * d * d;
-      let avg: number;
-      if (centered) {
-        ga[i] = alpha * ga[i]! + (1 - alpha) * d;
-        avg = Math.sqrt(sq[i]! - ga[i]! * ga[i]!) + eps;
-      } else {
-        avg = Math.sqrt(sq[i]!) + eps;
-      }
-      if (mu > 0) {
-        mom[i] = mu * mom[i]! + d / avg;
-        p[i] = p[i]! - lr * mom[i]!;
-      } else {
-        p[i] = p[i]! - lr * d / avg;
-      }
-    }
-  }
-
-  #adam(
-    p: Float32Array,
-    g: Float32Array,
-    b: Record<string, Float32Array>,
-    lr: number,
-    gs: number,
-    t: number,
-  ): void {
-    const { weightDecay: wd, betas: [b1, b2], eps } = this.opts;
-    const decoupled = this.name === "adamw";
-    const m = b["m"]!, v = b["v"]!;
-    const bc1 = 1 - b1 ** t;
-    const invBc2Sqrt = 1 / Math.sqrt(1 - b2 ** t);
-    const stepSize = lr / bc1;
-    const shrink = decoupled ? 1 - lr * wd : 1;
-    const l2 = decoupled ? 0 : wd;
-    const c1 = 1 - b1, c2 = 1 - b2;
-    for (let i = 0; i < p.length; i++) {
-      const pi = p[i]! * shrink;
-      const d = Math.fround(g[i]! * gs) + l2 * pi;
-      const mi = b1 * m[i]! + c1 * d;
-      const vi = b2 * v[i]! + c2 * d * d;
-      m[i] = mi;
-      v[i] = vi;
-      p[i] = pi - stepSize * mi / (Math.sqrt(vi) * invBc2Sqrt + eps);
-    }
+    return s;
   }
 
   /** A copy of the state, for checkpoints. */
   state(): OptimizerState {
     const buffers: Record<string, Record<string, Float32Array>> = {};
-    for (const [k, b] of this.#buf) {
-      buffers[k] = Object.fromEntries(Object.entries(b).map(([n, a]) => [n, a.slice()]));
+    for (const [k, s] of this.#slots) {
+      buffers[k] = Object.fromEntries(
+        Object.entries(s.buffers).map(([n, off]) => [n, this.#arena.view(off, s.n).slice()]),
+      );
     }
     return {
       name: this.name,
@@ -286,12 +282,21 @@ export class Optimizer {
     this.#count = new Map(
       Object.keys(state.buffers).map((k) => [k, state.paramSteps?.[k] ?? state.step]),
     );
-    this.#buf = new Map(
-      Object.entries(state.buffers).map(([k, b]) => [
-        k,
-        Object.fromEntries(Object.entries(b).map(([n, a]) => [n, a.slice()])),
-      ]),
-    );
+    this.#arena = new KernelArena();
+    this.#slots = new Map();
+    for (const [k, b] of Object.entries(state.buffers)) {
+      const lengths = new Set(Object.values(b).map((a) => a.length));
+      const missing = BUFFERS[this.name].filter((n) => !b[n]);
+      if (missing.length || lengths.size !== 1) {
+        throw new TypeError(
+          `Invalid ${this.name} optimizer state for "${k}": expected buffers ` +
+            `${BUFFERS[this.name].join(", ")} of one length, got ` +
+            Object.entries(b).map(([n, a]) => `${n} (${a.length})`).join(", "),
+        );
+      }
+      const s = this.#slot(k, [...lengths][0]!);
+      for (const n of BUFFERS[this.name]) this.#arena.view(s.buffers[n]!, s.n).set(b[n]!);
+    }
   }
 }
 

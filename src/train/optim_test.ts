@@ -436,7 +436,7 @@ Deno.test("A bad gradient, buffer or learning rate leaves parameters and state u
           0.1,
         ),
       TypeError,
-      `of "a" has 2 elements, the parameter 4`,
+      `Optimizer buffers of "a" have 2 elements, the parameter 4`,
     );
   }
 });
@@ -460,4 +460,39 @@ Deno.test("clipGradNorm with a NaN norm makes the gradients NaN, as clip_grad_no
   const norm = clipGradNorm([g], 1);
   assert(Number.isNaN(norm));
   assert(g.every((v) => Number.isNaN(v)), `${g}`);
+});
+
+Deno.test("A parameter of 100,003 elements updates as its pieces do, across memory growth", () => {
+  // Each rule is elementwise: one large parameter (the kernels' memory grows several pages)
+  // must end where the same elements split over three parameters end, bit for bit.
+  const n = 100_003, cut = [0, 40_001, 40_002, n];
+  const rng = (seed: number) => () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2 ** 31;
+  for (const name of ["momentum", "rmsprop", "adam", "adamw"] as const) {
+    const r = rng(7);
+    const init = Float32Array.from({ length: n }, () => r() - 0.5);
+    const whole = new Optimizer(name, name === "rmsprop" ? { centered: true } : {});
+    const split = new Optimizer(name, name === "rmsprop" ? { centered: true } : {});
+    const p = new Map([["w", init.slice()]]);
+    const parts = new Map(cut.slice(1).map((end, i) => [`w${i}`, init.slice(cut[i]!, end)]));
+    for (let s = 0; s < 3; s++) {
+      const g = Float32Array.from({ length: n }, () => r() - 0.5);
+      whole.step(p, new Map([["w", g]]), 0.01, 0.5);
+      split.step(
+        parts,
+        new Map(cut.slice(1).map((end, i) => [`w${i}`, g.slice(cut[i]!, end)])),
+        0.01,
+        0.5,
+      );
+    }
+    const joined = new Float32Array(n);
+    cut.slice(1).forEach((_, i) => joined.set(parts.get(`w${i}`)!, cut[i]!));
+    assert(bytesEqual(p.get("w")!, joined), `${name}: the whole and the pieces differ`);
+    assert(!bytesEqual(p.get("w")!, init), `${name}: nothing moved`);
+    // The state holds the whole parameter's buffers, and loads back into a fresh optimizer.
+    const saved = whole.state();
+    for (const b of Object.values(saved.buffers["w"]!)) assertEquals(b.length, n);
+    const again = new Optimizer(name, name === "rmsprop" ? { centered: true } : {});
+    again.load(saved);
+    assertEquals(again.state(), saved);
+  }
 });
