@@ -10,7 +10,9 @@
  * @module
  */
 
-import * as tf from "@tensorflow/tfjs";
+// Types only: the library (about 0.2 s to load) is imported when weights are decoded, so commands
+// that never open a TF.js model do not pay for it.
+import type * as tf from "@tensorflow/tfjs";
 import type { BaseModel, BuildOptions, Built, LinearLayer, ModelIO } from "../model.ts";
 import type { Graph } from "../engine/graph.ts";
 import type { Tensor } from "../tensor.ts";
@@ -170,8 +172,9 @@ async function readWeights(
       shards.push(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
     }
     let decoded: tf.NamedTensorMap;
+    const tfjs = await import("@tensorflow/tfjs");
     try {
-      decoded = tf.io.decodeWeights(shards, group.weights);
+      decoded = tfjs.io.decodeWeights(shards, group.weights);
     } catch (e) {
       throw new TypeError(`${where}: cannot decode weights: ${(e as Error).message}`);
     }
