@@ -53,6 +53,8 @@ export interface FinetuneOptions extends TrainerOptions {
   readonly threads?: number;
   /** Receives each line written to `metrics.jsonl`, as it is written. */
   readonly onMetric?: (line: MetricLine) => void;
+  /** Receives advice that does not stop training (e.g. a rank above a layer's min(in, out)). */
+  readonly onWarning?: (message: string) => void;
 }
 
 /** What {@link finetune} returns. */
@@ -105,10 +107,10 @@ export async function finetune(
   data: Dataset,
   opts: FinetuneOptions,
 ): Promise<FinetuneResult> {
-  const adapters = planAdapters(
-    model,
-    toTargetOptions(opts.config, model.layers.map((l) => l.name)),
-  );
+  const adapters = planAdapters(model, {
+    ...toTargetOptions(opts.config, model.layers.map((l) => l.name)),
+    onWarning: opts.onWarning,
+  });
   const extraKeys = trainedTensors(model, adapters, opts.config);
   const built = buildAdapted(model, adapters, {
     loss: opts.loss,

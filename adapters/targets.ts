@@ -33,6 +33,8 @@ export interface TargetOptions {
   rankPattern?: Readonly<Record<string, number>>;
   /** Alphas that override `loraAlpha`, matched like `rankPattern`. */
   alphaPattern?: Readonly<Record<string, number>>;
+  /** Receives advice that does not stop planning (a rank above min(in, out)); silent if absent. */
+  onWarning?: (message: string) => void;
 }
 
 /** Layers a `target_modules` value selects, in model order. */
@@ -126,10 +128,10 @@ export function planAdapters(
     const alpha = patternValue(layer.name, opts.alphaPattern) ?? opts.loraAlpha;
     if (rank > Math.min(layer.inFeatures, layer.outFeatures)) {
       // PEFT allows it; it wastes parameters, so say so without failing.
-      console.warn(
-        `warning: rank ${rank} exceeds min(in, out) = ${
+      opts.onWarning?.(
+        `rank ${rank} exceeds min(in, out) = ${
           Math.min(layer.inFeatures, layer.outFeatures)
-        } for "${layer.name}"`,
+        } for "${layer.name}": the extra rank adds parameters, not expressiveness`,
       );
     }
     return {

@@ -11,6 +11,7 @@ import { Option } from "@commander-js/extra-typings";
 import type { TrainConfig } from "../adapters/train_config.ts";
 import type { MetricLine } from "../src/train/trainer.ts";
 import type { Program } from "./_program.ts";
+import { writeErr } from "./_errors.ts";
 
 const num = (v: string) => {
   const n = Number(v);
@@ -186,6 +187,7 @@ export function registerTrain(program: Program): void {
           resume: pick(flags.resume, "resume"),
           threads: pick(flags.threads, "threads"),
           onMetric: (line) => progress.update(line),
+          onWarning: (message) => writeErr(`warning: ${message}`),
         });
       } finally {
         progress.stop();
