@@ -4,6 +4,9 @@ import { type Tensor, tensor } from "../src/tensor.ts";
 import type { Adapter, AdapterLayer } from "./adapter.ts";
 import { defaultPeftConfig, layerHyper, type PeftConfig } from "./config.ts";
 import { loadPeftAdapter, peftStateDict, savePeftAdapter } from "./peft.ts";
+import { planMerge } from "./merge.ts";
+import { runModel, runUnmerged } from "./parity.ts";
+import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
 
 const FIXTURES = new URL("../fixtures/peft/", import.meta.url).pathname;
 
@@ -302,4 +305,30 @@ Deno.test("loadPeftAdapter() points at the previous adapter left by an interrupt
       `Cannot load adapter "rot45": no such folder; an interrupted save left the previous adapter in "${parent}/.rot45.abc.old"`,
   });
   await Deno.remove(parent, { recursive: true });
+});
+
+Deno.test("PEFT fixtures run unmerged in ffwd as PEFT's forward computes them (golden y, y_base)", async () => {
+  for (const name of ["mlp_lora", "mlp_dora", "legacy", "conv1d_lora"]) {
+    const dir = `${FIXTURES}${name}`;
+    const model = await openSafetensorsModel(`${dir}/base.safetensors`);
+    try {
+      const { tensors: golden } = await readSafetensors(`${dir}/golden.safetensors`);
+      const x = golden.get("x")! as Tensor<"F32">;
+      const probe = { source: "golden", rows: x.shape[0]!, feeds: { [model.inputs[0]!.name]: x } };
+      const [yBase] = await runModel(model, probe);
+      const [y] = await runUnmerged(model, planMerge(model, await loadPeftAdapter(dir)), probe);
+      for (const [what, actual, key] of [["base", yBase, "y_base"], ["adapted", y, "y"]] as const) {
+        const expected = golden.get(key)!.data as Float32Array;
+        const got = actual!.data as Float32Array;
+        let err = 0, scale = 0;
+        for (let i = 0; i < expected.length; i++) {
+          err = Math.max(err, Math.abs(got[i]! - expected[i]!));
+          scale = Math.max(scale, Math.abs(expected[i]!));
+        }
+        ok(err / scale < 1e-6, `${name} ${what}: error ${(err / scale).toExponential(2)}`);
+      }
+    } finally {
+      model.close();
+    }
+  }
 });
