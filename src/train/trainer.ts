@@ -1,8 +1,9 @@
 /**
  * The training loop, independent of what is trained: batches from a dataset, one compiled step
- * per batch, the optimizer and schedule in TypeScript, gradient accumulation and clipping, a
- * non-finite check on every step, evaluation with early stopping, and checkpoints that make a
- * resumed run reproduce the uninterrupted one exactly.
+ * per batch, the schedule, the optimizer (its update runs in WebAssembly kernels, see optim.ts),
+ * gradient accumulation and clipping, a non-finite check on every step (from the sum of squares
+ * the step computes), evaluation with early stopping, and checkpoints that make a resumed run
+ * reproduce the uninterrupted one exactly.
  *
  * Reproducibility: the epoch order comes from `Rng(seed + epoch)` (so a resumed run recomputes
  * it), and dropout masks come from one generator whose state is checkpointed.
