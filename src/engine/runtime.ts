@@ -34,6 +34,31 @@ export interface SessionOptions extends EmitOptions {
 }
 
 /**
+ * The onnxruntime-node session options for {@link Session.compile}. Config entries go in `extra`,
+ * whose nested keys onnxruntime-node joins with dots: `{ session: { disable_prepacking: "1" } }`
+ * is the config entry `session.disable_prepacking`.
+ *
+ * @internal
+ */
+export function ortSessionOptions(
+  threads: number,
+  opts: Pick<SessionOptions, "optimization" | "prepack">,
+  externalFolder: string | null,
+): ort.InferenceSession.SessionOptions {
+  const options: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: opts.optimization ?? "all",
+    executionMode: "sequential",
+  };
+  const session: Record<string, string> = {};
+  if (externalFolder) session.model_external_initializers_file_folder_path = externalFolder;
+  if (opts.prepack === false) session.disable_prepacking = "1";
+  if (Object.keys(session).length) options.extra = { session };
+  return options;
+}
+
+/**
  * An onnxruntime-node tensor. Feeds may be given as ORT tensors (see {@link toOrt}); they go to
  * onnxruntime as they are.
  *
@@ -142,21 +167,11 @@ export class Session {
       throw new RangeError(`Invalid threads ${threads}: expected an integer >= 1`);
     }
     const outputs = [...(opts.outputs ?? graph.outputs)];
-    const options: ort.InferenceSession.SessionOptions = {
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      graphOptimizationLevel: opts.optimization ?? "all",
-      executionMode: "sequential",
-    };
     const staged = await stage(graph, {
       ...opts,
       spillThreshold: opts.spillThreshold ?? spillDefault(graph),
     });
-    const session: Record<string, string> = {};
-    if (staged.folder) session.model_external_initializers_file_folder_path = staged.folder;
-    // onnxruntime-node joins nested keys with dots: this is "session.disable_prepacking".
-    if (opts.prepack === false) session["disable_prepacking"] = "1";
-    if (Object.keys(session).length) options.extra = { session };
+    const options = ortSessionOptions(threads, opts, staged.folder);
     let inner: ort.InferenceSession;
     try {
       inner = await ort.InferenceSession.create(staged.model, options);

@@ -7,7 +7,7 @@ import { type ExternalTensor, Graph } from "./graph.ts";
 import { add } from "./ops/elementwise.ts";
 import { matmul } from "./ops/matmul.ts";
 import { reshape, transpose } from "./ops/shape.ts";
-import { fromOrt, Session, toOrt, writeModelFolder } from "./runtime.ts";
+import { fromOrt, ortSessionOptions, Session, toOrt, writeModelFolder } from "./runtime.ts";
 import { stage } from "./_stage.ts";
 
 function rand(shape: number[], seed: number): Tensor<"F32"> {
@@ -299,4 +299,23 @@ Deno.test("release() frees the session: 200 compile and release cycles do not gr
   // grow RSS by about 500 MiB. Allocator and GC noise on a loaded machine reaches ~110 MiB, so
   // the bound sits between the two.
   ok(grown < 200, `RSS grew by ${grown.toFixed(1)} MiB over 200 cycles`);
+});
+
+/** The config entries onnxruntime-node makes of `extra`: nested keys joined with dots. */
+function configEntries(extra: Record<string, unknown> | undefined, prefix = ""): string[] {
+  return Object.entries(extra ?? {}).flatMap(([k, v]) =>
+    typeof v === "object" && v !== null
+      ? configEntries(v as Record<string, unknown>, `${prefix}${k}.`)
+      : [`${prefix}${k}=${v}`]
+  );
+}
+
+Deno.test("ortSessionOptions() names onnxruntime's config entries as onnxruntime-node flattens them", () => {
+  deepStrictEqual(configEntries(ortSessionOptions(2, {}, null).extra), []);
+  deepStrictEqual(configEntries(ortSessionOptions(2, { prepack: false }, "/tmp/w").extra), [
+    "session.model_external_initializers_file_folder_path=/tmp/w",
+    "session.disable_prepacking=1",
+  ]);
+  const o = ortSessionOptions(3, { optimization: "basic" }, null);
+  deepStrictEqual([o.intraOpNumThreads, o.graphOptimizationLevel], [3, "basic"]);
 });
