@@ -15,6 +15,7 @@
 
 import { create } from "@bufbuild/protobuf";
 import {
+  type GraphProto,
   GraphProtoSchema,
   type ModelProto,
   ModelProtoSchema,
@@ -22,6 +23,12 @@ import {
   NodeProtoSchema,
   StringStringEntryProtoSchema,
   type TensorProto,
+  TensorShapeProto_DimensionSchema,
+  TensorShapeProtoSchema,
+  TypeProto_TensorSchema,
+  TypeProtoSchema,
+  type ValueInfoProto,
+  ValueInfoProtoSchema,
 } from "../src/onnx/gen/onnx_pb.ts";
 import { encodeModel, INLINE_LIMIT, saveOnnx, tensorProto } from "../src/engine/emit.ts";
 import { Graph } from "../src/engine/graph.ts";
@@ -34,6 +41,49 @@ import { fromBytes, ITEMSIZE, numel, type Tensor, toBytes } from "../src/tensor.
 
 const ALIGN = 4096;
 const SPILL_MIN = 2 ** 20;
+
+/**
+ * Where the import made a fixed leading input dimension the symbolic batch (see the ONNX
+ * importer), the export declares it so too: the inputs, and the outputs whose leading dimension
+ * was that same number, get the dimension `batch`, and the intermediate value infos, which may
+ * carry the old size, are dropped (onnxruntime infers them). Otherwise nothing changes.
+ */
+function freedBatch(model: OnnxModel): Partial<Pick<GraphProto, "input" | "output" | "valueInfo">> {
+  const graph = model.proto.graph!;
+  const imported = new Map(model.inputs.map((i) => [i.name, i.shape]));
+  const lead = (v: ValueInfoProto) => {
+    const t = v.type?.value.case === "tensorType" ? v.type.value.value : undefined;
+    const d = t?.shape?.dim[0]?.value;
+    return t && d?.case === "dimValue" ? { t, size: d.value } : undefined;
+  };
+  const freed = graph.input.filter((v) => imported.get(v.name)?.[0] === "batch" && lead(v));
+  if (freed.length === 0) return {};
+  const size = lead(freed[0]!)!.size;
+  const relabel = (v: ValueInfoProto, when: boolean): ValueInfoProto => {
+    const l = lead(v);
+    if (!when || !l || l.size !== size || !l.t.shape) return v;
+    const dim = [
+      create(TensorShapeProto_DimensionSchema, { value: { case: "dimParam", value: "batch" } }),
+      ...l.t.shape.dim.slice(1),
+    ];
+    const tensorType = create(TypeProto_TensorSchema, {
+      ...l.t,
+      shape: create(TensorShapeProtoSchema, { ...l.t.shape, dim }),
+    });
+    return create(ValueInfoProtoSchema, {
+      ...v,
+      type: create(TypeProtoSchema, {
+        denotation: v.type!.denotation,
+        value: { case: "tensorType", value: tensorType },
+      }),
+    });
+  };
+  return {
+    input: graph.input.map((v) => relabel(v, freed.includes(v))),
+    output: graph.output.map((v) => relabel(v, (lead(v)?.t.shape?.dim.length ?? 0) >= 2)),
+    valueInfo: [],
+  };
+}
 
 /** Bytes of a tensor proto's data (inline or not). */
 function protoBytes(tp: TensorProto): number {
@@ -98,7 +148,7 @@ export async function writePatchedOnnx(
   const node = graph.node.map((n) => patchConstant(n, values));
   const proto: ModelProto = create(ModelProtoSchema, {
     ...model.proto,
-    graph: create(GraphProtoSchema, { ...graph, initializer, node }),
+    graph: create(GraphProtoSchema, { ...graph, initializer, node, ...freedBatch(model) }),
     metadataProps: [
       ...model.proto.metadataProps.filter((p) => !(p.key in metadata)),
       ...Object.entries(metadata).map(([key, value]) =>

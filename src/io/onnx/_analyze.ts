@@ -30,6 +30,8 @@ export interface Analysis {
   /** Opset version per domain (`""` is the default domain). */
   readonly opsets: ReadonlyMap<string, number>;
   readonly inputs: readonly InputDecl[];
+  /** The inputs with a fixed batch made symbolic, when the file declares one (see freeBatch). */
+  readonly freed?: { readonly inputs: readonly InputDecl[]; readonly note: string };
   /** The network's outputs (after post-processing is cut off). */
   readonly outputs: readonly string[];
   /** Initializers by name. */
@@ -84,6 +86,7 @@ export function analyze(file: OnnxFile): Analysis {
     );
   }
   const inputs = g.input.filter((i) => !initializers.has(i.name)).map((i) => inputDecl(file, i));
+  const freed = freeBatch(inputs);
   const halfInputs = inputs.filter((i) => i.dtype === "F16" || i.dtype === "BF16");
   if (halfInputs.length) {
     notes.push(
@@ -139,6 +142,7 @@ export function analyze(file: OnnxFile): Analysis {
     file,
     opsets,
     inputs,
+    freed,
     outputs: cut.outputs,
     initializers,
     initializerInfo: g.initializer.map((t) => initializerInfo(file, t)),
@@ -149,6 +153,30 @@ export function analyze(file: OnnxFile): Analysis {
     index: new Map(g.node.map((n, i) => [n, i])),
     histogram,
     notes,
+  };
+}
+
+/**
+ * Exporters without dynamic axes (`torch.onnx.export` without `dynamic_axes`, tf2onnx with a fixed
+ * signature) bake the batch size into the inputs, most often 1. When every input of rank 2 or
+ * more declares the same fixed leading dimension, this proposes the inputs with that dimension as
+ * the symbolic `batch`, and the note that says so; the importer takes them only if every node's
+ * shape rule accepts them and the batch reaches every output as its leading dimension.
+ */
+function freeBatch(inputs: InputDecl[]): Analysis["freed"] {
+  const batched = inputs.filter((i) => i.shape.length >= 2);
+  const lead = new Set(batched.map((i) => i.shape[0]));
+  const [fixed] = lead;
+  if (batched.length === 0 || lead.size !== 1 || typeof fixed !== "number") return undefined;
+  const note =
+    `${batched.length > 1 ? "Inputs" : "Input"} ${batched.map((i) => `"${i.name}"`).join(", ")} ` +
+    `${batched.length > 1 ? "declare" : "declares"} a fixed leading dimension of ${fixed}: ` +
+    "imported as the batch dimension (any number of rows)";
+  return {
+    inputs: inputs.map((i) =>
+      i.shape.length >= 2 ? { ...i, shape: ["batch", ...i.shape.slice(1)] } : i
+    ),
+    note,
   };
 }
 

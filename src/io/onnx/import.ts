@@ -81,7 +81,7 @@ export interface OnnxModel extends BaseModel {
  */
 export async function openOnnxModel(path: string): Promise<OnnxModel> {
   const file = await readOnnxFile(path);
-  const a = analyze(file);
+  let a = analyze(file);
   assertSupported(a);
   const tensors = new Map<string, Tensor>();
   const reads = new Set(a.nodes.flatMap((n) => {
@@ -93,8 +93,23 @@ export async function openOnnxModel(path: string): Promise<OnnxModel> {
     if (tp && !tensors.has(name)) tensors.set(name, await loadTensor(file, tp));
   }
   const notes = [...a.notes];
-  // A dry run validates every node's shapes now and gives the outputs' shapes.
+  // A dry run validates every node's shapes now and gives the outputs' shapes. A fixed batch is
+  // freed only if the graph takes it: every shape rule passes and every output leads with it.
+  if (a.freed) {
+    const free = { ...a, inputs: a.freed.inputs };
+    const freeNotes = [...notes, a.freed.note];
+    let built: Built | undefined;
+    try {
+      built = replay(free, tensors, new Graph(), {}, freeNotes);
+    } catch {
+      built = undefined;
+    }
+    if (built && built.outputs.every((o) => o.shape[0] === "batch")) {
+      return new Model(free, tensors, freeNotes, built);
+    }
+  }
   const built = replay(a, tensors, new Graph(), {}, notes);
+  a = { ...a, freed: undefined };
   return new Model(a, tensors, notes, built);
 }
 

@@ -67,7 +67,11 @@ realdataTest(
     );
     assertEquals(mm.irVersion, 3);
     assertEquals(mm.inputs.map((i) => i.name), ["0"]);
-    assertEquals(mm.notes, []);
+    // PyTorch 0.3 exported a fixed batch of 4: it becomes the symbolic batch.
+    assertEquals(mm.inputs[0]!.shape, ["batch", 10]);
+    assertEquals(mm.notes, [
+      'Input "0" declares a fixed leading dimension of 4: imported as the batch dimension (any number of rows)',
+    ]);
     const mnist = await openOnnxModel(MNIST);
     assertEquals(mnist.inputs.map((i) => i.name), ["X"]);
     if (!/"W1".*imported as constants/.test(mnist.notes[0] ?? "")) throw new Error("missing note");
@@ -86,9 +90,9 @@ realdataTest("a hook that adds a constant shifts the output by that constant", a
     },
   });
   assertEquals(sites, [
-    "W1 x[1, 784] y[1, 128] w[784, 128] b[128]",
-    "W2 x[1, 128] y[1, 32] w[128, 32] b[32]",
-    "W3 x[1, 32] y[1, 10] w[32, 10] b[10]",
+    "W1 x[batch, 784] y[batch, 128] w[784, 128] b[128]",
+    "W2 x[batch, 128] y[batch, 32] w[128, 32] b[32]",
+    "W3 x[batch, 32] y[batch, 10] w[32, 10] b[10]",
   ]);
   const b = base["predictions"]!.data as Float32Array;
   const s = shifted["predictions"]!.data as Float32Array;
