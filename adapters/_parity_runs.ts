@@ -33,7 +33,8 @@ export async function runModel(
   for (const o of built.outputs) g.output(o);
   const feeds: Record<string, Tensor> = { ...opts.feeds };
   model.inputs.forEach((io, i) => (feeds[built.inputs[i]!.name] = probe.feeds[io.name]!));
-  const session = await Session.compile(g);
+  // One run of a few probe rows: pre-packing the weights would cost more than it saves.
+  const session = await Session.compile(g, { prepack: false });
   try {
     const out = await session.run(feeds);
     return built.outputs.map((o) => out[o.name]!);
