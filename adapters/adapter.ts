@@ -9,7 +9,7 @@
  */
 
 import type { TensorInput } from "../src/io/safetensors.ts";
-import type { BaseModel } from "../src/model.ts";
+import type { BaseModel, LinearLayer } from "../src/model.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { type JsonValue, layerHyper, type PeftConfig } from "./config.ts";
 import { type LayerAdapter, peftKeys, peftPrefix } from "./lora.ts";
@@ -55,7 +55,11 @@ export interface Adapter<T extends TensorInput = Tensor> {
   readonly layers: ReadonlyMap<string, AdapterLayer<T>>;
   /** Trained biases (`bias: "all" | "lora_only"`), `[out]`, by module path. */
   readonly biases: ReadonlyMap<string, T>;
-  /** `modules_to_save` and other whole tensors, by model key (`classifier.weight`), PyTorch layout. */
+  /**
+   * `modules_to_save` and other whole tensors, by model key (`classifier.weight`), in the PyTorch
+   * module's layout: `[out, in]` for `nn.Linear`, `[in, out]` for GPT-2's `Conv1D` (the layers of
+   * a `fan_in_fan_out` adapter stored `[in, out]`; see {@link extraWeightShape}).
+   */
   readonly extra: ReadonlyMap<string, T>;
   /** ffwd's own record of training (config, metrics), kept out of PEFT's files. */
   readonly training?: Readonly<Record<string, JsonValue>>;
@@ -148,7 +152,7 @@ export function matchAdapter(
     const layer = byName.get(name.slice(0, cut));
     const param = name.slice(cut + 1);
     const key = peftPrefix(name);
-    if (layer && param === "weight") check(key, t.shape, [layer.outFeatures, layer.inFeatures]);
+    if (layer && param === "weight") check(key, t.shape, extraWeightShape(layer, adapter.config));
     else if (layer && param === "bias") check(key, t.shape, [layer.outFeatures]);
     else result.unmatched.push(key);
   }
@@ -156,6 +160,21 @@ export function matchAdapter(
     throw matchError(adapter.name, result, model);
   }
   return result;
+}
+
+/**
+ * The shape of a whole saved weight (`modules_to_save`) of `layer`: the PyTorch module's own
+ * layout. PEFT sets `fan_in_fan_out` for GPT-2's `Conv1D`, whose weight PyTorch stores
+ * `[in, out]`; a layer stored `[in, out]` otherwise came from an `nn.Linear` that an exporter
+ * transposed (ONNX MatMul, Keras), and PyTorch's copy of it is `[out, in]`.
+ */
+export function extraWeightShape(
+  layer: Pick<LinearLayer, "inFeatures" | "outFeatures" | "orientation">,
+  config: Pick<PeftConfig, "fanInFanOut">,
+): [number, number] {
+  return config.fanInFanOut && layer.orientation === "in_out"
+    ? [layer.inFeatures, layer.outFeatures]
+    : [layer.outFeatures, layer.inFeatures];
 }
 
 function matchError(name: string, r: AdapterMatch, model: Pick<BaseModel, "layers">): Error {

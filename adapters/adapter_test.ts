@@ -9,6 +9,7 @@ import {
   matchAdapter,
 } from "./adapter.ts";
 import { defaultPeftConfig } from "./config.ts";
+import { planMerge } from "./merge.ts";
 
 const FIXTURES = new URL("../fixtures/peft/", import.meta.url).pathname;
 
@@ -156,4 +157,41 @@ Deno.test("detectAdapterKind() tells PEFT from MLX-LM and says what an unknown f
   await Deno.writeTextFile(`${dir}/adapters.npz`, "");
   await rejects(detectAdapterKind(dir), /"adapters.npz" is the old MLX format/);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a modules_to_save weight is expected in its PyTorch module's layout: Conv1D [in, out]", () => {
+  // GPT-2's c_proj 8 → 3, stored [in, out] by Conv1D itself; an ONNX MatMul layer of the same
+  // shape came from an nn.Linear whose PyTorch copy is [out, in].
+  const conv = { layers: [layer("c_proj", 8, 3, "in_out")] };
+  const saved = (fanInFanOut: boolean, shape: number[]): Adapter => ({
+    name: "s",
+    config: { ...defaultPeftConfig({ r: 2, modulesToSave: ["c_proj"] }), fanInFanOut },
+    layers: new Map(),
+    biases: new Map(),
+    extra: new Map([["c_proj.weight", tensor("F32", shape)]]),
+  });
+  deepStrictEqual(matchAdapter(saved(true, [8, 3]), conv).matched, [
+    "base_model.model.c_proj.weight",
+  ]);
+  deepStrictEqual(matchAdapter(saved(false, [3, 8]), conv).matched, [
+    "base_model.model.c_proj.weight",
+  ]);
+  throws(() => matchAdapter(saved(true, [3, 8]), conv), /has shape \[3, 8\], expected \[8, 3\]/);
+  // Merging writes the stored [in, out] weight: as saved for Conv1D, transposed for nn.Linear.
+  const value = tensor("F32", [8, 3]);
+  value.data.forEach((_, i) => (value.data[i] = i));
+  const direct = planMerge(conv, {
+    ...saved(true, [8, 3]),
+    extra: new Map([["c_proj.weight", value]]),
+  });
+  deepStrictEqual([...direct.replaced.get("c_proj.weight")!.data], [...value.data]);
+  const linear = tensor("F32", [3, 8]);
+  linear.data.forEach((_, i) => (linear.data[i] = i));
+  const viaLinear = planMerge(conv, {
+    ...saved(false, [3, 8]),
+    extra: new Map([["c_proj.weight", linear]]),
+  });
+  const t = viaLinear.replaced.get("c_proj.weight")!;
+  deepStrictEqual(t.shape, [8, 3]);
+  strictEqual(t.data[1 * 3 + 2], linear.data[2 * 8 + 1]); // stored[in 1][out 2] = linear[out 2][in 1]
 });

@@ -144,7 +144,9 @@ export function planMerge(model: Pick<BaseModel, "layers">, adapter: Adapter): M
     const { alpha, beta } = gemmFactors(layer);
     if (name.endsWith(".bias")) replaced.set(layer.biasKey!, scaled(toFloat32(t), 1 / beta));
     else {
-      const w = layer.orientation === "in_out" ? transpose2d(toFloat32(t)) : toFloat32(t);
+      // Saved in the PyTorch module's layout (see extraWeightShape); the base stores its own.
+      const stored = layer.orientation === "in_out" && !adapter.config.fanInFanOut;
+      const w = stored ? transpose2d(toFloat32(t)) : toFloat32(t);
       replaced.set(layer.weightKey, scaled(w as Tensor<"F32">, 1 / alpha));
     }
   }
