@@ -80,7 +80,9 @@ function freedBatch(model: OnnxModel): Partial<Pick<GraphProto, "input" | "outpu
   };
   return {
     input: graph.input.map((v) => relabel(v, freed.includes(v))),
-    output: graph.output.map((v) => relabel(v, (lead(v)?.t.shape?.dim.length ?? 0) >= 2)),
+    output: graph.output.map((v) =>
+      relabel(v, model.outputs.find((o) => o.name === v.name)?.shape[0] === "batch")
+    ),
     valueInfo: [],
   };
 }

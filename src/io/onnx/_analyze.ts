@@ -30,8 +30,15 @@ export interface Analysis {
   /** Opset version per domain (`""` is the default domain). */
   readonly opsets: ReadonlyMap<string, number>;
   readonly inputs: readonly InputDecl[];
-  /** The inputs with a fixed batch made symbolic, when the file declares one (see freeBatch). */
-  readonly freed?: { readonly inputs: readonly InputDecl[]; readonly note: string };
+  /**
+   * The inputs with a fixed batch made symbolic, when the file declares one (see freeBatch), the
+   * note saying so, and the start of the note for when the import keeps the declared size.
+   */
+  readonly freed?: {
+    readonly inputs: readonly InputDecl[];
+    readonly note: string;
+    readonly kept: string;
+  };
   /** The network's outputs (after post-processing is cut off). */
   readonly outputs: readonly string[];
   /** Initializers by name. */
@@ -159,24 +166,28 @@ export function analyze(file: OnnxFile): Analysis {
 /**
  * Exporters without dynamic axes (`torch.onnx.export` without `dynamic_axes`, tf2onnx with a fixed
  * signature) bake the batch size into the inputs, most often 1. When every input of rank 2 or
- * more declares the same fixed leading dimension, this proposes the inputs with that dimension as
- * the symbolic `batch`, and the note that says so; the importer takes them only if every node's
- * shape rule accepts them and the batch reaches every output as its leading dimension.
+ * more declares the same fixed leading dimension (and no input has a symbolic one), this proposes
+ * the inputs with that dimension as the symbolic `batch`, and the note that says so. The importer
+ * takes them only if every node acts per row (`_rows.ts`), every shape rule accepts them, and the
+ * batch reaches every output as its leading dimension; otherwise a note says why it kept the size.
  */
 function freeBatch(inputs: InputDecl[]): Analysis["freed"] {
   const batched = inputs.filter((i) => i.shape.length >= 2);
   const lead = new Set(batched.map((i) => i.shape[0]));
   const [fixed] = lead;
   if (batched.length === 0 || lead.size !== 1 || typeof fixed !== "number") return undefined;
-  const note =
-    `${batched.length > 1 ? "Inputs" : "Input"} ${batched.map((i) => `"${i.name}"`).join(", ")} ` +
-    `${batched.length > 1 ? "declare" : "declares"} a fixed leading dimension of ${fixed}: ` +
-    "imported as the batch dimension (any number of rows)";
+  // An exporter that made some axes dynamic fixed this one on purpose (and may call one "batch").
+  if (inputs.some((i) => i.shape.some((d) => typeof d === "string"))) return undefined;
+  const several = batched.length > 1;
+  const names = batched.map((i) => `"${i.name}"`).join(", ");
   return {
     inputs: inputs.map((i) =>
       i.shape.length >= 2 ? { ...i, shape: ["batch", ...i.shape.slice(1)] } : i
     ),
-    note,
+    note: `${several ? "Inputs" : "Input"} ${names} ${several ? "declare" : "declares"} a fixed ` +
+      `leading dimension of ${fixed}: imported as the batch dimension (any number of rows)`,
+    kept: `${several ? "Inputs" : "Input"} ${names} ${several ? "keep their" : "keeps its"} ` +
+      `fixed leading dimension of ${fixed}`,
   };
 }
 

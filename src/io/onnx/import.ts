@@ -20,6 +20,7 @@ import type { Tensor } from "../../tensor.ts";
 import { type Analysis, analyze } from "./_analyze.ts";
 import { describeNode, qualifiedOp } from "./_graph.ts";
 import { replay } from "./_replay.ts";
+import { rowMixer } from "./_rows.ts";
 import type { OnnxLinearLayer } from "./linear.ts";
 import { supportedOps } from "./op_map.ts";
 import { type InitializerInfo, loadTensor, readOnnxFile } from "./read.ts";
@@ -96,17 +97,27 @@ export async function openOnnxModel(path: string): Promise<OnnxModel> {
   // A dry run validates every node's shapes now and gives the outputs' shapes. A fixed batch is
   // freed only if the graph takes it: every shape rule passes and every output leads with it.
   if (a.freed) {
+    const freedNames = a.freed.inputs.filter((i) => i.shape[0] === "batch").map((i) => i.name);
+    const known = new Map([...a.constants, ...tensors]);
+    const mixer = rowMixer(a.nodes, freedNames, known, a.index);
+    let built: Built | undefined;
     const free = { ...a, inputs: a.freed.inputs };
     const freeNotes = [...notes, a.freed.note];
-    let built: Built | undefined;
-    try {
-      built = replay(free, tensors, new Graph(), {}, freeNotes);
-    } catch {
-      built = undefined;
+    if (!mixer) {
+      try {
+        built = replay(free, tensors, new Graph(), {}, freeNotes);
+      } catch {
+        built = undefined;
+      }
     }
     if (built && built.outputs.every((o) => o.shape[0] === "batch")) {
       return new Model(free, tensors, freeNotes, built);
     }
+    notes.push(
+      `${a.freed.kept}: ${
+        mixer ? `${mixer} may combine rows` : "the graph's shapes depend on it"
+      }, so the model runs only on batches of that size`,
+    );
   }
   const built = replay(a, tensors, new Graph(), {}, notes);
   a = { ...a, freed: undefined };

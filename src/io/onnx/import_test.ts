@@ -258,3 +258,72 @@ Deno.test("ai.onnx.ml preprocessing before the network is not cut: it fails as u
     }
   });
 });
+
+Deno.test("a fixed batch is freed only where every node works per row", async () => {
+  await inTemp(async (dir) => {
+    const W = f32("W", [4, 3], Array.from({ length: 12 }, (_, i) => (i % 5) - 2));
+    // h = x·W, then a tail; the input declares a fixed batch of 1.
+    const make = async (tail: ReturnType<typeof node>[], extra: ReturnType<typeof f32>[] = []) => {
+      const m = model({
+        nodes: [node("MatMul", ["x", "W"], ["h"]), ...tail],
+        inputs: [io("x", [1, 4])],
+        outputs: [io("y", [1, 3])],
+        inits: [W, ...extra],
+      });
+      return await openOnnxModel(await writeModel(dir, `m${tail.length}_${Math.random()}.onnx`, m));
+    };
+    const kept = (
+      mm: { inputs: readonly { shape: readonly unknown[] }[]; notes: readonly string[] },
+      op: string,
+    ) => {
+      assertEquals(mm.inputs[0]!.shape, [1, 4]);
+      const note = mm.notes.find((n) =>
+        n.startsWith('Input "x" keeps its fixed leading dimension of 1')
+      );
+      if (!note?.includes(`(${op}) may combine rows`)) throw new Error(`note: ${mm.notes}`);
+    };
+    // Per row: an activation and a softmax over the last axis.
+    const free = await make([
+      node("Relu", ["h"], ["r"]),
+      node("Softmax", ["r"], ["y"], { axis: { i: -1 } }),
+    ]);
+    assertEquals(free.inputs[0]!.shape, ["batch", 4]);
+    assertEquals(free.outputs[0]!.shape, ["batch", 3]);
+    // Mixing rows: a mean over all axes, a softmax over the batch, a sum over axis 0, a reshape
+    // to a constant shape with a residual that broadcasts back.
+    kept(
+      await make([node("ReduceMean", ["h"], ["m"]), node("Sub", ["h", "m"], ["y"])]),
+      "ReduceMean",
+    );
+    kept(await make([node("Softmax", ["h"], ["y"], { axis: { i: 0 } })]), "Softmax");
+    kept(
+      await make([node("ReduceSum", ["h", "ax"], ["s"]), node("Div", ["h", "s"], ["y"])], [
+        i64("ax", [1], [0]) as unknown as ReturnType<typeof f32>,
+      ]),
+      "ReduceSum",
+    );
+    kept(
+      await make([
+        node("Reshape", ["x", "shape"], ["x1"]),
+        node("MatMul", ["x1", "W"], ["h1"]),
+        node("Add", ["h", "h1"], ["y"]),
+      ], [i64("shape", [2], [1, 4]) as unknown as ReturnType<typeof f32>]),
+      "Reshape",
+    );
+  });
+});
+
+Deno.test("a fixed leading dimension is kept when another input dimension is symbolic", async () => {
+  await inTemp(async (dir) => {
+    // Sequence-first: [seq 5, batch, 4], exported with a dynamic batch and a fixed length.
+    const m = model({
+      nodes: [node("MatMul", ["x", "W"], ["y"])],
+      inputs: [io("x", [5, "batch", 4])],
+      outputs: [io("y", [5, "batch", 3])],
+      inits: [f32("W", [4, 3], Array.from({ length: 12 }, (_, i) => i))],
+    });
+    const mm = await openOnnxModel(await writeModel(dir, "seq.onnx", m));
+    assertEquals(mm.inputs[0]!.shape, [5, "batch", 4]);
+    assertEquals(mm.notes.filter((n) => n.includes("leading dimension")), []);
+  });
+});
