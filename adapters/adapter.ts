@@ -57,8 +57,8 @@ export interface Adapter<T extends TensorInput = Tensor> {
   readonly biases: ReadonlyMap<string, T>;
   /**
    * `modules_to_save` and other whole tensors, by model key (`classifier.weight`), in the PyTorch
-   * module's layout: `[out, in]` for `nn.Linear`, `[in, out]` for GPT-2's `Conv1D` (the layers of
-   * a `fan_in_fan_out` adapter stored `[in, out]`; see {@link extraWeightShape}).
+   * module's layout: `[out, in]` for `nn.Linear`, `[in, out]` for GPT-2's `Conv1D` (see
+   * {@link extraWeightLayouts}).
    */
   readonly extra: ReadonlyMap<string, T>;
   /** ffwd's own record of training (config, metrics), kept out of PEFT's files. */
@@ -113,7 +113,7 @@ export interface MatchOptions {
  */
 export function matchAdapter(
   adapter: Adapter<TensorInput>,
-  model: Pick<BaseModel, "layers">,
+  model: Pick<BaseModel, "layers"> & Partial<Pick<BaseModel, "format">>,
   options: MatchOptions = {},
 ): AdapterMatch {
   const byName = new Map(model.layers.map((l) => [l.name, l]));
@@ -152,8 +152,11 @@ export function matchAdapter(
     const layer = byName.get(name.slice(0, cut));
     const param = name.slice(cut + 1);
     const key = peftPrefix(name);
-    if (layer && param === "weight") check(key, t.shape, extraWeightShape(layer, adapter.config));
-    else if (layer && param === "bias") check(key, t.shape, [layer.outFeatures]);
+    if (layer && param === "weight") {
+      const layouts = extraWeightLayouts(layer, adapter.config, model.format);
+      const fits = layouts.find((l) => sameDims(t.shape, l.shape));
+      check(key, t.shape, (fits ?? layouts[0]!).shape);
+    } else if (layer && param === "bias") check(key, t.shape, [layer.outFeatures]);
     else result.unmatched.push(key);
   }
   if (!options.allowMismatch && (result.unmatched.length || result.mismatched.length)) {
@@ -163,18 +166,29 @@ export function matchAdapter(
 }
 
 /**
- * The shape of a whole saved weight (`modules_to_save`) of `layer`: the PyTorch module's own
- * layout. PEFT sets `fan_in_fan_out` for GPT-2's `Conv1D`, whose weight PyTorch stores
- * `[in, out]`; a layer stored `[in, out]` otherwise came from an `nn.Linear` that an exporter
- * transposed (ONNX MatMul, Keras), and PyTorch's copy of it is `[out, in]`.
+ * The layouts a whole saved weight (`modules_to_save`) of `layer` may come in, each with whether
+ * it must be transposed into the base's storage. PEFT saves a copy of the PyTorch module, in the
+ * module's own layout: `[out, in]` for `nn.Linear`, `[in, out]` for GPT-2's `Conv1D`.
+ *
+ * - A layer stored `[out, in]`, or any layer of a safetensors base (HF checkpoints store each
+ *   module's own layout): the stored shape.
+ * - A layer stored `[in, out]` in an exported graph (ONNX MatMul, Keras) came from an `nn.Linear`
+ *   (copy `[out, in]`, transposed to store) or a `Conv1D` (copy `[in, out]`): both are accepted
+ *   when they differ; for a square weight the adapter's `fan_in_fan_out` (set for `Conv1D`)
+ *   decides.
  */
-export function extraWeightShape(
+export function extraWeightLayouts(
   layer: Pick<LinearLayer, "inFeatures" | "outFeatures" | "orientation">,
   config: Pick<PeftConfig, "fanInFanOut">,
-): [number, number] {
-  return config.fanInFanOut && layer.orientation === "in_out"
-    ? [layer.inFeatures, layer.outFeatures]
-    : [layer.outFeatures, layer.inFeatures];
+  format?: BaseModel["format"],
+): { readonly shape: readonly [number, number]; readonly transpose: boolean }[] {
+  const { inFeatures: n, outFeatures: m } = layer;
+  if (layer.orientation === "out_in") return [{ shape: [m, n], transpose: false }];
+  const conv = { shape: [n, m] as const, transpose: false };
+  if (format === "safetensors") return [conv];
+  const linear = { shape: [m, n] as const, transpose: true };
+  if (n !== m) return [linear, conv];
+  return [config.fanInFanOut ? conv : linear];
 }
 
 function matchError(name: string, r: AdapterMatch, model: Pick<BaseModel, "layers">): Error {

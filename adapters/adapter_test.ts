@@ -159,39 +159,43 @@ Deno.test("detectAdapterKind() tells PEFT from MLX-LM and says what an unknown f
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("a modules_to_save weight is expected in its PyTorch module's layout: Conv1D [in, out]", () => {
-  // GPT-2's c_proj 8 → 3, stored [in, out] by Conv1D itself; an ONNX MatMul layer of the same
-  // shape came from an nn.Linear whose PyTorch copy is [out, in].
-  const conv = { layers: [layer("c_proj", 8, 3, "in_out")] };
-  const saved = (fanInFanOut: boolean, shape: number[]): Adapter => ({
+Deno.test("a modules_to_save weight is read in its PyTorch module's layout and stored in the base's", () => {
+  const saved = (fanInFanOut: boolean, t: ReturnType<typeof tensor>): Adapter => ({
     name: "s",
     config: { ...defaultPeftConfig({ r: 2, modulesToSave: ["c_proj"] }), fanInFanOut },
     layers: new Map(),
     biases: new Map(),
-    extra: new Map([["c_proj.weight", tensor("F32", shape)]]),
+    extra: new Map([["c_proj.weight", t]]),
   });
-  deepStrictEqual(matchAdapter(saved(true, [8, 3]), conv).matched, [
-    "base_model.model.c_proj.weight",
+  const counting = (shape: number[]) => {
+    const t = tensor("F32", shape);
+    t.data.forEach((_, i) => (t.data[i] = i));
+    return t;
+  };
+  const stored = (model: Parameters<typeof planMerge>[0], a: Adapter) =>
+    planMerge(model, a).replaced.get("c_proj.weight")!;
+  // An ONNX MatMul layer 8 → 3, stored [in, out]: an nn.Linear copy [3, 8] is transposed, a
+  // Conv1D copy [8, 3] is stored as it is, anything else names the nn.Linear layout.
+  const onnx = { format: "onnx" as const, layers: [layer("c_proj", 8, 3, "in_out")] };
+  const viaLinear = stored(onnx, saved(false, counting([3, 8])));
+  deepStrictEqual(viaLinear.shape, [8, 3]);
+  strictEqual(viaLinear.data[1 * 3 + 2], 2 * 8 + 1); // stored[in 1][out 2] = linear[out 2][in 1]
+  deepStrictEqual([...stored(onnx, saved(true, counting([8, 3]))).data], [
+    ...counting([8, 3]).data,
   ]);
-  deepStrictEqual(matchAdapter(saved(false, [3, 8]), conv).matched, [
-    "base_model.model.c_proj.weight",
+  throws(() => matchAdapter(saved(true, counting([4, 6])), onnx), /expected \[3, 8\]/);
+  // A safetensors GPT-2 base stores Conv1D's own layout: only [in, out] fits, whatever the flag.
+  const gpt2 = { format: "safetensors" as const, layers: [layer("c_proj", 8, 3, "in_out")] };
+  deepStrictEqual([...stored(gpt2, saved(false, counting([8, 3]))).data], [
+    ...counting([8, 3]).data,
   ]);
-  throws(() => matchAdapter(saved(true, [3, 8]), conv), /has shape \[3, 8\], expected \[8, 3\]/);
-  // Merging writes the stored [in, out] weight: as saved for Conv1D, transposed for nn.Linear.
-  const value = tensor("F32", [8, 3]);
-  value.data.forEach((_, i) => (value.data[i] = i));
-  const direct = planMerge(conv, {
-    ...saved(true, [8, 3]),
-    extra: new Map([["c_proj.weight", value]]),
-  });
-  deepStrictEqual([...direct.replaced.get("c_proj.weight")!.data], [...value.data]);
-  const linear = tensor("F32", [3, 8]);
-  linear.data.forEach((_, i) => (linear.data[i] = i));
-  const viaLinear = planMerge(conv, {
-    ...saved(false, [3, 8]),
-    extra: new Map([["c_proj.weight", linear]]),
-  });
-  const t = viaLinear.replaced.get("c_proj.weight")!;
-  deepStrictEqual(t.shape, [8, 3]);
-  strictEqual(t.data[1 * 3 + 2], linear.data[2 * 8 + 1]); // stored[in 1][out 2] = linear[out 2][in 1]
+  throws(
+    () => matchAdapter(saved(true, counting([3, 8])), gpt2),
+    /has shape \[3, 8\], expected \[8, 3\]/,
+  );
+  // A square exported layer: fan_in_fan_out (set for Conv1D) says which layout it is.
+  const square = { format: "onnx" as const, layers: [layer("c_proj", 4, 4, "in_out")] };
+  const s = counting([4, 4]);
+  deepStrictEqual([...stored(square, saved(true, s)).data], [...s.data]);
+  strictEqual(stored(square, saved(false, s)).data[1], s.data[4]);
 });

@@ -21,7 +21,7 @@
 
 import type { BaseModel, LinearLayer } from "../src/model.ts";
 import { castFloat, type DType, isFloat, numel, type Tensor, toFloat32 } from "../src/tensor.ts";
-import { type Adapter, matchAdapter } from "./adapter.ts";
+import { type Adapter, extraWeightLayouts, matchAdapter } from "./adapter.ts";
 import type { LayerAdapter } from "./lora.ts";
 import { type KernelKind, MergeKernels } from "./_merge_kernel.ts";
 import { transpose2d } from "./_shared.ts";
@@ -106,7 +106,10 @@ function gemmFactors(layer: LinearLayer): { alpha: number; beta: number } {
  * model.close();
  * ```
  */
-export function planMerge(model: Pick<BaseModel, "layers">, adapter: Adapter): MergePlan {
+export function planMerge(
+  model: Pick<BaseModel, "layers"> & Partial<Pick<BaseModel, "format">>,
+  adapter: Adapter,
+): MergePlan {
   const where = `Cannot merge adapter "${adapter.name}"`;
   const match = matchAdapter(adapter, model);
   const byName = new Map(model.layers.map((l) => [l.name, l]));
@@ -144,9 +147,10 @@ export function planMerge(model: Pick<BaseModel, "layers">, adapter: Adapter): M
     const { alpha, beta } = gemmFactors(layer);
     if (name.endsWith(".bias")) replaced.set(layer.biasKey!, scaled(toFloat32(t), 1 / beta));
     else {
-      // Saved in the PyTorch module's layout (see extraWeightShape); the base stores its own.
-      const stored = layer.orientation === "in_out" && !adapter.config.fanInFanOut;
-      const w = stored ? transpose2d(toFloat32(t)) : toFloat32(t);
+      // Saved in the PyTorch module's layout (see extraWeightLayouts); the base stores its own.
+      const layout = extraWeightLayouts(layer, adapter.config, model.format)
+        .find((l) => l.shape[0] === t.shape[0] && l.shape[1] === t.shape[1])!;
+      const w = layout.transpose ? transpose2d(toFloat32(t)) : toFloat32(t);
       replaced.set(layer.weightKey, scaled(w as Tensor<"F32">, 1 / alpha));
     }
   }
