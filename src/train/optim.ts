@@ -73,6 +73,13 @@ interface Slot {
   readonly buffers: Record<string, number>;
 }
 
+/** Allocates a slot of `n` elements: the parameter's copy, its gradient and the named buffers. */
+function newSlot(arena: KernelArena, buffers: readonly string[], n: number): Slot {
+  const offsets: Record<string, number> = {};
+  for (const k of buffers) offsets[k] = arena.alloc(n);
+  return { n, p: arena.alloc(n), g: arena.alloc(n), buffers: offsets };
+}
+
 /**
  * An optimizer over named float32 parameters.
  *
@@ -167,6 +174,8 @@ export class Optimizer {
         );
       }
     }
+    // Memory for parameters seen for the first time, before anything changes (it may not fit).
+    for (const [name, p] of params) if (grads.has(name)) this.#slot(name, p.length);
     this.#step++;
     const a = this.#arena;
     for (const [name, p] of params) {
@@ -246,10 +255,7 @@ export class Optimizer {
   #slot(name: string, n: number): Slot {
     let s = this.#slots.get(name);
     if (!s) {
-      const a = this.#arena;
-      const buffers: Record<string, number> = {};
-      for (const k of BUFFERS[this.name]) buffers[k] = a.alloc(n);
-      s = { n, p: a.alloc(n), g: a.alloc(n), buffers };
+      s = newSlot(this.#arena, BUFFERS[this.name], n);
       this.#slots.set(name, s);
     }
     return s;
@@ -278,25 +284,31 @@ export class Optimizer {
         `Cannot load ${state.name} optimizer state into a ${this.name} optimizer`,
       );
     }
+    // Everything is checked and built aside first: a bad state leaves this optimizer unchanged.
+    const names = BUFFERS[this.name];
+    for (const [k, b] of Object.entries(state.buffers)) {
+      const lengths = new Set(Object.values(b).map((a) => a.length));
+      if (names.some((n) => !b[n]) || lengths.size !== 1) {
+        throw new TypeError(
+          `Invalid ${this.name} optimizer state for "${k}": expected buffers ` +
+            `${names.join(", ")} of one length, got ` +
+            Object.entries(b).map(([n, a]) => `${n} (${a.length})`).join(", "),
+        );
+      }
+    }
+    const arena = new KernelArena();
+    const slots = new Map<string, Slot>();
+    for (const [k, b] of Object.entries(state.buffers)) {
+      const s = newSlot(arena, names, b[names[0]!]!.length);
+      for (const n of names) arena.view(s.buffers[n]!, s.n).set(b[n]!);
+      slots.set(k, s);
+    }
+    this.#arena = arena;
+    this.#slots = slots;
     this.#step = state.step;
     this.#count = new Map(
       Object.keys(state.buffers).map((k) => [k, state.paramSteps?.[k] ?? state.step]),
     );
-    this.#arena = new KernelArena();
-    this.#slots = new Map();
-    for (const [k, b] of Object.entries(state.buffers)) {
-      const lengths = new Set(Object.values(b).map((a) => a.length));
-      const missing = BUFFERS[this.name].filter((n) => !b[n]);
-      if (missing.length || lengths.size !== 1) {
-        throw new TypeError(
-          `Invalid ${this.name} optimizer state for "${k}": expected buffers ` +
-            `${BUFFERS[this.name].join(", ")} of one length, got ` +
-            Object.entries(b).map(([n, a]) => `${n} (${a.length})`).join(", "),
-        );
-      }
-      const s = this.#slot(k, [...lengths][0]!);
-      for (const n of BUFFERS[this.name]) this.#arena.view(s.buffers[n]!, s.n).set(b[n]!);
-    }
   }
 }
 

@@ -496,3 +496,21 @@ Deno.test("A parameter of 100,003 elements updates as its pieces do, across memo
     assertEquals(again.state(), saved);
   }
 });
+
+Deno.test("Loading a bad state throws and leaves the optimizer as it was", async () => {
+  const opt = new Optimizer("adam");
+  const p = new Map([["a", new Float32Array([1, 2])]]);
+  opt.step(p, new Map([["a", new Float32Array([0.5, -0.5])]]), 0.1);
+  const before = opt.state();
+  const bad: OptimizerState = {
+    name: "adam",
+    step: 7,
+    paramSteps: { a: 7, b: 7 },
+    buffers: {
+      a: { m: new Float32Array(2), v: new Float32Array(2) },
+      b: { m: new Float32Array(3), v: new Float32Array(2) },
+    },
+  };
+  await assertThrows(() => opt.load(bad), TypeError, 'Invalid adam optimizer state for "b"');
+  assertEquals(opt.state(), before);
+});
