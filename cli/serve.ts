@@ -38,6 +38,11 @@ export interface ServeCliOptions {
   readonly maxAdapterBytes?: number;
   readonly maxBodyBytes?: number;
   readonly threads?: number;
+  /**
+   * Let onnxruntime pre-pack the base's weights (default true): slower start-up, faster runs. A
+   * 2 GiB F32 base starts in 10.5 s with it and 1.8 s without.
+   */
+  readonly prepack?: boolean;
 }
 
 /** A started `ffwd serve`. */
@@ -67,6 +72,7 @@ export async function startServe(o: ServeCliOptions): Promise<RunningServe> {
       maxAdapters: o.maxAdapters,
       maxBytes: o.maxAdapterBytes,
       threads: o.threads,
+      prepack: o.prepack,
     });
     const server = await serve(engine, {
       hostname: o.host ?? "127.0.0.1",
@@ -123,6 +129,10 @@ export function registerServe(program: Program): void {
     .option("--max-adapter-bytes <bytes>", "most adapter bytes in memory", integer(1))
     .option("--max-body-bytes <bytes>", "largest request body", integer(1), 16 * 1024 * 1024)
     .option("--threads <n>", "onnxruntime threads (default: every core)", integer(1))
+    .option(
+      "--no-prepack",
+      "skip onnxruntime's weight pre-packing: much faster start-up for large bases, slower runs",
+    )
     .action(async (o) => {
       const token = o.token ?? (Deno.env.get("FFWD_TOKEN") || undefined);
       const running = await startServe({ ...o, token });
