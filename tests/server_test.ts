@@ -50,7 +50,8 @@ const predict = (url: string, inputs: number[][], adapter: string | null, header
   call(`${url}/v1/predict`, "POST", { inputs, adapter }, headers);
 
 Deno.test("served outputs equal `ffwd predict` bit for bit, alone and in mixed batches", async () => {
-  const s = await start({ maxWaitMs: 20 });
+  // `ffwd predict` skips weight pre-packing; packed and unpacked GEMMs may round differently.
+  const s = await start({ maxWaitMs: 20, prepack: false });
   const rows = randomRows(6, 1);
   try {
     for (const a of ["a0", "a1", "a3", null]) {
