@@ -7,6 +7,7 @@ import { loadPeftAdapter, peftStateDict, savePeftAdapter } from "./peft.ts";
 import { planMerge } from "./merge.ts";
 import { runModel, runUnmerged } from "./parity.ts";
 import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { relError } from "../tests/_assert.ts";
 
 const FIXTURES = new URL("../fixtures/peft/", import.meta.url).pathname;
 
@@ -318,14 +319,8 @@ Deno.test("PEFT fixtures run unmerged in ffwd as PEFT's forward computes them (g
       const [yBase] = await runModel(model, probe);
       const [y] = await runUnmerged(model, planMerge(model, await loadPeftAdapter(dir)), probe);
       for (const [what, actual, key] of [["base", yBase, "y_base"], ["adapted", y, "y"]] as const) {
-        const expected = golden.get(key)!.data as Float32Array;
-        const got = actual!.data as Float32Array;
-        let err = 0, scale = 0;
-        for (let i = 0; i < expected.length; i++) {
-          err = Math.max(err, Math.abs(got[i]! - expected[i]!));
-          scale = Math.max(scale, Math.abs(expected[i]!));
-        }
-        ok(err / scale < 1e-6, `${name} ${what}: error ${(err / scale).toExponential(2)}`);
+        const err = relError(actual!.data as Float32Array, golden.get(key)!.data as Float32Array);
+        ok(err < 1e-6, `${name} ${what}: error ${err.toExponential(2)}`);
       }
     } finally {
       model.close();

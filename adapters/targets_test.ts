@@ -8,7 +8,7 @@
  * @module
  */
 
-import { assertEquals, assertRejects } from "../tests/_assert.ts";
+import { assertEquals, assertThrows } from "../tests/_assert.ts";
 import type { LinearLayer } from "../src/model.ts";
 import { layerIndex, planAdapters, selectLayers } from "./targets.ts";
 
@@ -35,7 +35,7 @@ const MLP = { layers: [linear("fc1"), linear("fc2"), linear("fc3", 16, 10)] };
 
 const names = (layers: readonly LinearLayer[]) => layers.map((l) => l.name);
 
-Deno.test("selectLayers() matches list entries by whole name or dotted suffix", async () => {
+Deno.test("selectLayers() matches list entries by whole name or dotted suffix", () => {
   assertEquals(names(selectLayers(LLAMA, ["up_proj"])), [
     "model.layers.0.mlp.up_proj",
     "model.layers.1.mlp.up_proj",
@@ -46,18 +46,19 @@ Deno.test("selectLayers() matches list entries by whole name or dotted suffix", 
     "model.layers.1.mlp.down_proj",
   ]);
   // A suffix must start at a dot: "proj" is not a module name here.
-  await assertThrowsWith(() => selectLayers(LLAMA, ["proj"]), "match no linear layer");
+  assertThrows(() => selectLayers(LLAMA, ["proj"]), RangeError, "match no linear layer");
 });
 
-Deno.test("selectLayers() takes a string as a regular expression over the whole name", async () => {
+Deno.test("selectLayers() takes a string as a regular expression over the whole name", () => {
   assertEquals(names(selectLayers(LLAMA, ".*\\.1\\.mlp\\.(gate|up)_proj")), [
     "model.layers.1.mlp.gate_proj",
     "model.layers.1.mlp.up_proj",
   ]);
   // Whole-name match: a pattern matching only part of a name selects nothing.
-  await assertThrowsWith(() => selectLayers(LLAMA, "up_proj"), "match no linear layer");
-  await assertThrowsWith(
+  assertThrows(() => selectLayers(LLAMA, "up_proj"), RangeError, "match no linear layer");
+  assertThrows(
     () => selectLayers(LLAMA, "(up"),
+    SyntaxError,
     "Invalid target_modules regular expression",
   );
 });
@@ -68,12 +69,13 @@ Deno.test('"all-linear" skips a whole model\'s output layer and keeps every FFN 
   assertEquals(selectLayers(LLAMA, "all-linear").length, 6);
 });
 
-Deno.test("layers_to_transform keeps the listed transformer layers", async () => {
+Deno.test("layers_to_transform keeps the listed transformer layers", () => {
   assertEquals(names(selectLayers(LLAMA, ["down_proj"], [1])), ["model.layers.1.mlp.down_proj"]);
   assertEquals(selectLayers(LLAMA, "all-linear", []).length, 6);
   assertEquals([layerIndex("transformer.h.11.mlp.c_fc"), layerIndex("fc1")], [11, undefined]);
-  await assertThrowsWith(
+  assertThrows(
     () => selectLayers(LLAMA, ["down_proj"], [7]),
+    RangeError,
     'Target modules ["down_proj"] with layers_to_transform [7] match no linear layer; ' +
       "available layers: model.layers.0.mlp.gate_proj",
   );
@@ -99,8 +101,3 @@ Deno.test("planAdapters() applies rank and alpha patterns, rsLoRA, and warns on 
     'rank 12 exceeds min(in, out) = 10 for "fc3": the extra rank adds parameters, not expressiveness',
   ]);
 });
-
-/** Asserts that `fn` throws an error whose message includes `includes`. */
-function assertThrowsWith(fn: () => unknown, includes: string): Promise<Error> {
-  return assertRejects(() => Promise.resolve().then(fn), undefined, includes);
-}

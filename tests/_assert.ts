@@ -35,21 +35,66 @@ export async function assertRejects(
   try {
     await fn();
   } catch (e) {
-    if (ErrorClass && !(e instanceof ErrorClass)) {
-      throw new Error(
-        `Expected ${ErrorClass.name}, got ${(e as Error)?.constructor?.name}: ${
-          (e as Error)?.message
-        }`,
-      );
-    }
-    if (includes && !String((e as Error)?.message).includes(includes)) {
-      throw new Error(
-        `Expected the message to include ${JSON.stringify(includes)}, got: ${
-          (e as Error)?.message
-        }`,
-      );
-    }
-    return e as Error;
+    return checkError(e, ErrorClass, includes);
   }
   throw new Error("Expected the function to reject");
+}
+
+/** Asserts that `fn` throws (with `ErrorClass`, and a message containing `includes`); returns the error. */
+export function assertThrows(
+  fn: () => unknown,
+  ErrorClass?: abstract new (...args: never[]) => Error,
+  includes?: string,
+): Error {
+  try {
+    fn();
+  } catch (e) {
+    return checkError(e, ErrorClass, includes);
+  }
+  throw new Error("Expected the function to throw");
+}
+
+function checkError(
+  e: unknown,
+  ErrorClass?: abstract new (...args: never[]) => Error,
+  includes?: string,
+): Error {
+  if (ErrorClass && !(e instanceof ErrorClass)) {
+    throw new Error(
+      `Expected ${ErrorClass.name}, got ${(e as Error)?.constructor?.name}: ${
+        (e as Error)?.message
+      }`,
+    );
+  }
+  if (includes && !String((e as Error)?.message).includes(includes)) {
+    throw new Error(
+      `Expected the message to include ${JSON.stringify(includes)}, got: ${(e as Error)?.message}`,
+    );
+  }
+  return e as Error;
+}
+
+/**
+ * Error of `actual` against `expected` relative to the expected tensor's scale:
+ * `max|actual − expected| / max|expected|` (exactly 0 when both are all zeros).
+ */
+export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) {
+    throw new TypeError(`Cannot compare ${actual.length} values with ${expected.length}`);
+  }
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) {
+    worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
+    scale = Math.max(scale, Math.abs(expected[i]!));
+  }
+  if (Number.isNaN(worst)) return Infinity;
+  return worst === 0 ? 0 : worst / scale;
+}
+
+/** Whether two float32 arrays hold the same bytes (NaN payloads and signed zeros included). */
+export function sameBytes(a: Float32Array, b: Float32Array): boolean {
+  const x = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  const y = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
 }

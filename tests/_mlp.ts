@@ -171,20 +171,3 @@ export function adapterKeys(mlp: Mlp): string[] {
   });
 }
 
-/**
- * Error of `actual` against `expected` relative to the expected tensor's scale:
- * `max|actual − expected| / max|expected|` (exactly 0 when both are all zeros).
- */
-export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  if (actual.length !== expected.length) {
-    throw new TypeError(`Cannot compare ${actual.length} values with ${expected.length}`);
-  }
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < expected.length; i++) {
-    worst = Math.max(worst, Math.abs(actual[i]! - expected[i]!));
-    scale = Math.max(scale, Math.abs(expected[i]!));
-  }
-  if (Number.isNaN(worst)) return Infinity;
-  return worst === 0 ? 0 : worst / scale;
-}

@@ -4,7 +4,7 @@
  * models). Each file holds the inputs, base weights as the module stores them, the adapter under
  * its PEFT keys, the scale, the loss and the gradients named as ffwd names them (`d.<PEFT key>`).
  *
- * Error measure: per tensor, `max|ffwd − torch| / max|torch|` (see `relError` in `_mlp.ts`); the
+ * Error measure: per tensor, `max|ffwd − torch| / max|torch|` (see `relError` in `_assert.ts`); the
  * loss by its relative error.
  */
 
@@ -14,7 +14,8 @@ import { gelu } from "../src/engine/ops/activation.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { loraScale } from "../adapters/lora.ts";
-import { adapterKeys, buildLoraMlp, lossAndGrads, type MlpSpec, relError } from "./_mlp.ts";
+import { adapterKeys, buildLoraMlp, lossAndGrads, type MlpSpec } from "./_mlp.ts";
+import { relError } from "./_assert.ts";
 
 const GOLDEN = new URL("../fixtures/golden/", import.meta.url).pathname;
 const RTOL = 1e-5;

@@ -10,8 +10,7 @@
  * Errors: a loss by its relative error, an adapter tensor by `max|ffwd − torch| / max|torch|`.
  */
 
-import { assert, assertEquals } from "./_assert.ts";
-import { relError } from "./_mlp.ts";
+import { assert, assertEquals, relError } from "./_assert.ts";
 import { defaultPeftConfig } from "../adapters/config.ts";
 import { finetune } from "../adapters/finetune.ts";
 import { peftKeys } from "../adapters/lora.ts";

@@ -6,7 +6,7 @@
  * with non-zero random A and B so that every gradient is non-trivial. The tfjs side is written
  * from the formula (`y = x·Wᵀ + b + scale·(x·Aᵀ)·Bᵀ`), sharing no code with ffwd.
  *
- * Error measure: per tensor, `max|ffwd − tfjs| / max|tfjs|` (see `relError` in `_mlp.ts`).
+ * Error measure: per tensor, `max|ffwd − tfjs| / max|tfjs|` (see `relError` in `_assert.ts`).
  */
 
 import { ok as assert } from "node:assert/strict";
@@ -14,7 +14,8 @@ import * as tf from "@tensorflow/tfjs";
 import { relu } from "../src/engine/ops/activation.ts";
 import { Rng } from "../src/rng.ts";
 import type { Tensor } from "../src/tensor.ts";
-import { adapterKeys, buildLoraMlp, lossAndGrads, type MlpLayerSpec, relError } from "./_mlp.ts";
+import { adapterKeys, buildLoraMlp, lossAndGrads, type MlpLayerSpec } from "./_mlp.ts";
+import { relError } from "./_assert.ts";
 
 const SIZES = [12, 16, 16, 5];
 const BATCH = 7;
