@@ -283,16 +283,14 @@ function sumOfSquares(grads: Iterable<Float32Array>): number {
 }
 
 /**
- * Σ g² in float64, after checking that every gradient element is finite: a non-finite one stops
- * training, naming the parameter.
+ * Σ g² in float64, where squares of float32 values cannot overflow: it is finite exactly when
+ * every element is. When it is not, training stops naming the first non-finite gradient.
  */
 function checkedSumOfSquares(grads: ReadonlyMap<string, Float32Array>, step: number): number {
-  for (const [k, g] of grads) {
-    for (let i = 0; i < g.length; i++) {
-      if (!Number.isFinite(g[i]!)) throw new NonFiniteError(step, `the gradient of "${k}"`);
-    }
-  }
-  return sumOfSquares(grads.values());
+  const sq = sumOfSquares(grads.values());
+  if (Number.isFinite(sq)) return sq;
+  const [bad] = [...grads].find(([, g]) => g.some((v) => !Number.isFinite(v)))!;
+  throw new NonFiniteError(step, `the gradient of "${bad}"`);
 }
 
 /** A 0/1 mask for one dropout input, drawn from the trainer's generator. */
