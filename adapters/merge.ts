@@ -24,7 +24,7 @@ import { castFloat, type DType, isFloat, numel, type Tensor, toFloat32 } from ".
 import { type Adapter, extraWeightLayouts, matchAdapter } from "./adapter.ts";
 import type { LayerAdapter } from "./lora.ts";
 import { type KernelKind, MergeKernels } from "./_merge_kernel.ts";
-import { transpose2d } from "./_shared.ts";
+import { sameDims, transpose2d } from "./_shared.ts";
 
 export { deltaWeight, type KernelArgs, type KernelKind, MergeKernels } from "./_merge_kernel.ts";
 
@@ -149,7 +149,7 @@ export function planMerge(
     else {
       // Saved in the PyTorch module's layout (see extraWeightLayouts); the base stores its own.
       const layout = extraWeightLayouts(layer, adapter.config, model.format)
-        .find((l) => l.shape[0] === t.shape[0] && l.shape[1] === t.shape[1])!;
+        .find((l) => sameDims(t.shape, l.shape))!;
       const w = layout.transpose ? transpose2d(toFloat32(t)) : toFloat32(t);
       replaced.set(layer.weightKey, scaled(w as Tensor<"F32">, 1 / alpha));
     }

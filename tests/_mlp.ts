@@ -170,4 +170,3 @@ export function adapterKeys(mlp: Mlp): string[] {
     return [k.A, k.B];
   });
 }
-

@@ -82,7 +82,7 @@ export interface OnnxModel extends BaseModel {
  */
 export async function openOnnxModel(path: string): Promise<OnnxModel> {
   const file = await readOnnxFile(path);
-  let a = analyze(file);
+  const a = analyze(file);
   assertSupported(a);
   const tensors = new Map<string, Tensor>();
   const reads = new Set(a.nodes.flatMap((n) => {
@@ -95,33 +95,29 @@ export async function openOnnxModel(path: string): Promise<OnnxModel> {
   }
   const notes = [...a.notes];
   // A dry run validates every node's shapes now and gives the outputs' shapes. A fixed batch is
-  // freed only if the graph takes it: every shape rule passes and every output leads with it.
+  // freed only if every node works per row, every shape rule passes and every output leads with it.
   if (a.freed) {
-    const freedNames = a.freed.inputs.filter((i) => i.shape[0] === "batch").map((i) => i.name);
-    const known = new Map([...a.constants, ...tensors]);
-    const mixer = rowMixer(a.nodes, freedNames, known, a.index);
-    let built: Built | undefined;
+    const batched = a.freed.inputs.filter((i) => i.shape[0] === "batch").map((i) => i.name);
+    const mixer = rowMixer(a.nodes, batched, new Map([...a.constants, ...tensors]), a.index);
     const free = { ...a, inputs: a.freed.inputs };
     const freeNotes = [...notes, a.freed.note];
-    if (!mixer) {
-      try {
-        built = replay(free, tensors, new Graph(), {}, freeNotes);
-      } catch {
-        built = undefined;
-      }
-    }
-    if (built && built.outputs.every((o) => o.shape[0] === "batch")) {
+    const built = mixer ? undefined : tryReplay(free, tensors, freeNotes);
+    if (built?.outputs.every((o) => o.shape[0] === "batch")) {
       return new Model(free, tensors, freeNotes, built);
     }
-    notes.push(
-      `${a.freed.kept}: ${
-        mixer ? `${mixer} may combine rows` : "the graph's shapes depend on it"
-      }, so the model runs only on batches of that size`,
-    );
+    const why = mixer ? `${mixer} may combine rows` : "the graph's shapes depend on it";
+    notes.push(`${a.freed.kept}: ${why}, so the model runs only on batches of that size`);
   }
-  const built = replay(a, tensors, new Graph(), {}, notes);
-  a = { ...a, freed: undefined };
-  return new Model(a, tensors, notes, built);
+  return new Model(a, tensors, notes, replay(a, tensors, new Graph(), {}, notes));
+}
+
+/** The dry run, or `undefined` when some node's shape rule refuses the graph. */
+function tryReplay(a: Analysis, tensors: ReadonlyMap<string, Tensor>, notes: string[]) {
+  try {
+    return replay(a, tensors, new Graph(), {}, notes);
+  } catch {
+    return undefined;
+  }
 }
 
 function assertSupported(a: Analysis): void {

@@ -5,10 +5,10 @@
  * Why WebAssembly: the update is the only numeric loop the training step runs outside
  * onnxruntime, once per step over every trainable element. A JavaScript loop computes it in
  * float64 one element at a time; the SIMD kernels compute it in float32 (the precision
- * torch.optim uses for float32 parameters) four at a time, copies in and out included: AdamW
- * over 39K elements took 0.17 ms in JavaScript and takes 0.06 ms here, over 197K 0.76 and
- * 0.20 ms (bench/train_bench.ts, "AdamW update only"). WebAssembly's float32 arithmetic is
- * IEEE-exact, so results are bit-identical on every machine.
+ * torch.optim uses for float32 parameters) four at a time. AdamW, copies in and out included,
+ * measured against the JavaScript loop it replaced in one process, alternating (median of 6 × 500
+ * steps): 39,120 elements 0.040 vs 0.139 ms, 163,840 elements 0.166 vs 0.579 ms. WebAssembly's
+ * float32 arithmetic is IEEE-exact, so results are bit-identical on every machine.
  *
  * @module
  */
