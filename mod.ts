@@ -59,7 +59,7 @@ export {
   type ByteSource,
   withAtomicFile,
   writeFileAtomic,
-} from "./src/io/atomic.ts";
+} from "./src/fs/atomic.ts";
 export { Rng, type RngState } from "./src/rng.ts";
 
 // Base models
@@ -72,23 +72,28 @@ export type {
   LinearSite,
   ModelIO,
   Orientation,
-} from "./src/model.ts";
-export { openModel, type OpenModelOptions } from "./src/open_model.ts";
-export { type OnnxModel, openOnnxModel, type OpsetImport } from "./src/io/onnx/import.ts";
-export type { OnnxLinearLayer } from "./src/io/onnx/linear.ts";
+} from "./src/models/model.ts";
+export { openModel, type OpenModelOptions } from "./src/models/open.ts";
+export { type OnnxModel, openOnnxModel, type OpsetImport } from "./src/models/onnx/import.ts";
+export type { OnnxLinearLayer } from "./src/models/onnx/linear.ts";
 export type { ExternalLocation, InitializerInfo } from "./src/io/onnx/read.ts";
-export { inspectOnnx, type OnnxSummary } from "./src/io/onnx/inspect.ts";
+export { inspectOnnx, type OnnxSummary } from "./src/models/onnx/inspect.ts";
 export {
   detectSafetensorsBlocks,
   type FileDetection,
   openSafetensorsModel,
   type OpenSafetensorsOptions,
   type SafetensorsModel,
-} from "./src/blocks/safetensors_model.ts";
-export type { DetectedBlock, Detection, HfConfig, Layout } from "./src/blocks/detect.ts";
-export type { ResolvedBlock, ResolvedNorm } from "./src/blocks/resolve.ts";
-export type { ActivationFn, ActivationName, ACTIVATIONS, BlockSpec } from "./src/blocks/spec.ts";
-export { openTfjsModel } from "./src/io/tfjs.ts";
+} from "./src/models/blocks/safetensors_model.ts";
+export type { DetectedBlock, Detection, HfConfig, Layout } from "./src/models/blocks/detect.ts";
+export type { ResolvedBlock, ResolvedNorm } from "./src/models/blocks/resolve.ts";
+export type {
+  ActivationFn,
+  ActivationName,
+  ACTIVATIONS,
+  BlockSpec,
+} from "./src/models/blocks/spec.ts";
+export { openTfjsModel } from "./src/models/tfjs.ts";
 
 // The engine
 export {
@@ -121,7 +126,7 @@ export {
 export * as ops from "./src/engine/ops/mod.ts";
 
 // Training
-export { type Dataset, splitDataset } from "./src/train/dataset.ts";
+export { type Dataset, splitDataset } from "./src/data/dataset.ts";
 export {
   type DataFormat,
   type DataInputs,
@@ -131,7 +136,7 @@ export {
   type LoadInputsOptions,
   saveDatasetSafetensors,
   writeJsonl,
-} from "./src/train/data_files.ts";
+} from "./src/data/files.ts";
 export {
   clipGradNorm,
   Optimizer,
@@ -150,10 +155,9 @@ export {
   type TrainerState,
   type TrainResult,
 } from "./src/train/trainer.ts";
-export { benchTrain, type BenchTrainOptions, type BenchTrainResult } from "./src/train/bench.ts";
 
 // Adapters
-export { type AdapterInputs, type LayerAdapter, loraScale, peftKeys } from "./adapters/lora.ts";
+export { type AdapterInputs, type LayerAdapter, loraScale, peftKeys } from "./src/lora/branch.ts";
 export { planAdapters, type TargetOptions } from "./adapters/targets.ts";
 export {
   defaultPeftConfig,
@@ -179,20 +183,20 @@ export {
   type SavePeftOptions,
 } from "./adapters/peft.ts";
 export { loadMlxAdapter, type LoadMlxOptions } from "./adapters/mlx.ts";
-export { type AdapterSummary, inspectAdapter } from "./adapters/inspect.ts";
+export { type AdapterSummary, inspectAdapter } from "./workflows/inspect.ts";
 export {
   type AdaptedGraph,
   buildAdapted,
   type BuildAdaptedOptions,
   type LossName,
-} from "./adapters/graph.ts";
+} from "./src/lora/adapted.ts";
 export {
   finetune,
   type FinetuneOptions,
   type FinetuneResult,
   readCheckpoint,
-} from "./adapters/finetune.ts";
-export { parseTrainConfig, readTrainConfig, type TrainConfig } from "./adapters/train_config.ts";
+} from "./workflows/finetune.ts";
+export { parseTrainConfig, readTrainConfig, type TrainConfig } from "./workflows/train_config.ts";
 export { engineWeights } from "./adapters/weights.ts";
 export {
   deltaWeight,
@@ -206,34 +210,34 @@ export {
   type MergePlan,
   planMerge,
   unmergeAdapter,
-} from "./adapters/merge.ts";
+} from "./workflows/merge.ts";
 export {
   combineAdapters,
   type Combined,
   type CombineMethod,
   type CombineOptions,
-} from "./adapters/combine.ts";
+} from "./workflows/combine.ts";
 export {
   exportAdapter,
   type ExportFormat,
   type ExportMode,
   type ExportOptions,
   type ExportResult,
-} from "./adapters/export.ts";
+} from "./workflows/export.ts";
 export {
   type PairResult,
   ParityError,
   type ParityReport,
   storageTolerance,
   type Tolerance,
-} from "./adapters/parity.ts";
+} from "./workflows/parity.ts";
 export {
   renderReport,
   type ReportOptions,
   type ScaleKind,
   type ScaleMode,
   writeReport,
-} from "./adapters/report/html.ts";
+} from "./report/html.ts";
 
 // Inference
 export {

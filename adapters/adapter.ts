@@ -9,15 +9,16 @@
  */
 
 import type { TensorInput } from "../src/io/safetensors.ts";
-import type { BaseModel, LinearLayer } from "../src/model.ts";
+import type { BaseModel, LinearLayer } from "../src/models/model.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { type JsonValue, layerHyper, type PeftConfig } from "./config.ts";
-import { type LayerAdapter, peftKeys, peftPrefix } from "./lora.ts";
+import { type LayerAdapter, peftKeys, peftPrefix } from "../src/lora/branch.ts";
 import { loadMlxAdapter, type LoadMlxOptions, MLX_WEIGHTS_FILE } from "./mlx.ts";
 import { loadPeftAdapter, PEFT_BIN_FILE, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE } from "./peft.ts";
-import { dims, listFolder, sameDims } from "./_shared.ts";
+import { listFolder } from "./folder.ts";
+import { formatShape, sameShape } from "../src/tensor.ts";
 
-export { checkAdapter } from "./_shared.ts";
+export { checkAdapter } from "./folder.ts";
 
 /** One adapted module's tensors, PEFT layout. */
 export interface AdapterLayer<T extends TensorInput = Tensor> {
@@ -123,7 +124,7 @@ export function matchAdapter(
     actual: readonly number[] | null,
     expected: readonly number[],
   ): boolean => {
-    if (actual && sameDims(actual, expected)) return result.matched.push(key) > 0;
+    if (actual && sameShape(actual, expected)) return result.matched.push(key) > 0;
     result.mismatched.push({ key, expected, actual });
     return false;
   };
@@ -154,7 +155,7 @@ export function matchAdapter(
     const key = peftPrefix(name);
     if (layer && param === "weight") {
       const layouts = extraWeightLayouts(layer, adapter.config, model.format);
-      const fits = layouts.find((l) => sameDims(t.shape, l.shape));
+      const fits = layouts.find((l) => sameShape(t.shape, l.shape));
       check(key, t.shape, (fits ?? layouts[0]!).shape);
     } else if (layer && param === "bias") check(key, t.shape, [layer.outFeatures]);
     else result.unmatched.push(key);
@@ -195,7 +196,9 @@ function matchError(name: string, r: AdapterMatch, model: Pick<BaseModel, "layer
   const problems = [
     ...r.mismatched.map((m) =>
       m.actual
-        ? `tensor "${m.key}" has shape ${dims(m.actual)}, expected ${dims(m.expected)}`
+        ? `tensor "${m.key}" has shape ${formatShape(m.actual)}, expected ${
+          formatShape(m.expected)
+        }`
         : `tensor "${m.key}" is missing`
     ),
     ...r.unmatched.map((key) => `tensor "${key}" matches no linear layer of the model`),

@@ -1,5 +1,5 @@
 import { deepStrictEqual, rejects, strictEqual, throws } from "node:assert/strict";
-import type { LinearLayer, Orientation } from "../src/model.ts";
+import type { LinearLayer, Orientation } from "../src/models/model.ts";
 import { tensor } from "../src/tensor.ts";
 import {
   type Adapter,
@@ -9,7 +9,7 @@ import {
   matchAdapter,
 } from "./adapter.ts";
 import { defaultPeftConfig } from "./config.ts";
-import { planMerge } from "./merge.ts";
+import { planMerge } from "../workflows/merge.ts";
 
 const FIXTURES = new URL("../fixtures/peft/", import.meta.url).pathname;
 

@@ -15,7 +15,7 @@
 
 import { z } from "zod";
 import { patternValue, type TargetOptions } from "./targets.ts";
-import { loraScale } from "./lora.ts";
+import { loraScale } from "../src/lora/branch.ts";
 import { at, copy, type JsonValue, readJsonFile, sameJson, show, sortKeys } from "./_json.ts";
 
 export type { JsonValue } from "./_json.ts";

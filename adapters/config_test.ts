@@ -9,7 +9,7 @@ import {
   toTargetOptions,
 } from "./config.ts";
 import { planAdapters } from "./targets.ts";
-import type { LinearLayer } from "../src/model.ts";
+import type { LinearLayer } from "../src/models/model.ts";
 
 const FIXTURES = new URL("../fixtures/peft/", import.meta.url).pathname;
 

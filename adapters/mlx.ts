@@ -16,13 +16,15 @@
  */
 
 import { readSafetensors, type TensorInput, writeSafetensors } from "../src/io/safetensors.ts";
-import { writeFileAtomic } from "../src/io/atomic.ts";
+import { writeFileAtomic } from "../src/fs/atomic.ts";
 import type { Tensor } from "../src/tensor.ts";
 import type { Adapter, AdapterLayer } from "./adapter.ts";
 import { defaultPeftConfig, type JsonValue, layerHyper } from "./config.ts";
 import { readJsonFile } from "./_json.ts";
 import { layerIndex } from "./targets.ts";
-import { checkAdapter, dims, listFolder, transpose2d, writeFolderAtomic } from "./_shared.ts";
+import { checkAdapter, listFolder } from "./folder.ts";
+import { formatShape, transpose2d } from "../src/tensor.ts";
+import { writeFolderAtomic } from "../src/fs/atomic_folder.ts";
 
 /** MLX-LM's config file. */
 export const MLX_CONFIG_FILE = "adapter_config.json";
@@ -70,9 +72,9 @@ export async function loadMlxAdapter(dir: string, options: LoadMlxOptions = {}):
     }
     if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[1] !== b.shape[0]) {
       throw new TypeError(
-        `Cannot load "${weights}": tensors ${key("lora_a")} ${dims(a.shape)} and ${key("lora_b")} ${
-          dims(b.shape)
-        } are not [in, r] and [r, out]`,
+        `Cannot load "${weights}": tensors ${key("lora_a")} ${formatShape(a.shape)} and ${
+          key("lora_b")
+        } ${formatShape(b.shape)} are not [in, r] and [r, out]`,
       );
     }
     if (a.shape[1] !== mlx.rank) {

@@ -6,7 +6,7 @@
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.ts";
 import { type Tensor, tensor } from "../src/tensor.ts";
-import type { LinearLayer } from "../src/model.ts";
+import type { LinearLayer } from "../src/models/model.ts";
 import { type Adapter, loadAdapter, matchAdapter } from "./adapter.ts";
 import { defaultPeftConfig, layerHyper } from "./config.ts";
 import { loadMlxAdapter, saveMlxAdapter } from "./mlx.ts";

@@ -16,13 +16,14 @@
  */
 
 import { readSafetensors, type TensorInput, writeSafetensors } from "../src/io/safetensors.ts";
-import { writeFileAtomic } from "../src/io/atomic.ts";
+import { writeFileAtomic } from "../src/fs/atomic.ts";
 import type { Tensor } from "../src/tensor.ts";
 import type { Adapter, AdapterLayer } from "./adapter.ts";
 import { type JsonValue, type PeftConfig, peftConfigToJson, readPeftConfig } from "./config.ts";
 import { readJsonFile } from "./_json.ts";
-import { peftKeys, peftPrefix } from "./lora.ts";
-import { checkAdapter, listFolder, writeFolderAtomic } from "./_shared.ts";
+import { peftKeys, peftPrefix } from "../src/lora/branch.ts";
+import { checkAdapter, listFolder } from "./folder.ts";
+import { writeFolderAtomic } from "../src/fs/atomic_folder.ts";
 
 /** PEFT's config file. */
 export const PEFT_CONFIG_FILE = "adapter_config.json";
@@ -71,7 +72,7 @@ export interface SavePeftOptions {
 
 /**
  * Saves an adapter as a PEFT folder, all or nothing: the files are written into a staging folder
- * beside `dir` that then replaces `dir` (see `writeFolderAtomic` in `_shared.ts`). A failure (a bad
+ * beside `dir` that then replaces `dir` (see `writeFolderAtomic` in `src/fs/atomic_folder.ts`). A failure (a bad
  * shape, a lazy tensor that throws) leaves no partial folder and an existing adapter at `dir`
  * untouched; files in `dir` other than the adapter's (a README) are kept.
  *

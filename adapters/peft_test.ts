@@ -4,9 +4,9 @@ import { type Tensor, tensor } from "../src/tensor.ts";
 import type { Adapter, AdapterLayer } from "./adapter.ts";
 import { defaultPeftConfig, layerHyper, type PeftConfig } from "./config.ts";
 import { loadPeftAdapter, peftStateDict, savePeftAdapter } from "./peft.ts";
-import { planMerge } from "./merge.ts";
-import { runModel, runUnmerged } from "./parity.ts";
-import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { planMerge } from "../workflows/merge.ts";
+import { runModel, runUnmerged } from "../workflows/parity.ts";
+import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
 import { relError } from "../tests/_assert.ts";
 
 const FIXTURES = new URL("../fixtures/peft/", import.meta.url).pathname;

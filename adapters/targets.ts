@@ -12,8 +12,8 @@
  * @module
  */
 
-import type { BaseModel, LinearLayer } from "../src/model.ts";
-import { type LayerAdapter, loraScale } from "./lora.ts";
+import type { BaseModel, LinearLayer } from "../src/models/model.ts";
+import { type LayerAdapter, loraScale } from "../src/lora/branch.ts";
 
 /** How layers are chosen and sized (PEFT's names, in camelCase). */
 export interface TargetOptions {

@@ -9,7 +9,7 @@
  */
 
 import { assertEquals, assertThrows } from "../tests/_assert.ts";
-import type { LinearLayer } from "../src/model.ts";
+import type { LinearLayer } from "../src/models/model.ts";
 import { layerIndex, planAdapters, selectLayers } from "./targets.ts";
 
 function linear(name: string, inFeatures = 8, outFeatures = 16): LinearLayer {

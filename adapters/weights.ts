@@ -6,7 +6,7 @@
  */
 
 import type { AdapterWeights, LayerWeights } from "../src/infer/engine.ts";
-import type { BaseModel } from "../src/model.ts";
+import type { BaseModel } from "../src/models/model.ts";
 import { toFloat32 } from "../src/tensor.ts";
 import { type Adapter, matchAdapter, type MatchOptions } from "./adapter.ts";
 

@@ -9,9 +9,9 @@
  * (also runs under `deno bench`, as one case per shape)
  */
 
-import { buildLoraMlpStep } from "../src/train/bench.ts";
+import { buildLoraMlpStep } from "./train_step.ts";
 import { Rng } from "../src/rng.ts";
-import type { Dataset } from "../src/train/dataset.ts";
+import type { Dataset } from "../src/data/dataset.ts";
 import { train } from "../src/train/trainer.ts";
 import type { TrainStep } from "../src/train/step.ts";
 

@@ -19,7 +19,7 @@
  * @module
  */
 
-import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { Session } from "../src/engine/runtime.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";

@@ -23,18 +23,18 @@
  * @module
  */
 
-import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { Session } from "../src/engine/runtime.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
-import type { BaseModel, BuildOptions } from "../src/model.ts";
+import type { BaseModel, BuildOptions } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
 import { type Tensor, tensor } from "../src/tensor.ts";
-import { exportAdapter } from "../adapters/export.ts";
-import { type AdapterInputs, loraHook } from "../adapters/lora.ts";
-import { mergeAdapter, planMerge } from "../adapters/merge.ts";
-import { adapterFeeds } from "../adapters/parity.ts";
-import { randomAdapter } from "../adapters/_random_adapter.ts";
+import { exportAdapter } from "../workflows/export.ts";
+import { type AdapterInputs, loraHook } from "../src/lora/branch.ts";
+import { mergeAdapter, planMerge } from "../workflows/merge.ts";
+import { adapterFeeds } from "../workflows/parity.ts";
+import { randomAdapter } from "../tests/_random_adapter.ts";
 
 const ROOT = new URL("../.bench/merge/", import.meta.url).pathname;
 const MiB = 2 ** 20;

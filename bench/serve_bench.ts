@@ -27,10 +27,10 @@ import { loadAdapter } from "../adapters/adapter.ts";
 import { defaultPeftConfig } from "../adapters/config.ts";
 import { savePeftAdapter } from "../adapters/peft.ts";
 import { engineWeights } from "../adapters/weights.ts";
-import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
 import { type AdapterWeights, InferenceEngine } from "../src/infer/engine.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
-import type { BaseModel } from "../src/model.ts";
+import type { BaseModel } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
 import type { Tensor } from "../src/tensor.ts";
 

@@ -5,7 +5,7 @@
  * figures for one shape.
  */
 
-import { baseFlops, buildLoraMlpStep } from "../src/train/bench.ts";
+import { baseFlops, buildLoraMlpStep } from "./train_step.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { matmul } from "../src/engine/ops/matmul.ts";
 import { Session } from "../src/engine/runtime.ts";

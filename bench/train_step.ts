@@ -10,21 +10,21 @@
  * @module
  */
 
-import { Graph, type Value } from "../engine/graph.ts";
-import { crossEntropy } from "../engine/ops/loss.ts";
-import { relu } from "../engine/ops/activation.ts";
-import { gemm, matmul } from "../engine/ops/matmul.ts";
-import { defaultThreads, Session } from "../engine/runtime.ts";
-import type { LinearLayer } from "../model.ts";
-import { Rng } from "../rng.ts";
-import { Optimizer } from "./optim.ts";
-import { TrainStep } from "./step.ts";
+import { Graph, type Value } from "../src/engine/graph.ts";
+import { crossEntropy } from "../src/engine/ops/loss.ts";
+import { relu } from "../src/engine/ops/activation.ts";
+import { gemm, matmul } from "../src/engine/ops/matmul.ts";
+import { defaultThreads, Session } from "../src/engine/runtime.ts";
+import type { LinearLayer } from "../src/models/model.ts";
+import { Rng } from "../src/rng.ts";
+import { Optimizer } from "../src/train/optim.ts";
+import { TrainStep } from "../src/train/step.ts";
 import {
   type AdapterInputs,
   initAdapter,
   type LayerAdapter,
   loraHook,
-} from "../../adapters/lora.ts";
+} from "../src/lora/branch.ts";
 
 /** Options of {@link benchTrain}. */
 export interface BenchTrainOptions {
@@ -178,7 +178,7 @@ export function baseFlops(dims: readonly number[], batch: number): number {
  *
  * @example
  * ```ts
- * import { benchTrain } from "./bench.ts";
+ * import { benchTrain } from "./train_step.ts";
  * // Realistic sizes are [784, 1024, 1024, 10] with batch 128; this one is quick.
  * const r = await benchTrain({ dims: [16, 8, 4], batch: 8, rank: 2, steps: 2, warmup: 1 });
  * r.ms_per_step; // mean ms per step

@@ -12,7 +12,7 @@
 import { loadAdapter } from "../adapters/adapter.ts";
 import { engineWeights } from "../adapters/weights.ts";
 import type { AdapterWeights } from "../src/infer/engine.ts";
-import type { BaseModel } from "../src/model.ts";
+import type { BaseModel } from "../src/models/model.ts";
 
 /**
  * Loads the adapter folder `dir` (PEFT or MLX-LM) into engine weights for `model`.

@@ -6,8 +6,8 @@
  */
 
 import { loadAdapter } from "../adapters/adapter.ts";
-import { exportAdapter } from "../adapters/export.ts";
-import { openModel } from "../src/open_model.ts";
+import { exportAdapter } from "../workflows/export.ts";
+import { openModel } from "../src/models/open.ts";
 
 /** Exports and returns the verdict and the largest relative error of any compared pair. */
 export async function exportDemo(

@@ -7,9 +7,9 @@
  */
 
 import type { Adapter } from "../adapters/adapter.ts";
-import { exportAdapter, type ExportOptions } from "../adapters/export.ts";
-import { ParityError, type ParityReport } from "../adapters/parity.ts";
-import { openModel } from "../src/open_model.ts";
+import { exportAdapter, type ExportOptions } from "../workflows/export.ts";
+import { ParityError, type ParityReport } from "../workflows/parity.ts";
+import { openModel } from "../src/models/open.ts";
 import { writeOut } from "./_errors.ts";
 
 /** Options both commands take. */

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type AdapterSummary, inspectAdapter } from "../adapters/inspect.ts";
+import { type AdapterSummary, inspectAdapter } from "../workflows/inspect.ts";
 import {
   count,
   dims,

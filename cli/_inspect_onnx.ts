@@ -7,7 +7,7 @@
  * @module
  */
 
-import { inspectOnnx, type OnnxSummary } from "../src/io/onnx/inspect.ts";
+import { inspectOnnx, type OnnxSummary } from "../src/models/onnx/inspect.ts";
 import { count, dims, indent, plural, printable, table } from "./_inspect_text.ts";
 
 /**

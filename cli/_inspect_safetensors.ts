@@ -8,8 +8,11 @@
  * @module
  */
 
-import type { DetectedBlock } from "../src/blocks/detect.ts";
-import { detectSafetensorsBlocks, type FileDetection } from "../src/blocks/safetensors_model.ts";
+import type { DetectedBlock } from "../src/models/blocks/detect.ts";
+import {
+  detectSafetensorsBlocks,
+  type FileDetection,
+} from "../src/models/blocks/safetensors_model.ts";
 import { inspectSafetensors, type SafetensorsSummary } from "../src/io/safetensors.ts";
 import { count, dims, indent, keyValues, plural, printable, table } from "./_inspect_text.ts";
 

@@ -3,7 +3,7 @@
  * in order (Dense units and activations, the layers that pass through), the linear layers the
  * loader made of them, inputs, outputs and the parameter count.
  *
- * The model is opened by the loader (`src/io/tfjs.ts`), so a graph model, a functional model or
+ * The model is opened by the loader (`src/models/tfjs.ts`), so a graph model, a functional model or
  * an unsupported layer fails with its message. `inspect.ts` imports this module only when it
  * meets a TF.js model, so other kinds never load TensorFlow.js.
  *
@@ -11,8 +11,8 @@
  */
 
 import { enableProdMode } from "@tensorflow/tfjs";
-import type { LinearLayer } from "../src/model.ts";
-import { openTfjsModel } from "../src/io/tfjs.ts";
+import type { LinearLayer } from "../src/models/model.ts";
+import { openTfjsModel } from "../src/models/tfjs.ts";
 import { count, dims, plural, printable, table } from "./_inspect_text.ts";
 
 /** One Keras layer of the model, with what the loader made of it when it is a Dense layer. */

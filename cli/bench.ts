@@ -1,5 +1,5 @@
 /**
- * `ffwd bench train`: the LoRA training-step benchmark (see `src/train/bench.ts`), printed as a
+ * `ffwd bench train`: the LoRA training-step benchmark (see `bench/train_step.ts`), printed as a
  * table or as JSON (`{"ms_per_step", "gflops", "matmul_gflops", "ratio", "dims", "batch",
  * "rank", …}`) for comparison across commits.
  *
@@ -34,7 +34,7 @@ export function registerBench(program: Program): void {
     .option("--threads <n>", "onnxruntime threads (default: all cores)", int)
     .option("--json", "print JSON")
     .action(async (o) => {
-      const { benchTrain } = await import("../src/train/bench.ts"); // loads onnxruntime
+      const { benchTrain } = await import("../bench/train_step.ts"); // loads onnxruntime
       const r = await benchTrain({
         dims: o.dims,
         batch: o.batch,

@@ -9,14 +9,14 @@
  */
 
 import { defaultPeftConfig } from "../adapters/config.ts";
-import { countCorrect, finetune } from "../adapters/finetune.ts";
+import { countCorrect, finetune } from "../workflows/finetune.ts";
 import { engineWeights } from "../adapters/weights.ts";
 import { DEMO_SPLIT } from "../src/data/demo_split.ts";
 import { loadMnist, PIXELS, rotate, splitMnist } from "../src/data/mnist.ts";
 import { InferenceEngine } from "../src/infer/engine.ts";
-import { writeFileAtomic } from "../src/io/atomic.ts";
-import { openModel } from "../src/open_model.ts";
-import type { Dataset } from "../src/train/dataset.ts";
+import { writeFileAtomic } from "../src/fs/atomic.ts";
+import { openModel } from "../src/models/open.ts";
+import type { Dataset } from "../src/data/dataset.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { exportDemo } from "./_demo_export.ts";
 

@@ -1,7 +1,7 @@
 /**
  * `ffwd export --model <file> [--block NAME] --adapter <dir> --format onnx|safetensors
  * [--mode merged|adapter-inputs] --out <file> [--probe FILE] [--json]`: writes an adapted model,
- * checked for parity (see `adapters/export.ts`), and prints where it and `parity.json` are and
+ * checked for parity (see `workflows/export.ts`), and prints where it and `parity.json` are and
  * the verdict; `--json` prints the report. A failed check exits 1 and leaves no file.
  *
  * @module

@@ -87,7 +87,7 @@
  * (`biasKey` only with a bias) and their parameter count, which `parameters` sums.
  *
  * **adapter** (a folder with `adapter_config.json`, `adapter_model.safetensors` (PEFT) or
- * `adapters.safetensors` (MLX-LM)), the `AdapterSummary` of `adapters/inspect.ts` after `format`:
+ * `adapters.safetensors` (MLX-LM)), the `AdapterSummary` of `workflows/inspect.ts` after `format`:
  *
  * ```json
  * {

@@ -1,7 +1,7 @@
 /**
  * `ffwd merge --model <file> [--block NAME] --adapter <dir> [--adapter <dir> --weights 0.7,0.3]
  * [--combine linear|cat|svd --rank N] --out <file.safetensors|file.onnx> [--probe FILE] [--json]`:
- * merges one adapter, or several combined into one (see `adapters/combine.ts`), into the base
+ * merges one adapter, or several combined into one (see `workflows/combine.ts`), into the base
  * and writes it, checked for parity; prints where it and `parity.json` are and the verdict.
  *
  * @module
@@ -9,7 +9,7 @@
 
 import { Option } from "@commander-js/extra-typings";
 import { type Adapter, loadAdapter } from "../adapters/adapter.ts";
-import { combineAdapters } from "../adapters/combine.ts";
+import { combineAdapters } from "../workflows/combine.ts";
 import type { Program } from "./_program.ts";
 import { runExport } from "./_export_print.ts";
 

@@ -17,8 +17,8 @@
 
 import { InvalidArgumentError } from "@commander-js/extra-typings";
 import { InferenceEngine } from "../src/infer/engine.ts";
-import { openModel } from "../src/open_model.ts";
-import { loadInputs, shortestFloat32, writeJsonl } from "../src/train/data_files.ts";
+import { openModel } from "../src/models/open.ts";
+import { loadInputs, shortestFloat32, writeJsonl } from "../src/data/files.ts";
 import { servableWeights } from "./_adapter_weights.ts";
 import { writeOut } from "./_errors.ts";
 import type { Program } from "./_program.ts";

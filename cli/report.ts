@@ -7,7 +7,7 @@
  */
 
 import { Option } from "@commander-js/extra-typings";
-import { renderReport, writeReport } from "../adapters/report/html.ts";
+import { renderReport, writeReport } from "../report/html.ts";
 import { writeOut } from "./_errors.ts";
 import type { Program } from "./_program.ts";
 

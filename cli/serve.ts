@@ -18,8 +18,8 @@
 import { InvalidArgumentError } from "@commander-js/extra-typings";
 import { InferenceEngine } from "../src/infer/engine.ts";
 import { serve, type Server } from "../src/infer/server.ts";
-import type { BaseModel } from "../src/model.ts";
-import { openModel } from "../src/open_model.ts";
+import type { BaseModel } from "../src/models/model.ts";
+import { openModel } from "../src/models/open.ts";
 import { servableWeights } from "./_adapter_weights.ts";
 import { writeErr, writeOut } from "./_errors.ts";
 import type { Program } from "./_program.ts";

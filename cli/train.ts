@@ -1,6 +1,6 @@
 /**
  * `ffwd train`: fine-tune adapters on a frozen base. Flags and a `--config` file cover the same
- * options (flags win); see `adapters/train_config.ts` for the file's fields.
+ * options (flags win); see `workflows/train_config.ts` for the file's fields.
  *
  * @module
  */
@@ -8,7 +8,7 @@
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
 import { Option } from "@commander-js/extra-typings";
-import type { TrainConfig } from "../adapters/train_config.ts";
+import type { TrainConfig } from "../workflows/train_config.ts";
 import type { MetricLine } from "../src/train/trainer.ts";
 import type { Program } from "./_program.ts";
 import { writeErr } from "./_errors.ts";
@@ -89,11 +89,11 @@ export function registerTrain(program: Program): void {
     .action(async (flags, cmd) => {
       // Imported here so other subcommands do not load onnxruntime at start-up.
       const { defaultPeftConfig } = await import("../adapters/config.ts");
-      const { finetune } = await import("../adapters/finetune.ts");
-      const { readTrainConfig } = await import("../adapters/train_config.ts");
-      const { loadDataset } = await import("../src/train/data_files.ts");
-      const { splitDataset } = await import("../src/train/dataset.ts");
-      const { openModel } = await import("../src/open_model.ts");
+      const { finetune } = await import("../workflows/finetune.ts");
+      const { readTrainConfig } = await import("../workflows/train_config.ts");
+      const { loadDataset } = await import("../src/data/files.ts");
+      const { splitDataset } = await import("../src/data/dataset.ts");
+      const { openModel } = await import("../src/models/open.ts");
       const { Rng } = await import("../src/rng.ts");
       const file: TrainConfig = flags.config ? await readTrainConfig(flags.config) : {};
       const given = (name: string) => cmd.getOptionValueSource(name) === "cli";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { loraScale } from "../lora.ts";
+import { loraScale } from "../src/lora/branch.ts";
 import { card, ema, smoothingWindow } from "./_charts.ts";
 import { esc, formatDuration, formatInt, formatValue, median, percent } from "./_format.ts";
 import { confusionTable } from "./confusion.ts";

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { writeFileAtomic } from "../../src/io/atomic.ts";
+import { writeFileAtomic } from "../src/fs/atomic.ts";
 import { adapterCard, confusionCard, kpis, paramsCard, trainingCard } from "./_cards.ts";
 import { evalCards, lossCard, stepCards } from "./_charts.ts";
 import { esc } from "./_format.ts";

@@ -1,13 +1,13 @@
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { Command } from "@commander-js/extra-typings";
-import { registerReport } from "../../cli/report.ts";
-import { Rng } from "../../src/rng.ts";
-import { findAll, parseXml, textOf, type XmlElement } from "./_xml.ts";
+import { registerReport } from "../cli/report.ts";
+import { Rng } from "../src/rng.ts";
+import { findAll, parseXml, textOf, type XmlElement } from "../tests/_xml.ts";
 import { parseConfusion } from "./confusion.ts";
 import { renderReport, writeReport } from "./html.ts";
 import { parseMetrics } from "./run.ts";
 
-const FIXTURE = new URL("../../fixtures/report_run/", import.meta.url).pathname;
+const FIXTURE = new URL("../fixtures/report_run/", import.meta.url).pathname;
 
 /** The number of metrics lines of each kind whose `key` is a finite number, read independently. */
 async function countFinite(dir: string, key: string, evalLines: boolean): Promise<number> {

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { parsePeftConfig, type PeftConfig } from "../config.ts";
+import { parsePeftConfig, type PeftConfig } from "../adapters/config.ts";
 import { type Confusion, parseConfusion } from "./confusion.ts";
 
 /** One training line of `metrics.jsonl`; `NaN` marks a value that is absent or not finite. */

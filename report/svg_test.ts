@@ -1,8 +1,8 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
-import { Rng } from "../../src/rng.ts";
+import { Rng } from "../src/rng.ts";
 import { tickFormat } from "./_format.ts";
 import { chooseScale, logTicks, niceTicks } from "./_scale.ts";
-import { findAll, parseXml, textOf, type XmlElement } from "./_xml.ts";
+import { findAll, parseXml, textOf, type XmlElement } from "../tests/_xml.ts";
 import { type ChartSeries, lineChart, type Point } from "./svg.ts";
 
 /** The polyline of series `id`, as [x, y] pixel pairs. */

@@ -15,7 +15,7 @@ import { gemm, matmul } from "../src/engine/ops/matmul.ts";
 import { add } from "../src/engine/ops/elementwise.ts";
 import { cast, transpose } from "../src/engine/ops/shape.ts";
 import { crossEntropy, mseLoss } from "../src/engine/ops/loss.ts";
-import type { LinearLayer, LinearSite, Orientation } from "../src/model.ts";
+import type { LinearLayer, LinearSite, Orientation } from "../src/models/model.ts";
 import type { Tensor } from "../src/tensor.ts";
 import {
   type AdapterInputs,
@@ -23,7 +23,7 @@ import {
   loraHook,
   loraScale,
   peftKeys,
-} from "../adapters/lora.ts";
+} from "../src/lora/branch.ts";
 
 /** One frozen linear layer of the MLP, as stored (any float dtype; cast to F32 in the graph). */
 export interface MlpLayerSpec {

@@ -22,17 +22,17 @@ import {
   TensorProto_DataLocation,
   TensorProtoSchema,
   type ValueInfoProto,
-} from "../../onnx/gen/onnx_pb.ts";
-import { valueInfo } from "../../engine/emit.ts";
-import { Graph } from "../../engine/graph.ts";
-import { dtypeOfOnnx } from "../../engine/ops/cast.ts";
-import { fromOrt, Session, toOrt } from "../../engine/runtime.ts";
-import type { BuildOptions } from "../../model.ts";
-import type { Tensor } from "../../tensor.ts";
-import type { OnnxModel } from "./import.ts";
+} from "../src/onnx/gen/onnx_pb.ts";
+import { valueInfo } from "../src/engine/emit.ts";
+import { Graph } from "../src/engine/graph.ts";
+import { dtypeOfOnnx } from "../src/engine/ops/cast.ts";
+import { fromOrt, Session, toOrt } from "../src/engine/runtime.ts";
+import type { BuildOptions } from "../src/models/model.ts";
+import type { Tensor } from "../src/tensor.ts";
+import type { OnnxModel } from "../src/models/onnx/import.ts";
 
 /** The realdata folder and its tests' registration, shared by the whole suite. */
-export { REALDATA, realdataTest } from "../../../tests/_realdata.ts";
+export { REALDATA, realdataTest } from "./_realdata.ts";
 
 /** An attribute value: `{ i }`, `{ f }`, `{ ints }`, `{ floats }`, `{ s }` or `{ t }`. */
 export type A =

@@ -4,9 +4,9 @@
  * @module
  */
 
-import type { Graph } from "../graph.ts";
-import { Session } from "../runtime.ts";
-import type { Tensor } from "../../tensor.ts";
+import type { Graph } from "../src/engine/graph.ts";
+import { Session } from "../src/engine/runtime.ts";
+import type { Tensor } from "../src/tensor.ts";
 
 /** An F32 tensor of `shape` holding `values`. */
 export function f32(shape: readonly number[], values: readonly number[]): Tensor<"F32"> {

@@ -5,11 +5,11 @@
  * @module
  */
 
-import type { BaseModel } from "../src/model.ts";
+import type { BaseModel } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
 import type { Tensor } from "../src/tensor.ts";
-import type { Adapter, AdapterLayer } from "./adapter.ts";
-import { defaultPeftConfig } from "./config.ts";
+import type { Adapter, AdapterLayer } from "../adapters/adapter.ts";
+import { defaultPeftConfig } from "../adapters/config.ts";
 
 /** Options of {@linkcode randomAdapter}. */
 export interface RandomAdapterOptions {

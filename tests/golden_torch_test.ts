@@ -13,7 +13,7 @@ import type { Value } from "../src/engine/graph.ts";
 import { gelu } from "../src/engine/ops/activation.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import type { Tensor } from "../src/tensor.ts";
-import { loraScale } from "../adapters/lora.ts";
+import { loraScale } from "../src/lora/branch.ts";
 import { adapterKeys, buildLoraMlp, lossAndGrads, type MlpSpec } from "./_mlp.ts";
 import { relError } from "./_assert.ts";
 

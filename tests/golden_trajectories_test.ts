@@ -12,12 +12,12 @@
 
 import { assert, assertEquals, relError } from "./_assert.ts";
 import { defaultPeftConfig } from "../adapters/config.ts";
-import { finetune } from "../adapters/finetune.ts";
-import { peftKeys } from "../adapters/lora.ts";
-import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { finetune } from "../workflows/finetune.ts";
+import { peftKeys } from "../src/lora/branch.ts";
+import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import type { Tensor } from "../src/tensor.ts";
-import type { Dataset } from "../src/train/dataset.ts";
+import type { Dataset } from "../src/data/dataset.ts";
 import type { OptimizerName } from "../src/train/optim.ts";
 
 const ROOT = new URL("../fixtures/golden/trajectories/", import.meta.url).pathname;

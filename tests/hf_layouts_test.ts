@@ -9,8 +9,11 @@ import { Graph } from "../src/engine/graph.ts";
 import { Session } from "../src/engine/runtime.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import type { Tensor } from "../src/tensor.ts";
-import { openSafetensorsModel, type SafetensorsModel } from "../src/blocks/safetensors_model.ts";
-import { detectSafetensorsBlocks } from "../src/blocks/safetensors_model.ts";
+import {
+  openSafetensorsModel,
+  type SafetensorsModel,
+} from "../src/models/blocks/safetensors_model.ts";
+import { detectSafetensorsBlocks } from "../src/models/blocks/safetensors_model.ts";
 
 const HF = new URL("../fixtures/hf/", import.meta.url).pathname;
 

@@ -12,13 +12,13 @@ import { assert, assertEquals } from "./_assert.ts";
 import { REALDATA, realdataTest } from "./_realdata.ts";
 import { loadAdapter } from "../adapters/adapter.ts";
 import { defaultPeftConfig } from "../adapters/config.ts";
-import { exportAdapter } from "../adapters/export.ts";
-import { finetune } from "../adapters/finetune.ts";
-import type { LossName } from "../adapters/graph.ts";
+import { exportAdapter } from "../workflows/export.ts";
+import { finetune } from "../workflows/finetune.ts";
+import type { LossName } from "../src/lora/adapted.ts";
 import { loadMnist } from "../src/data/mnist.ts";
-import { openModel } from "../src/open_model.ts";
+import { openModel } from "../src/models/open.ts";
 import { Rng } from "../src/rng.ts";
-import { type Dataset, takeRows } from "../src/train/dataset.ts";
+import { type Dataset, takeRows } from "../src/data/dataset.ts";
 
 const MNIST_MLP =
   `${REALDATA}onnxruntime__onnxruntime-qnn/onnxruntime/test/testdata/test_training_model.onnx`;

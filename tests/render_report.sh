@@ -22,7 +22,7 @@ cp -r "$run" "$work/$name"
 
 # write report.html with the library (the same call `ffwd train` and `ffwd report` make)
 npx -y deno@2.9.6 run --allow-read --allow-write - <<EOF
-import { writeReport } from "$PWD/adapters/report/html.ts";
+import { writeReport } from "$PWD/report/html.ts";
 console.log(await writeReport("$work/$name"));
 EOF
 

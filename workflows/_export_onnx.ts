@@ -32,10 +32,10 @@ import {
 } from "../src/onnx/gen/onnx_pb.ts";
 import { encodeModel, INLINE_LIMIT, saveOnnx, tensorProto } from "../src/engine/emit.ts";
 import { Graph } from "../src/engine/graph.ts";
-import { externalProto } from "../src/engine/_proto.ts";
-import { writeAll } from "../src/io/atomic.ts";
-import type { OnnxModel } from "../src/io/onnx/import.ts";
-import type { BaseModel } from "../src/model.ts";
+import { externalProto } from "../src/engine/emit.ts";
+import { writeAll } from "../src/fs/atomic.ts";
+import type { OnnxModel } from "../src/models/onnx/import.ts";
+import type { BaseModel } from "../src/models/model.ts";
 import { dtypeOfCode, isExternal, tensorFromProto } from "../src/io/onnx/tensor_proto.ts";
 import { fromBytes, ITEMSIZE, numel, type Tensor, toBytes } from "../src/tensor.ts";
 

@@ -9,9 +9,12 @@
  * @module
  */
 
-import { openSafetensorsModel, type SafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import {
+  openSafetensorsModel,
+  type SafetensorsModel,
+} from "../src/models/blocks/safetensors_model.ts";
 import { openSafetensors, type TensorInput, writeSafetensors } from "../src/io/safetensors.ts";
-import type { BaseModel } from "../src/model.ts";
+import type { BaseModel } from "../src/models/model.ts";
 import { fromBytes, type Tensor } from "../src/tensor.ts";
 import { MergeKernels, type MergePlan, mergeTensor } from "./merge.ts";
 import { type Probe, runModel } from "./parity.ts";

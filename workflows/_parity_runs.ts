@@ -8,9 +8,9 @@
 import * as ort from "onnxruntime-node";
 import { Graph } from "../src/engine/graph.ts";
 import { Session } from "../src/engine/runtime.ts";
-import type { BaseModel, BuildOptions } from "../src/model.ts";
+import type { BaseModel, BuildOptions } from "../src/models/model.ts";
 import type { Tensor } from "../src/tensor.ts";
-import { type AdapterInputs, loraHook, peftKeys } from "./lora.ts";
+import { type AdapterInputs, loraHook, peftKeys } from "../src/lora/branch.ts";
 import type { MergePlan } from "./merge.ts";
 import type { Probe } from "./parity.ts";
 

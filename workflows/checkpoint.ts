@@ -10,9 +10,9 @@ import { readSafetensors, writeSafetensors } from "../src/io/safetensors.ts";
 import type { Tensor } from "../src/tensor.ts";
 import type { OptimizerState } from "../src/train/optim.ts";
 import type { TrainerState } from "../src/train/trainer.ts";
-import type { Adapter } from "./adapter.ts";
-import { savePeftAdapter } from "./peft.ts";
-import { writeFolderAtomic } from "./_shared.ts";
+import type { Adapter } from "../adapters/adapter.ts";
+import { savePeftAdapter } from "../adapters/peft.ts";
+import { writeFolderAtomic } from "../src/fs/atomic_folder.ts";
 
 const STATE_FILE = "trainer_state.safetensors";
 
@@ -57,8 +57,8 @@ export async function writeCheckpoint(
  * @example
  * ```ts
  * import { finetune, readCheckpoint } from "./finetune.ts";
- * import { defaultPeftConfig } from "./config.ts";
- * import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+ * import { defaultPeftConfig } from "../adapters/config.ts";
+ * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors");
  * const data = {
  *   rows: 4,

@@ -17,8 +17,8 @@
  */
 
 import { type Tensor, toFloat32 } from "../src/tensor.ts";
-import type { Adapter, AdapterLayer } from "./adapter.ts";
-import { defaultPeftConfig, layerHyper } from "./config.ts";
+import type { Adapter, AdapterLayer } from "../adapters/adapter.ts";
+import { defaultPeftConfig, layerHyper } from "../adapters/config.ts";
 import { matmul, qr, svd, transpose } from "./_svd.ts";
 
 /** How {@linkcode combineAdapters} combines. */
@@ -50,7 +50,7 @@ export interface Combined {
  * @example
  * ```ts
  * import { combineAdapters } from "./combine.ts";
- * import { loadAdapter } from "./adapter.ts";
+ * import { loadAdapter } from "../adapters/adapter.ts";
  * const a = await loadAdapter("fixtures/peft/legacy");
  * const { adapter } = combineAdapters([a, a], { method: "cat", weights: [0.7, 0.3] });
  * adapter.layers.get("fc1")!.A.shape; // [4, 6]: rank 2 + 2

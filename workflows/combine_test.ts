@@ -1,9 +1,9 @@
 import { ok, strictEqual, throws } from "node:assert/strict";
 import { toFloat32 } from "../src/tensor.ts";
-import { type Adapter, loadAdapter } from "./adapter.ts";
+import { type Adapter, loadAdapter } from "../adapters/adapter.ts";
 import { combineAdapters } from "./combine.ts";
-import { layerHyper } from "./config.ts";
-import { randomAdapter } from "./_random_adapter.ts";
+import { layerHyper } from "../adapters/config.ts";
+import { randomAdapter } from "../tests/_random_adapter.ts";
 
 const PEFT = new URL("../fixtures/peft/", import.meta.url).pathname;
 

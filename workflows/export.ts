@@ -20,13 +20,13 @@
  * @module
  */
 
-import { writeFileAtomic } from "../src/io/atomic.ts";
-import type { OnnxModel } from "../src/io/onnx/import.ts";
-import type { BaseModel } from "../src/model.ts";
+import { writeFileAtomic } from "../src/fs/atomic.ts";
+import type { OnnxModel } from "../src/models/onnx/import.ts";
+import type { BaseModel } from "../src/models/model.ts";
 import type { DType, Tensor } from "../src/tensor.ts";
-import type { Adapter } from "./adapter.ts";
-import { type JsonValue, peftConfigToJson } from "./config.ts";
-import { type AdapterInputs, loraHook } from "./lora.ts";
+import type { Adapter } from "../adapters/adapter.ts";
+import { type JsonValue, peftConfigToJson } from "../adapters/config.ts";
+import { type AdapterInputs, loraHook } from "../src/lora/branch.ts";
 import { mergeAdapter, type MergePlan, planMerge } from "./merge.ts";
 import {
   adapterFeeds,
@@ -98,8 +98,8 @@ export interface ExportResult {
  * @example
  * ```ts
  * import { exportAdapter } from "./export.ts";
- * import { loadAdapter } from "./adapter.ts";
- * import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+ * import { loadAdapter } from "../adapters/adapter.ts";
+ * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/peft/mlp_lora/base.safetensors");
  * const out = (await Deno.makeTempDir()) + "/merged.onnx";
  * const { report } = await exportAdapter(model, await loadAdapter("fixtures/peft/mlp_lora"), { out });

@@ -1,6 +1,6 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import * as ort from "onnxruntime-node";
-import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
 import { saveOnnx } from "../src/engine/emit.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { cast } from "../src/engine/ops/cast.ts";
@@ -8,14 +8,14 @@ import { constantNode } from "../src/engine/ops/constant.ts";
 import { matmul } from "../src/engine/ops/matmul.ts";
 import { readOnnxFile } from "../src/io/onnx/read.ts";
 import { openSafetensors } from "../src/io/safetensors.ts";
-import type { BaseModel } from "../src/model.ts";
-import { openModel } from "../src/open_model.ts";
+import type { BaseModel } from "../src/models/model.ts";
+import { openModel } from "../src/models/open.ts";
 import { castFloat, type Tensor, toBytes } from "../src/tensor.ts";
-import { type Adapter, loadAdapter } from "./adapter.ts";
+import { type Adapter, loadAdapter } from "../adapters/adapter.ts";
 import { exportAdapter } from "./export.ts";
 import { adapterFeeds, ParityError } from "./parity.ts";
 import { planMerge } from "./merge.ts";
-import { randomAdapter } from "./_random_adapter.ts";
+import { randomAdapter } from "../tests/_random_adapter.ts";
 import { REALDATA, realdataTest } from "../tests/_realdata.ts";
 
 const PEFT = new URL("../fixtures/peft/", import.meta.url).pathname;

@@ -13,20 +13,20 @@
  */
 
 import { Session } from "../src/engine/runtime.ts";
-import { writeFileAtomic } from "../src/io/atomic.ts";
-import type { BaseModel } from "../src/model.ts";
+import { writeFileAtomic } from "../src/fs/atomic.ts";
+import type { BaseModel } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
 import { type Tensor, toFloat32 } from "../src/tensor.ts";
-import { type Dataset, sliceBatch } from "../src/train/dataset.ts";
+import { type Dataset, sliceBatch } from "../src/data/dataset.ts";
 import { TrainStep } from "../src/train/step.ts";
 import { type MetricLine, train, type TrainerOptions } from "../src/train/trainer.ts";
-import { type Adapter, loadAdapter, matchAdapter } from "./adapter.ts";
-import { type PeftConfig, toTargetOptions } from "./config.ts";
-import { buildAdapted, type LossName, weightRowNorms } from "./graph.ts";
-import { initAdapter, type LayerAdapter, peftKeys } from "./lora.ts";
-import { savePeftAdapter } from "./peft.ts";
-import { planAdapters } from "./targets.ts";
-import { writeReport } from "./report/html.ts";
+import { type Adapter, loadAdapter, matchAdapter } from "../adapters/adapter.ts";
+import { type PeftConfig, toTargetOptions } from "../adapters/config.ts";
+import { buildAdapted, type LossName, weightRowNorms } from "../src/lora/adapted.ts";
+import { initAdapter, type LayerAdapter, peftKeys } from "../src/lora/branch.ts";
+import { savePeftAdapter } from "../adapters/peft.ts";
+import { planAdapters } from "../adapters/targets.ts";
+import { writeReport } from "../report/html.ts";
 import { readCheckpoint, writeCheckpoint } from "./checkpoint.ts";
 
 export { readCheckpoint };
@@ -83,8 +83,8 @@ export interface FinetuneResult {
  * @example
  * ```ts
  * import { finetune } from "./finetune.ts";
- * import { defaultPeftConfig } from "./config.ts";
- * import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+ * import { defaultPeftConfig } from "../adapters/config.ts";
+ * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors"); // 784 → 10
  * const data = {
  *   rows: 8,

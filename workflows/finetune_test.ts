@@ -1,14 +1,14 @@
 import { assert, assertEquals, assertRejects } from "../tests/_assert.ts";
-import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
 import { InferenceEngine } from "../src/infer/engine.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { Session } from "../src/engine/runtime.ts";
 import { Rng } from "../src/rng.ts";
-import type { Dataset } from "../src/train/dataset.ts";
-import { loadAdapter } from "./adapter.ts";
-import { defaultPeftConfig } from "./config.ts";
+import type { Dataset } from "../src/data/dataset.ts";
+import { loadAdapter } from "../adapters/adapter.ts";
+import { defaultPeftConfig } from "../adapters/config.ts";
 import { finetune } from "./finetune.ts";
-import { engineWeights } from "./weights.ts";
+import { engineWeights } from "../adapters/weights.ts";
 
 const MODEL = new URL("../fixtures/hf/fc_mlp/model.safetensors", import.meta.url).pathname;
 

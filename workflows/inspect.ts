@@ -12,12 +12,12 @@
 
 import { inspectSafetensors, type LazyTensor, openSafetensors } from "../src/io/safetensors.ts";
 import type { DType } from "../src/tensor.ts";
-import { type AdapterKind, detectAdapterKind } from "./adapter.ts";
-import { layerHyper, type PeftConfig, readPeftConfig } from "./config.ts";
-import { loadMlxAdapter, type LoadMlxOptions, MLX_WEIGHTS_FILE } from "./mlx.ts";
-import { loraScale } from "./lora.ts";
-import { fromPeftStateDict, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE } from "./peft.ts";
-import { checkAdapter, listFolder } from "./_shared.ts";
+import { type AdapterKind, detectAdapterKind } from "../adapters/adapter.ts";
+import { layerHyper, type PeftConfig, readPeftConfig } from "../adapters/config.ts";
+import { loadMlxAdapter, type LoadMlxOptions, MLX_WEIGHTS_FILE } from "../adapters/mlx.ts";
+import { loraScale } from "../src/lora/branch.ts";
+import { fromPeftStateDict, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE } from "../adapters/peft.ts";
+import { checkAdapter, listFolder } from "../adapters/folder.ts";
 
 /** The description of an adapter folder. */
 export interface AdapterSummary {

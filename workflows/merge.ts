@@ -12,21 +12,21 @@
  * - Trained biases (`bias: "all" | "lora_only"`) and `modules_to_save` tensors are the module's
  *   full parameters in PEFT's files, assigned on load: they replace the base's tensors.
  *
- * The arithmetic runs in onnxruntime (`_merge_kernel.ts`, one fused Gemm per layer); TypeScript
+ * The arithmetic runs in onnxruntime (`src/lora/delta.ts`, one fused Gemm per layer); TypeScript
  * only converts dtypes and scans for non-finite values, O(out·in) each. A merged weight keeps its
  * storage dtype: F16 and BF16 are rounded to nearest even.
  *
  * @module
  */
 
-import type { BaseModel, LinearLayer } from "../src/model.ts";
+import type { BaseModel, LinearLayer } from "../src/models/model.ts";
 import { castFloat, type DType, isFloat, numel, type Tensor, toFloat32 } from "../src/tensor.ts";
-import { type Adapter, extraWeightLayouts, matchAdapter } from "./adapter.ts";
-import type { LayerAdapter } from "./lora.ts";
-import { type KernelKind, MergeKernels } from "./_merge_kernel.ts";
-import { sameDims, transpose2d } from "./_shared.ts";
+import { type Adapter, extraWeightLayouts, matchAdapter } from "../adapters/adapter.ts";
+import type { LayerAdapter } from "../src/lora/branch.ts";
+import { type KernelKind, MergeKernels } from "../src/lora/delta.ts";
+import { sameShape, transpose2d } from "../src/tensor.ts";
 
-export { deltaWeight, type KernelArgs, type KernelKind, MergeKernels } from "./_merge_kernel.ts";
+export { deltaWeight, type KernelArgs, type KernelKind, MergeKernels } from "../src/lora/delta.ts";
 
 /** One adapted layer's factors, float32 in PEFT's layout. */
 export interface LayerDelta {
@@ -98,8 +98,8 @@ function gemmFactors(layer: LinearLayer): { alpha: number; beta: number } {
  * @example
  * ```ts
  * import { planMerge } from "./merge.ts";
- * import { loadAdapter } from "./adapter.ts";
- * import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+ * import { loadAdapter } from "../adapters/adapter.ts";
+ * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/peft/mlp_lora/base.safetensors");
  * const plan = planMerge(model, await loadAdapter("fixtures/peft/mlp_lora"));
  * [...plan.deltas.keys()]; // ["fc1.weight", "fc2.weight"]
@@ -149,7 +149,7 @@ export function planMerge(
     else {
       // Saved in the PyTorch module's layout (see extraWeightLayouts); the base stores its own.
       const layout = extraWeightLayouts(layer, adapter.config, model.format)
-        .find((l) => sameDims(t.shape, l.shape))!;
+        .find((l) => sameShape(t.shape, l.shape))!;
       const w = layout.transpose ? transpose2d(toFloat32(t)) : toFloat32(t);
       replaced.set(layer.weightKey, scaled(w as Tensor<"F32">, 1 / alpha));
     }
@@ -266,8 +266,8 @@ function firstNonFinite(t: Tensor): number {
  * @example
  * ```ts
  * import { mergeAdapter } from "./merge.ts";
- * import { loadAdapter } from "./adapter.ts";
- * import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+ * import { loadAdapter } from "../adapters/adapter.ts";
+ * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/peft/mlp_lora/base.safetensors");
  * const merged = await mergeAdapter(model, await loadAdapter("fixtures/peft/mlp_lora"));
  * merged.tensors.get("fc1.weight")!.shape; // [8, 6]

@@ -1,16 +1,16 @@
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
-import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
 import { saveOnnx } from "../src/engine/emit.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { relu } from "../src/engine/ops/activation.ts";
 import { gemm } from "../src/engine/ops/matmul.ts";
-import { openOnnxModel } from "../src/io/onnx/import.ts";
+import { openOnnxModel } from "../src/models/onnx/import.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import { castFloat, type Tensor, toFloat32 } from "../src/tensor.ts";
-import { type Adapter, loadAdapter } from "./adapter.ts";
-import { layerHyper } from "./config.ts";
+import { type Adapter, loadAdapter } from "../adapters/adapter.ts";
+import { layerHyper } from "../adapters/config.ts";
 import { mergeAdapter, planMerge, unmergeAdapter } from "./merge.ts";
-import { randomAdapter } from "./_random_adapter.ts";
+import { randomAdapter } from "../tests/_random_adapter.ts";
 
 const PEFT = new URL("../fixtures/peft/", import.meta.url).pathname;
 const HF = new URL("../fixtures/hf/", import.meta.url).pathname;

@@ -20,11 +20,11 @@
  * @module
  */
 
-import type { BaseModel } from "../src/model.ts";
+import type { BaseModel } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
 import type { DType, Tensor } from "../src/tensor.ts";
-import { loadInputs } from "../src/train/data_files.ts";
-import type { JsonValue } from "./config.ts";
+import { loadInputs } from "../src/data/files.ts";
+import type { JsonValue } from "../adapters/config.ts";
 
 export { adapterFeeds, runModel, runOnnxFile, runUnmerged } from "./_parity_runs.ts";
 
@@ -163,7 +163,7 @@ export function storageTolerance(dtypes: readonly DType[]): Tolerance {
  * @example
  * ```ts
  * import { makeProbe } from "./parity.ts";
- * import { openTfjsModel } from "../src/io/tfjs.ts";
+ * import { openTfjsModel } from "../src/models/tfjs.ts";
  * const probe = await makeProbe(await openTfjsModel("fixtures/tfjs/dense/model.json"), { rows: 4 });
  * probe.feeds.fc1_input!.shape; // [4, 8]
  * ```

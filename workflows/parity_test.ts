@@ -1,5 +1,5 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
-import { openTfjsModel } from "../src/io/tfjs.ts";
+import { openTfjsModel } from "../src/models/tfjs.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { compareRuns, failures, makeProbe, type ParityReport, storageTolerance } from "./parity.ts";
 

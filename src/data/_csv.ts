@@ -12,7 +12,7 @@
  */
 
 import type { Dataset } from "./dataset.ts";
-import { type DataInputs, openLines, quote, RowsBuilder } from "./_data_rows.ts";
+import { type DataInputs, openLines, quote, RowsBuilder } from "./_rows.ts";
 
 /** Options of {@linkcode readCsv}. */
 export interface CsvOptions {

@@ -11,7 +11,7 @@
  */
 
 import type { Dataset } from "./dataset.ts";
-import { type DataInputs, openLines, RowsBuilder } from "./_data_rows.ts";
+import { type DataInputs, openLines, RowsBuilder } from "./_rows.ts";
 
 /** Reads inputs and, when `withY`, labels or targets from a JSONL file. */
 export async function readJsonl(

@@ -1,5 +1,5 @@
 /**
- * What the text readers of `data_files.ts` share: a line reader that streams a file and numbers
+ * What the text readers of `files.ts` share: a line reader that streams a file and numbers
  * its lines as an editor does, and a builder that fills preallocated typed arrays with rows,
  * checking widths and labels as they arrive.
  *
@@ -7,7 +7,7 @@
  */
 
 import type { Dataset } from "./dataset.ts";
-import { fileError } from "../io/file_errors.ts";
+import { fileError } from "../fs/file_errors.ts";
 
 /** Inputs only: what `ffwd predict` reads. */
 export interface DataInputs {

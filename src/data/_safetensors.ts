@@ -9,9 +9,9 @@
 
 import { isFloat, numel, type Tensor, toFloat32 } from "../tensor.ts";
 import { openSafetensors, type SafetensorsFile, writeSafetensors } from "../io/safetensors.ts";
-import type { AtomicWriteOptions } from "../io/atomic.ts";
+import type { AtomicWriteOptions } from "../fs/atomic.ts";
 import type { Dataset } from "./dataset.ts";
-import type { DataInputs } from "./_data_rows.ts";
+import type { DataInputs } from "./_rows.ts";
 
 const INTEGER = new Set(["I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8"]);
 

@@ -4,11 +4,11 @@
  * predictions written as JSON Lines.
  *
  * - JSONL: one object per line, `{"x": [...], "y": 3}` (a class label) or `{"x": [...], "y":
- *   [...]}` (float targets); blank lines are skipped. `_data_jsonl.ts`.
+ *   [...]}` (float targets); blank lines are skipped. `_jsonl.ts`.
  * - CSV: numbers, an optional header row, an integer label column named by `labelColumn`.
- *   `_data_csv.ts`.
+ *   `_csv.ts`.
  * - safetensors: `x` `[rows, width]` in any float dtype, `y` integer `[rows]` or float
- *   `[rows, k]`. `_data_safetensors.ts`.
+ *   `[rows, k]`. `_safetensors.ts`.
  *
  * Rows are numbered as lines in an editor (blank lines and the header count), so an error such as
  * `Cannot load "train.jsonl": row 17 has 783 values, expected 784` points at line 17.
@@ -16,12 +16,12 @@
  * @module
  */
 
-import { type AtomicWriteOptions, writeFileAtomic } from "../io/atomic.ts";
+import { type AtomicWriteOptions, writeFileAtomic } from "../fs/atomic.ts";
 import type { Dataset } from "./dataset.ts";
-import type { DataInputs } from "./_data_rows.ts";
-import { readJsonl } from "./_data_jsonl.ts";
-import { readCsv } from "./_data_csv.ts";
-import { readSafetensorsData, writeSafetensorsData } from "./_data_safetensors.ts";
+import type { DataInputs } from "./_rows.ts";
+import { readJsonl } from "./_jsonl.ts";
+import { readCsv } from "./_csv.ts";
+import { readSafetensorsData, writeSafetensorsData } from "./_safetensors.ts";
 
 export type { DataInputs };
 
@@ -54,7 +54,7 @@ export interface LoadDatasetOptions extends LoadInputsOptions {
  *
  * @example
  * ```ts
- * import { loadDataset } from "./data_files.ts";
+ * import { loadDataset } from "./files.ts";
  * const path = (await Deno.makeTempDir()) + "/train.jsonl";
  * await Deno.writeTextFile(path, '{"x": [0.5, 1], "y": 1}\n{"x": [2, 0], "y": 0}\n');
  * const data = await loadDataset(path, { width: 2 });
@@ -90,7 +90,7 @@ export async function loadDataset(
  *
  * @example
  * ```ts
- * import { loadInputs } from "./data_files.ts";
+ * import { loadInputs } from "./files.ts";
  * const path = (await Deno.makeTempDir()) + "/inputs.csv";
  * await Deno.writeTextFile(path, "a,b\n0.5,1\n2,0\n");
  * const { rows, width, x } = await loadInputs(path);
@@ -125,7 +125,7 @@ export async function loadInputs(
  *
  * @example
  * ```ts
- * import { loadDataset, saveDatasetSafetensors } from "./data_files.ts";
+ * import { loadDataset, saveDatasetSafetensors } from "./files.ts";
  * const path = (await Deno.makeTempDir()) + "/data.safetensors";
  * const x = new Float32Array([1, 2, 3, 4]);
  * const y = { kind: "labels" as const, data: new BigInt64Array([0n, 1n]), classes: 10 };
@@ -148,7 +148,7 @@ export async function saveDatasetSafetensors(
  *
  * @example
  * ```ts
- * import { writeJsonl } from "./data_files.ts";
+ * import { writeJsonl } from "./files.ts";
  * const path = (await Deno.makeTempDir()) + "/predictions.jsonl";
  * const y = new Float32Array([0.1, 0.9, 0.7, 0.3]); // [rows, 2]
  * await writeJsonl(path, [0, 1].map((r) => ({ y: y.subarray(2 * r, 2 * r + 2) })));
@@ -203,7 +203,7 @@ function plain(_key: string, value: unknown): unknown {
  *
  * @example
  * ```ts
- * import { shortestFloat32 } from "./data_files.ts";
+ * import { shortestFloat32 } from "./files.ts";
  * shortestFloat32(Math.fround(0.1)); // 0.1
  * ```
  */

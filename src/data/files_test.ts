@@ -2,7 +2,7 @@ import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { castFloat } from "../tensor.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import type { Dataset } from "./dataset.ts";
-import { loadDataset, loadInputs, saveDatasetSafetensors, writeJsonl } from "./data_files.ts";
+import { loadDataset, loadInputs, saveDatasetSafetensors, writeJsonl } from "./files.ts";
 
 /** Runs `body` with a fresh folder, removed afterwards. */
 async function inTemp(body: (dir: string) => Promise<void>): Promise<void> {

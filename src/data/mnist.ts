@@ -6,7 +6,7 @@
  */
 
 import { Rng } from "../rng.ts";
-import { type Dataset, takeRows } from "../train/dataset.ts";
+import { type Dataset, takeRows } from "./dataset.ts";
 
 /** Image side. */
 export const SIDE = 28;

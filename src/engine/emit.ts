@@ -23,14 +23,14 @@ import {
   StringStringEntryProtoSchema,
 } from "../onnx/gen/onnx_pb.ts";
 import type { Tensor } from "../tensor.ts";
-import { withAtomicFile, writeAll } from "../io/atomic.ts";
+import { withAtomicFile, writeAll } from "../fs/atomic.ts";
 import type { Graph, InitData, Value } from "./graph.ts";
 import { liveNodes } from "./graph.ts";
 import { type AddedTensor, irVersionFor, nodeForm, resolveOpset } from "./_opset.ts";
 import { attrProto, tensorProto, valueInfo } from "./_proto.ts";
 import { type CopyChunk, emitInitializers, type SpillChunk, writeSideFile } from "./_external.ts";
 
-export { tensorProto, valueInfo } from "./_proto.ts";
+export { externalProto, tensorProto, valueInfo } from "./_proto.ts";
 export type { CopyChunk, SpillChunk } from "./_external.ts";
 export { INLINE_LIMIT } from "./_external.ts";
 

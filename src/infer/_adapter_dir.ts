@@ -11,7 +11,7 @@
 
 import { type AdapterLoader, type AdapterWeights, UnknownAdapterError } from "./engine.ts";
 import { HttpError } from "./_http.ts";
-import { absolutePath, isInside } from "../io/paths.ts";
+import { absolutePath, isInside } from "../fs/paths.ts";
 
 /** Reads an adapter folder into engine weights (the CLI passes `loadAdapter` + `engineWeights`). */
 export type WeightsLoader = (path: string) => Promise<AdapterWeights>;

@@ -1,5 +1,5 @@
 /**
- * The feeds of the stacked-adapter branch (`multi_lora.ts`) for one batch: the one-hot selector,
+ * The feeds of the stacked-adapter branch (`src/lora/multi.ts`) for one batch: the one-hot selector,
  * the rank mask, and per layer `A_cat [K·rmax, in]`, `B_cat [out, K·rmax]`, `R [K, out]`.
  *
  * Fast paths, because most batches are simple:
@@ -18,10 +18,10 @@
  * @module
  */
 
-import type { LinearLayer } from "../model.ts";
+import type { LinearLayer } from "../models/model.ts";
 import type { Tensor } from "../tensor.ts";
-import type { DoraLayer, DoraRatios } from "./dora_ratio.ts";
-import { MASK, ONEHOT, stackNames } from "./multi_lora.ts";
+import type { DoraLayer, DoraRatios } from "../lora/dora.ts";
+import { MASK, ONEHOT, stackNames } from "../lora/multi.ts";
 
 /** One layer of a snapshot: B has the scale folded in. */
 export interface SnapshotLayer {

@@ -1,6 +1,6 @@
 /**
  * The hot-swap inference engine: one base model compiled once with the stacked-adapter branch
- * (see `multi_lora.ts`), a registry of named adapters, and runs where every row may use a
+ * (see `src/lora/multi.ts`), a registry of named adapters, and runs where every row may use a
  * different adapter or none.
  *
  * - Switching adapters feeds other tensors: no recompilation, no base reload; registering an
@@ -17,10 +17,10 @@
 
 import { Graph } from "../engine/graph.ts";
 import { Session, type SessionOptions } from "../engine/runtime.ts";
-import type { BaseModel, LinearLayer } from "../model.ts";
+import type { BaseModel, LinearLayer } from "../models/model.ts";
 import type { Tensor } from "../tensor.ts";
-import { DoraRatios } from "./dora_ratio.ts";
-import { multiLoraHook, type StackInputs } from "./multi_lora.ts";
+import { DoraRatios } from "../lora/dora.ts";
+import { multiLoraHook, type StackInputs } from "../lora/multi.ts";
 import { type SnapshotLayer, snapshotLayers, Stacker } from "./_stack.ts";
 
 export type { SnapshotLayer };
@@ -98,7 +98,7 @@ export interface EngineStats {
  * import { InferenceEngine } from "./engine.ts";
  * import { loadAdapter } from "../../adapters/adapter.ts";
  * import { engineWeights } from "../../adapters/weights.ts";
- * import { openSafetensorsModel } from "../blocks/safetensors_model.ts";
+ * import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/peft/legacy/base.safetensors"); // 6 → 3
  * const engine = await InferenceEngine.create(model, { maxAdapters: 8 });
  * await engine.register("legacy", engineWeights(await loadAdapter("fixtures/peft/legacy"), model));

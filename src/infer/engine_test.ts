@@ -1,10 +1,10 @@
 import { assert, assertEquals, assertRejects } from "../../tests/_assert.ts";
-import { openSafetensorsModel } from "../blocks/safetensors_model.ts";
+import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
 import { Graph } from "../engine/graph.ts";
 import { Session } from "../engine/runtime.ts";
 import { Rng } from "../rng.ts";
 import type { Tensor } from "../tensor.ts";
-import { DoraRatios } from "./dora_ratio.ts";
+import { DoraRatios } from "../lora/dora.ts";
 import {
   type AdapterWeights,
   InferenceEngine,

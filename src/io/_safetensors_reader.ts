@@ -13,7 +13,7 @@ import {
   type SafetensorsHeader,
 } from "./_safetensors_header.ts";
 import type { LazyTensor } from "./_safetensors_write.ts";
-import { fileError } from "./file_errors.ts";
+import { fileError } from "../fs/file_errors.ts";
 
 /** An open safetensors file whose header has been read and validated. */
 export interface SafetensorsFile extends Disposable {

@@ -24,7 +24,7 @@ import {
   compareNames,
   metadataEntries,
 } from "./_safetensors_input.ts";
-import { writeAll } from "./atomic.ts";
+import { writeAll } from "../fs/atomic.ts";
 
 /** A tensor known by dtype and shape now, whose data is produced only when it is written. */
 export interface LazyTensor {

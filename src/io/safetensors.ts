@@ -30,7 +30,7 @@ import {
   planLayout,
   type TensorInput,
 } from "./_safetensors_write.ts";
-import { type AtomicWriteOptions, withAtomicFile } from "./atomic.ts";
+import { type AtomicWriteOptions, withAtomicFile } from "../fs/atomic.ts";
 
 export { MAX_HEADER_LENGTH } from "./_safetensors_header.ts";
 export type {

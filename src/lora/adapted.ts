@@ -5,13 +5,13 @@
  * @module
  */
 
-import { Graph, type Value } from "../src/engine/graph.ts";
-import { dropout } from "../src/engine/ops/dropout.ts";
-import { bceWithLogits, crossEntropy, mseLoss } from "../src/engine/ops/loss.ts";
-import type { BaseModel } from "../src/model.ts";
-import { type Tensor, toFloat32 } from "../src/tensor.ts";
-import type { MaskInput } from "../src/train/trainer.ts";
-import { type AdapterInputs, type LayerAdapter, loraHook } from "./lora.ts";
+import { Graph, type Value } from "../engine/graph.ts";
+import { dropout } from "../engine/ops/dropout.ts";
+import { bceWithLogits, crossEntropy, mseLoss } from "../engine/ops/loss.ts";
+import type { BaseModel } from "../models/model.ts";
+import { type Tensor, toFloat32 } from "../tensor.ts";
+import type { MaskInput } from "../engine/ops/dropout.ts";
+import { type AdapterInputs, type LayerAdapter, loraHook } from "./branch.ts";
 
 /** Loss names the trainer accepts. */
 export type LossName = "mse" | "cross_entropy" | "bce";
@@ -51,9 +51,9 @@ export interface AdaptedGraph {
  *
  * @example
  * ```ts
- * import { buildAdapted } from "./graph.ts";
- * import { planAdapters } from "./targets.ts";
- * import { openSafetensorsModel } from "../src/blocks/safetensors_model.ts";
+ * import { buildAdapted } from "./adapted.ts";
+ * import { planAdapters } from "../../adapters/targets.ts";
+ * import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors");
  * const adapters = planAdapters(model, { targetModules: ["fc1"], r: 4, loraAlpha: 8 });
  * const { adapterInputs, loss } = buildAdapted(model, adapters, { loss: "cross_entropy" });

@@ -16,16 +16,16 @@
  * @module
  */
 
-import type { Graph, Value } from "../src/engine/graph.ts";
-import { add, div, mul, sub } from "../src/engine/ops/elementwise.ts";
-import { gemm, matmul } from "../src/engine/ops/matmul.ts";
-import { reduceSum } from "../src/engine/ops/reduce.ts";
-import { detach } from "../src/engine/ops/detach.ts";
-import { transpose } from "../src/engine/ops/shape.ts";
-import { sqrt } from "../src/engine/ops/elementwise.ts";
-import type { LinearHook, LinearLayer, LinearSite } from "../src/model.ts";
-import { Rng } from "../src/rng.ts";
-import type { Tensor } from "../src/tensor.ts";
+import type { Graph, Value } from "../engine/graph.ts";
+import { add, div, mul, sub } from "../engine/ops/elementwise.ts";
+import { gemm, matmul } from "../engine/ops/matmul.ts";
+import { reduceSum } from "../engine/ops/reduce.ts";
+import { detach } from "../engine/ops/detach.ts";
+import { transpose } from "../engine/ops/shape.ts";
+import { sqrt } from "../engine/ops/elementwise.ts";
+import type { LinearHook, LinearLayer, LinearSite } from "../models/model.ts";
+import { Rng } from "../rng.ts";
+import type { Tensor } from "../tensor.ts";
 
 /** The adapter of one linear layer. */
 export interface LayerAdapter {
@@ -51,7 +51,7 @@ export function peftPrefix(module: string): string {
  *
  * @example
  * ```ts
- * import { peftKeys } from "./lora.ts";
+ * import { peftKeys } from "./branch.ts";
  * peftKeys("fc1").A; // "base_model.model.fc1.lora_A.weight"
  * ```
  */
@@ -69,7 +69,7 @@ export function peftKeys(module: string): { A: string; B: string; magnitude: str
  *
  * @example
  * ```ts
- * import { loraScale } from "./lora.ts";
+ * import { loraScale } from "./branch.ts";
  * loraScale(16, 8, false); // 2
  * loraScale(16, 4, true); // 8
  * ```

@@ -11,13 +11,13 @@
  */
 
 import * as ort from "onnxruntime-node";
-import { Graph, type Value } from "../src/engine/graph.ts";
-import { encodeModel, toModelProto } from "../src/engine/emit.ts";
-import { mul } from "../src/engine/ops/elementwise.ts";
-import { gemm } from "../src/engine/ops/matmul.ts";
-import { reduceSum } from "../src/engine/ops/reduce.ts";
-import { defaultThreads } from "../src/engine/runtime.ts";
-import type { Orientation } from "../src/model.ts";
+import { Graph, type Value } from "../engine/graph.ts";
+import { encodeModel, toModelProto } from "../engine/emit.ts";
+import { mul } from "../engine/ops/elementwise.ts";
+import { gemm } from "../engine/ops/matmul.ts";
+import { reduceSum } from "../engine/ops/reduce.ts";
+import { defaultThreads } from "../engine/runtime.ts";
+import type { Orientation } from "../models/model.ts";
 
 /**
  * PEFT's `get_delta_weight` as graph nodes: `base + coef · B·A` in the weight's storage layout
@@ -27,8 +27,8 @@ import type { Orientation } from "../src/model.ts";
  *
  * @example
  * ```ts
- * import { Graph } from "../src/engine/graph.ts";
- * import { deltaWeight } from "./_merge_kernel.ts";
+ * import { Graph } from "../engine/graph.ts";
+ * import { deltaWeight } from "./delta.ts";
  * const g = new Graph();
  * const A = g.input("A", "F32", [2, 4]); // [r, in]
  * const B = g.input("B", "F32", [3, 2]); // [out, r]
@@ -101,7 +101,7 @@ const BLOCK = 1 << 21;
  *
  * @example
  * ```ts
- * import { MergeKernels } from "./_merge_kernel.ts";
+ * import { MergeKernels } from "./delta.ts";
  * const kernels = new MergeKernels();
  * const { weight } = await kernels.run("lora", {
  *   orientation: "out_in", outFeatures: 2, inFeatures: 2, rank: 1, coef: 2,

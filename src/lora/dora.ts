@@ -13,7 +13,7 @@ import { matmul } from "../engine/ops/matmul.ts";
 import { reduceSum } from "../engine/ops/reduce.ts";
 import { transpose } from "../engine/ops/shape.ts";
 import { Session } from "../engine/runtime.ts";
-import type { BaseModel, LinearLayer } from "../model.ts";
+import type { BaseModel, LinearLayer } from "../models/model.ts";
 import { toFloat32 } from "../tensor.ts";
 
 /** One DoRA layer of an adapter, PEFT layout. */

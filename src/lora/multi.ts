@@ -20,7 +20,7 @@ import type { Value } from "../engine/graph.ts";
 import { add, mul, sub } from "../engine/ops/elementwise.ts";
 import { gemm, matmul } from "../engine/ops/matmul.ts";
 import { reduceSum } from "../engine/ops/reduce.ts";
-import type { LinearHook, LinearLayer, LinearSite } from "../model.ts";
+import type { LinearHook, LinearLayer, LinearSite } from "../models/model.ts";
 
 /** Name of the per-row adapter selector input, `[batch, K]`. */
 export const ONEHOT = "adapter_onehot";

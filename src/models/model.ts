@@ -9,8 +9,8 @@
  * @module
  */
 
-import type { DType, Tensor } from "./tensor.ts";
-import type { Graph, Shape, Value } from "./engine/graph.ts";
+import type { DType, Tensor } from "../tensor.ts";
+import type { Graph, Shape, Value } from "../engine/graph.ts";
 
 /** How a linear layer's weight is stored. */
 export type Orientation =

@@ -6,8 +6,8 @@
  */
 
 import { openSafetensorsModel } from "./blocks/safetensors_model.ts";
-import { openOnnxModel } from "./io/onnx/import.ts";
-import { openTfjsModel } from "./io/tfjs.ts";
+import { openOnnxModel } from "./onnx/import.ts";
+import { openTfjsModel } from "./tfjs.ts";
 import type { BaseModel } from "./model.ts";
 
 /** Options of {@link openModel}. */

@@ -13,12 +13,12 @@
 // Types only: the library (about 0.2 s to load) is imported when weights are decoded, so commands
 // that never open a TF.js model do not pay for it.
 import type * as tf from "@tensorflow/tfjs";
-import type { BaseModel, BuildOptions, Built, LinearLayer, ModelIO } from "../model.ts";
+import type { BaseModel, BuildOptions, Built, LinearLayer, ModelIO } from "./model.ts";
 import type { Graph } from "../engine/graph.ts";
 import type { Tensor } from "../tensor.ts";
-import { resolveBlock, type ResolvedBlock, type TensorInfo } from "../blocks/resolve.ts";
-import type { ActivationName, BlockSpec, SequentialLayerSpec } from "../blocks/spec.ts";
-import { buildBlock } from "../blocks/templates.ts";
+import { resolveBlock, type ResolvedBlock, type TensorInfo } from "./blocks/resolve.ts";
+import type { ActivationName, BlockSpec, SequentialLayerSpec } from "./blocks/spec.ts";
+import { buildBlock } from "./blocks/templates.ts";
 
 /** Keras activation names ffwd builds, by the spec name they map to (`linear`: none). */
 const KERAS_ACTIVATIONS: Readonly<Record<string, ActivationName | null>> = {

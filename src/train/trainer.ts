@@ -11,7 +11,6 @@
  * @module
  */
 
-import type { Value } from "../engine/graph.ts";
 import { Rng, type RngState } from "../rng.ts";
 import type { Tensor } from "../tensor.ts";
 import {
@@ -22,7 +21,10 @@ import {
 } from "./optim.ts";
 import { learningRate, type ScheduleName } from "./schedule.ts";
 import type { TrainStep } from "./step.ts";
-import { batchBuffers, type Dataset, sliceBatch } from "./dataset.ts";
+import { batchBuffers, type Dataset, sliceBatch } from "../data/dataset.ts";
+import type { MaskInput } from "../engine/ops/dropout.ts";
+
+export type { MaskInput };
 
 /** Loop settings. */
 export interface TrainerOptions {
@@ -57,14 +59,6 @@ export interface TrainerOptions {
   shuffle?: boolean;
   /** Stop when the eval loss has not improved by `minDelta` for `patience` evaluations. */
   earlyStopping?: { patience: number; minDelta?: number };
-}
-
-/** A dropout mask input the trainer feeds each step. */
-export interface MaskInput {
-  /** The graph input that receives the 0/1 mask; symbolic dimensions take the batch's rows. */
-  readonly value: Value;
-  /** Drop probability. */
-  readonly p: number;
 }
 
 /** Everything a checkpoint needs to resume exactly. */

@@ -15,7 +15,7 @@ import { mseLoss } from "../engine/ops/loss.ts";
 import { matmul } from "../engine/ops/matmul.ts";
 import type { Tensor } from "../tensor.ts";
 import { Rng } from "../rng.ts";
-import type { Dataset } from "./dataset.ts";
+import type { Dataset } from "../data/dataset.ts";
 import { TrainStep } from "./step.ts";
 import { type MetricLine, NonFiniteError, train } from "./trainer.ts";
 

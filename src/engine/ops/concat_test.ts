@@ -5,7 +5,7 @@ import { Graph } from "../graph.ts";
 import { concat, split } from "./concat.ts";
 import { mul } from "./elementwise.ts";
 import { reduceSum } from "./reduce.ts";
-import { assertClose, f32, runGraph, values } from "./_testing.ts";
+import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
 
 Deno.test("concat() gradients match finite differences along every axis", async () => {
   for (const axis of [0, 1, -1]) {

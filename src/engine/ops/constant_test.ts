@@ -17,7 +17,7 @@ import {
 import { add, mul } from "./elementwise.ts";
 import { reduceSum } from "./reduce.ts";
 import { cast } from "./shape.ts";
-import { assertClose, f32, runGraph, values } from "./_testing.ts";
+import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
 
 Deno.test("constantNode() emits an ONNX Constant holding its tensor", async () => {
   const g = new Graph();

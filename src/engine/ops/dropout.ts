@@ -115,3 +115,11 @@ export const VJPS: Record<string, Vjp> = {
     return [dy ?? null, null, null];
   },
 };
+
+/** A dropout mask input the trainer feeds each step. */
+export interface MaskInput {
+  /** The graph input that receives the 0/1 mask; symbolic dimensions take the batch's rows. */
+  readonly value: Value;
+  /** Drop probability. */
+  readonly p: number;
+}

@@ -7,7 +7,7 @@ import { scalar } from "./constant.ts";
 import { mul } from "./elementwise.ts";
 import { dropout, dropoutInference, dropoutMask } from "./dropout.ts";
 import { reduceSum } from "./reduce.ts";
-import { assertClose, f32, runGraph, values } from "./_testing.ts";
+import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
 
 Deno.test("dropoutMask() is reproducible from the generator state", () => {
   const rng = new Rng(3);

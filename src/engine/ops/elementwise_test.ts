@@ -4,7 +4,7 @@ import { gradcheck } from "../gradcheck.ts";
 import { Graph, type Value } from "../graph.ts";
 import { abs, add, div, exp, log, mul, neg, pow, reciprocal, sqrt, sub } from "./elementwise.ts";
 import { reduceSum } from "./reduce.ts";
-import { assertClose, f32, runGraph, values } from "./_testing.ts";
+import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
 
 const BINARY: Record<string, (a: Value, b: Value) => Value> = { add, sub, mul, div, pow };
 

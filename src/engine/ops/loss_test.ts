@@ -1,4 +1,4 @@
-import { assert } from "../_assert.ts";
+import { assert } from "../../../tests/_assert.ts";
 import { grad } from "../autograd.ts";
 import { gradcheck } from "../gradcheck.ts";
 import { Graph, type Value } from "../graph.ts";

@@ -5,7 +5,7 @@ import { Graph, int } from "../graph.ts";
 import { constantNode, int64s } from "./constant.ts";
 import { mul } from "./elementwise.ts";
 import { reduceMean, reduceSum, unbroadcast } from "./reduce.ts";
-import { assertClose, f32, runGraph, values } from "./_testing.ts";
+import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
 
 const AXES: (number[] | undefined)[] = [undefined, [0], [1], [-1], [0, 2], [2, 0, 1]];
 

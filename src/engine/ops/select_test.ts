@@ -16,7 +16,7 @@ import {
   logicalOr,
   where,
 } from "./select.ts";
-import { assertClose, f32, runGraph, values } from "./_testing.ts";
+import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
 
 Deno.test("where() gradients match finite differences with broadcasting both ways", async () => {
   const shapes: [number[], number[], number[]][] = [

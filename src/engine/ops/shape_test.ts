@@ -17,7 +17,7 @@ import {
   transposeLast2,
   unsqueeze,
 } from "./shape.ts";
-import { assertClose, f32, runGraph, values } from "./_testing.ts";
+import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
 
 Deno.test("reshape() gradients match finite differences", async () => {
   await gradcheck(([x]) => reshape(x!, [6, 4]), { x: { shape: [2, 3, 4] } });

@@ -5,7 +5,7 @@ import { Graph } from "../graph.ts";
 import { mul } from "./elementwise.ts";
 import { reduceSum } from "./reduce.ts";
 import { slice, sliceRange } from "./slice.ts";
-import { assertClose, f32, runGraph, values } from "./_testing.ts";
+import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
 
 const I = Infinity;
 

@@ -49,7 +49,7 @@ export interface InitializerInfo {
   readonly external?: ExternalLocation;
 }
 
-import { absolutePath } from "../paths.ts";
+import { absolutePath } from "../../fs/paths.ts";
 
 export { absolutePath };
 

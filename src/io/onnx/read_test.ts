@@ -1,9 +1,18 @@
 import { create } from "@bufbuild/protobuf";
 import { TensorProtoSchema } from "../../onnx/gen/onnx_pb.ts";
 import { bf16BitsToNumber, f16BitsToNumber, toFloat32 } from "../../tensor.ts";
-import { external, f32, io, model, node, REALDATA, realdataTest, writeModel } from "./_testing.ts";
-import { openOnnxModel } from "./import.ts";
-import { inspectOnnx } from "./inspect.ts";
+import {
+  external,
+  f32,
+  io,
+  model,
+  node,
+  REALDATA,
+  realdataTest,
+  writeModel,
+} from "../../../tests/_onnx.ts";
+import { openOnnxModel } from "../../models/onnx/import.ts";
+import { inspectOnnx } from "../../models/onnx/inspect.ts";
 import { loadTensor, readOnnxFile } from "./read.ts";
 import { tensorFromProto } from "./tensor_proto.ts";
 

@@ -7,7 +7,7 @@
  */
 
 import type { LinearLayer, Orientation } from "../model.ts";
-import { type DType, isFloat } from "../tensor.ts";
+import { type DType, isFloat } from "../../tensor.ts";
 import { type ActivationFn, ACTIVATIONS, type BlockSpec, type LayerSpec } from "./spec.ts";
 
 /** What resolving needs to know of a tensor: a safetensors header entry fits. */

@@ -1,5 +1,5 @@
 import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
-import type { DType } from "../tensor.ts";
+import type { DType } from "../../tensor.ts";
 import { resolveBlock, type TensorInfo } from "./resolve.ts";
 import type { BlockSpec } from "./spec.ts";
 

@@ -10,9 +10,9 @@
  */
 
 import type { BaseModel, BuildOptions, Built, LinearLayer, ModelIO } from "../model.ts";
-import type { Graph, InitData } from "../engine/graph.ts";
-import { openSafetensors, type SafetensorsFile } from "../io/safetensors.ts";
-import type { Tensor } from "../tensor.ts";
+import type { Graph, InitData } from "../../engine/graph.ts";
+import { openSafetensors, type SafetensorsFile } from "../../io/safetensors.ts";
+import type { Tensor } from "../../tensor.ts";
 import { detectBlocks, type Detection, type HfConfig } from "./detect.ts";
 import { blockLabel, resolveBlock, type ResolvedBlock } from "./resolve.ts";
 import { type BlockSpec, parseBlockSpec, readBlockSpec } from "./spec.ts";
@@ -60,7 +60,7 @@ export interface SafetensorsModel extends BaseModel {
  * @example
  * ```ts
  * import { openSafetensorsModel } from "./safetensors_model.ts";
- * import { Graph } from "../engine/graph.ts";
+ * import { Graph } from "../../engine/graph.ts";
  * const model = await openSafetensorsModel("fixtures/hf/llama/model.safetensors");
  * model.layers.map((l) => l.name); // ["model.layers.0.mlp.gate_proj", …]
  * const g = new Graph();

@@ -1,17 +1,17 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
-import { grad } from "../engine/autograd.ts";
-import { Graph, type Value } from "../engine/graph.ts";
-import { Session } from "../engine/runtime.ts";
-import { add, mul } from "../engine/ops/elementwise.ts";
-import { matmul } from "../engine/ops/matmul.ts";
-import { reduceSum } from "../engine/ops/reduce.ts";
-import { transpose } from "../engine/ops/shape.ts";
+import { grad } from "../../engine/autograd.ts";
+import { Graph, type Value } from "../../engine/graph.ts";
+import { Session } from "../../engine/runtime.ts";
+import { add, mul } from "../../engine/ops/elementwise.ts";
+import { matmul } from "../../engine/ops/matmul.ts";
+import { reduceSum } from "../../engine/ops/reduce.ts";
+import { transpose } from "../../engine/ops/shape.ts";
 import type { LinearHook } from "../model.ts";
-import { Rng } from "../rng.ts";
-import type { Tensor } from "../tensor.ts";
+import { Rng } from "../../rng.ts";
+import type { Tensor } from "../../tensor.ts";
 import { openSafetensorsModel } from "./safetensors_model.ts";
 
-const HF = new URL("../../fixtures/hf/", import.meta.url).pathname;
+const HF = new URL("../../../fixtures/hf/", import.meta.url).pathname;
 const R = 2;
 
 /** A LoRA branch on every layer, `y + (x·Aᵀ)·Bᵀ`, with A [r, in] and B [out, r] as graph inputs. */

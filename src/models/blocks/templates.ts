@@ -11,13 +11,13 @@
  */
 
 import type { BuildOptions, Built, LinearLayer } from "../model.ts";
-import type { Tensor } from "../tensor.ts";
-import type { Graph, InitData, Value } from "../engine/graph.ts";
-import { gelu, relu, sigmoid, silu, softmax, tanh } from "../engine/ops/activation.ts";
-import { add, mul } from "../engine/ops/elementwise.ts";
-import { gemm, matmul } from "../engine/ops/matmul.ts";
-import { layerNorm, rmsNorm } from "../engine/ops/normalization.ts";
-import { cast, identity, transpose } from "../engine/ops/shape.ts";
+import type { Tensor } from "../../tensor.ts";
+import type { Graph, InitData, Value } from "../../engine/graph.ts";
+import { gelu, relu, sigmoid, silu, softmax, tanh } from "../../engine/ops/activation.ts";
+import { add, mul } from "../../engine/ops/elementwise.ts";
+import { gemm, matmul } from "../../engine/ops/matmul.ts";
+import { layerNorm, rmsNorm } from "../../engine/ops/normalization.ts";
+import { cast, identity, transpose } from "../../engine/ops/shape.ts";
 import type { ActivationFn } from "./spec.ts";
 import type { ResolvedBlock } from "./resolve.ts";
 
@@ -52,8 +52,8 @@ export const ACTIVATION_BUILDERS: Readonly<Record<ActivationFn, (x: Value) => Va
  *
  * @example
  * ```ts
- * import { Graph } from "../engine/graph.ts";
- * import { tensor } from "../tensor.ts";
+ * import { Graph } from "../../engine/graph.ts";
+ * import { tensor } from "../../tensor.ts";
  * import { resolveBlock } from "./resolve.ts";
  * import { buildBlock } from "./templates.ts";
  * const w = tensor("F32", [4, 8]);

@@ -1,10 +1,10 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import { Graph, type Value } from "../engine/graph.ts";
-import { Session } from "../engine/runtime.ts";
-import { mul } from "../engine/ops/elementwise.ts";
+import { Graph, type Value } from "../../engine/graph.ts";
+import { Session } from "../../engine/runtime.ts";
+import { mul } from "../../engine/ops/elementwise.ts";
 import type { LinearSite } from "../model.ts";
-import { Rng } from "../rng.ts";
-import { type Tensor, tensor } from "../tensor.ts";
+import { Rng } from "../../rng.ts";
+import { type Tensor, tensor } from "../../tensor.ts";
 import { resolveBlock, type TensorInfo } from "./resolve.ts";
 import type { BlockSpec } from "./spec.ts";
 import { buildBlock } from "./templates.ts";

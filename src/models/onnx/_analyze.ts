@@ -13,8 +13,8 @@ import { attrInt, attrTensor } from "./_attrs.ts";
 import { cutPostProcessing, domainOf, neededNodes, qualifiedOp, sortNodes } from "./_graph.ts";
 import { type ConstInfo, findLinearLayers, type LinearMatch } from "./linear.ts";
 import { handlerOf } from "./op_map.ts";
-import { type InitializerInfo, initializerInfo, type OnnxFile } from "./read.ts";
-import { dimsOf, dtypeOfCode, tensorFromProto } from "./tensor_proto.ts";
+import { type InitializerInfo, initializerInfo, type OnnxFile } from "../../io/onnx/read.ts";
+import { dimsOf, dtypeOfCode, tensorFromProto } from "../../io/onnx/tensor_proto.ts";
 
 /** A real graph input (not an initializer) with its declared dtype and shape. */
 export interface InputDecl {

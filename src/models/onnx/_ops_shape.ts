@@ -27,7 +27,7 @@ import { isFloat, numel, type Tensor, toFloat32 } from "../../tensor.ts";
 import { attrFloat, attrInt, attrInts, attrString, attrTensor } from "./_attrs.ts";
 import { computeDtype, type OpContext, type OpHandler } from "./_context.ts";
 import * as fold from "./_fold.ts";
-import { dtypeOfCode, tensorFromProto } from "./tensor_proto.ts";
+import { dtypeOfCode, tensorFromProto } from "../../io/onnx/tensor_proto.ts";
 
 /** Axes from an attribute before `since`, from input `i` from then on (undefined if absent). */
 function axesOf(ctx: OpContext, i: number, since: number): number[] | undefined {

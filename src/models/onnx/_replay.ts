@@ -14,7 +14,7 @@ import { add } from "../../engine/ops/elementwise.ts";
 import { gemm, matmul } from "../../engine/ops/matmul.ts";
 import { concat } from "../../engine/ops/concat.ts";
 import { cast, identity, squeeze, transpose } from "../../engine/ops/shape.ts";
-import type { BuildOptions, Built } from "../../model.ts";
+import type { BuildOptions, Built } from "../model.ts";
 import { isFloat, type Tensor, toFloat32 } from "../../tensor.ts";
 import type { Analysis } from "./_analyze.ts";
 import { computeDtype, type OpContext, type OpResult } from "./_context.ts";

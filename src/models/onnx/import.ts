@@ -15,7 +15,7 @@
 
 import { Graph } from "../../engine/graph.ts";
 import type { ModelProto } from "../../onnx/gen/onnx_pb.ts";
-import type { BaseModel, BuildOptions, Built, ModelIO } from "../../model.ts";
+import type { BaseModel, BuildOptions, Built, ModelIO } from "../model.ts";
 import type { Tensor } from "../../tensor.ts";
 import { type Analysis, analyze } from "./_analyze.ts";
 import { describeNode, qualifiedOp } from "./_graph.ts";
@@ -23,7 +23,7 @@ import { replay } from "./_replay.ts";
 import { rowMixer } from "./_rows.ts";
 import type { OnnxLinearLayer } from "./linear.ts";
 import { supportedOps } from "./op_map.ts";
-import { type InitializerInfo, loadTensor, readOnnxFile } from "./read.ts";
+import { type InitializerInfo, loadTensor, readOnnxFile } from "../../io/onnx/read.ts";
 
 /** An opset import of a model. */
 export interface OpsetImport {

@@ -16,7 +16,7 @@ import {
   runOriginal,
   t32,
   writeModel,
-} from "./_testing.ts";
+} from "../../../tests/_onnx.ts";
 import { openOnnxModel } from "./import.ts";
 import { inspectOnnx } from "./inspect.ts";
 

@@ -9,7 +9,7 @@
 import type { Dim } from "../../engine/graph.ts";
 import { analyze } from "./_analyze.ts";
 import { describeNode } from "./_graph.ts";
-import { readOnnxFile } from "./read.ts";
+import { readOnnxFile } from "../../io/onnx/read.ts";
 
 /** The summary {@link inspectOnnx} returns; every field is plain JSON. */
 export interface OnnxSummary {

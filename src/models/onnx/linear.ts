@@ -22,7 +22,7 @@
  */
 
 import type { NodeProto } from "../../onnx/gen/onnx_pb.ts";
-import type { LinearLayer } from "../../model.ts";
+import type { LinearLayer } from "../model.ts";
 import { type DType, isFloat } from "../../tensor.ts";
 import { attrFloat, attrInt, attrInts, findAttr } from "./_attrs.ts";
 import { domainOf } from "./_graph.ts";

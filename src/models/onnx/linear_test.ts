@@ -10,7 +10,7 @@ import {
   runImported,
   t32,
   writeModel,
-} from "./_testing.ts";
+} from "../../../tests/_onnx.ts";
 import { openOnnxModel } from "./import.ts";
 import { layerName } from "./linear.ts";
 

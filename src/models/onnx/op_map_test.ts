@@ -11,7 +11,7 @@ import {
   runImported,
   runOriginal,
   writeModel,
-} from "./_testing.ts";
+} from "../../../tests/_onnx.ts";
 import { openOnnxModel } from "./import.ts";
 import { supportedOps } from "./op_map.ts";
 
