@@ -1,6 +1,7 @@
 /**
- * Shape rules shared by the ops: numpy broadcasting over symbolic dimensions, axis normalisation
- * and the reduction that brings a broadcast gradient back to its input's shape.
+ * Shape rules shared by the ops: numpy broadcasting over symbolic dimensions, axis normalisation,
+ * the shape of a reduction, and the axes of the reduction that brings a broadcast gradient back to
+ * its input's shape. Pure rules: nothing here builds a node.
  *
  * @module
  */
@@ -45,6 +46,28 @@ export function normAxis(op: string, axis: number, rank: number): number {
     throw new RangeError(`Invalid axis ${axis} in ${op} for a value of rank ${rank}`);
   }
   return a;
+}
+
+/**
+ * The shape of a reduction of `x` over `axes` (possibly negative): without them, or with size 1
+ * there when `keepdims`. Repeated axes fail, naming the op.
+ */
+export function reducedShape(
+  op: string,
+  x: Value,
+  axes: readonly number[],
+  keepdims: boolean,
+): Dim[] {
+  const set = new Set(axes.map((a) => normAxis(op, a, x.rank)));
+  if (set.size !== axes.length) {
+    throw new TypeError(`Invalid axes [${axes.join(", ")}] in ${op} of ${x}: axes repeat`);
+  }
+  const out: Dim[] = [];
+  x.shape.forEach((d, i) => {
+    if (!set.has(i)) out.push(d);
+    else if (keepdims) out.push(1);
+  });
+  return out;
 }
 
 /**

@@ -49,6 +49,12 @@ function unary(op: string, x: Value): Value {
  */
 export const erf = (x: Value): Value => unary("Erf", x);
 
+// saved for backward: x
+const erfVjp: Vjp = ({ node, dy: [dy] }) => {
+  const x = inputsOf(node)[0]!;
+  return [mul(dy!, mul(exp(mul(mul(x, x), -1)), 2 / Math.sqrt(Math.PI)))];
+};
+
 /** `tanh`, local so that this file does not import its sibling `activation.ts`. */
 const tanhOf = (x: Value): Value => unary("Tanh", x);
 
@@ -89,6 +95,13 @@ export function gelu(x: Value, opts: GeluOptions = {}): Value {
   return mul(mul(x, 0.5), add(tanhOf(inner), 1));
 }
 
+// saved for backward: x (the derivative is recomputed from it, cheaper than saving Φ(x))
+const geluVjp: Vjp = ({ node, dy: [dy] }) => {
+  const x = inputsOf(node)[0]!;
+  const approx = (node.attrs["approximate"] as { value: string } | undefined)?.value ?? "none";
+  return [mul(dy!, approx === "tanh" ? dGeluTanh(x) : dGeluExact(x))];
+};
+
 /** d GELU / dx for the exact form: `Φ(x) + x·φ(x)`. */
 function dGeluExact(x: Value): Value {
   const cdf = mul(add(erf(mul(x, Math.SQRT1_2)), 1), 0.5); // Φ(x)
@@ -113,15 +126,6 @@ function dGeluTanh(x: Value): Value {
 
 /** Gradient rules of GELU and Erf. */
 export const VJPS: Record<string, Vjp> = {
-  // saved for backward: x
-  Erf: ({ node, dy: [dy] }) => {
-    const x = inputsOf(node)[0]!;
-    return [mul(dy!, mul(exp(mul(mul(x, x), -1)), 2 / Math.sqrt(Math.PI)))];
-  },
-  // saved for backward: x (the derivative is recomputed from it, cheaper than saving Φ(x))
-  Gelu: ({ node, dy: [dy] }) => {
-    const x = inputsOf(node)[0]!;
-    const approx = (node.attrs["approximate"] as { value: string } | undefined)?.value ?? "none";
-    return [mul(dy!, approx === "tanh" ? dGeluTanh(x) : dGeluExact(x))];
-  },
+  Erf: erfVjp,
+  Gelu: geluVjp,
 };

@@ -14,6 +14,7 @@ import { reduceSum } from "./reduce.ts";
 import { cast } from "./cast.ts";
 import { greater } from "./select.ts";
 import { VJPS as GELU_VJPS } from "./_gelu.ts";
+import { attr } from "./_helpers.ts";
 
 export { erf, gelu, type GeluOptions } from "./_gelu.ts";
 
@@ -21,6 +22,9 @@ function unary(op: string, x: Value, attrs = {}): Value {
   assertFloat(op, x);
   return x.graph.node(op, [x], attrs, [{ dtype: x.dtype, shape: x.shape }])[0]!;
 }
+
+/** `x > 0` as a float mask of x's dtype. */
+const positive = (x: Value): Value => cast(greater(x, 0), x.dtype);
 
 /**
  * `max(x, 0)`.
@@ -34,6 +38,9 @@ function unary(op: string, x: Value, attrs = {}): Value {
  * ```
  */
 export const relu = (x: Value): Value => unary("Relu", x);
+
+// saved for backward: x (the mask x > 0)
+const reluVjp: Vjp = ({ node, dy: [dy] }) => [mul(dy!, positive(inputsOf(node)[0]!))];
 
 /**
  * `x` where `x > 0`, else `alpha·x` (ONNX LeakyRelu).
@@ -50,6 +57,13 @@ export function leakyRelu(x: Value, alpha = 0.01): Value {
   return unary("LeakyRelu", x, { alpha: float(alpha) });
 }
 
+// saved for backward: x; slope is alpha + (1 - alpha)·[x > 0]
+const leakyReluVjp: Vjp = ({ node, dy: [dy] }) => {
+  const alpha = attr(node, "alpha", 0.01);
+  const slope = add(mul(positive(inputsOf(node)[0]!), 1 - alpha), alpha);
+  return [mul(dy!, slope)];
+};
+
 /**
  * The logistic function `1 / (1 + e^-x)`.
  *
@@ -63,6 +77,12 @@ export function leakyRelu(x: Value, alpha = 0.01): Value {
  */
 export const sigmoid = (x: Value): Value => unary("Sigmoid", x);
 
+// saved for backward: y = sigmoid(x); dX = dy·y·(1 − y)
+const sigmoidVjp: Vjp = ({ node, dy: [dy] }) => {
+  const y = outputOf(node);
+  return [mul(dy!, mul(y, sub(1, y)))];
+};
+
 /**
  * Hyperbolic tangent.
  *
@@ -75,6 +95,12 @@ export const sigmoid = (x: Value): Value => unary("Sigmoid", x);
  * ```
  */
 export const tanh = (x: Value): Value => unary("Tanh", x);
+
+// saved for backward: y = tanh(x); dX = dy·(1 − y²)
+const tanhVjp: Vjp = ({ node, dy: [dy] }) => {
+  const y = outputOf(node);
+  return [mul(dy!, sub(1, mul(y, y)))];
+};
 
 /**
  * SiLU (swish) `x·sigmoid(x)`, composed: the autograd differentiates Mul and Sigmoid.
@@ -105,6 +131,13 @@ export function softmax(x: Value, axis = -1): Value {
   return unary("Softmax", x, { axis: int(axis) });
 }
 
+// saved for backward: y = softmax(x); dX = y·(dy − Σ dy·y)
+const softmaxVjp: Vjp = ({ node, dy: [dy] }) => {
+  const y = outputOf(node);
+  const axis = attr(node, "axis", -1);
+  return [mul(y, sub(dy!, reduceSum(mul(dy!, y), [axis], true)))];
+};
+
 /**
  * `log(softmax(x))` along `axis`, computed stably by onnxruntime (ONNX LogSoftmax, opset 13).
  *
@@ -121,44 +154,20 @@ export function logSoftmax(x: Value, axis = -1): Value {
   return unary("LogSoftmax", x, { axis: int(axis) });
 }
 
-/** `x > 0` as a float mask of x's dtype. */
-const positive = (x: Value): Value => cast(greater(x, 0), x.dtype);
-
-function attr(node: { attrs: Record<string, unknown> }, name: string, dflt: number): number {
-  return (node.attrs[name] as { value: number } | undefined)?.value ?? dflt;
-}
+// saved for backward: y = log softmax(x); dX = dy − exp(y)·Σ dy
+const logSoftmaxVjp: Vjp = ({ node, dy: [dy] }) => {
+  const y = outputOf(node);
+  const axis = attr(node, "axis", -1);
+  return [sub(dy!, mul(exp(y), reduceSum(dy!, [axis], true)))];
+};
 
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  // saved for backward: x (the mask x > 0)
-  Relu: ({ node, dy: [dy] }) => [mul(dy!, positive(inputsOf(node)[0]!))],
-  // saved for backward: x; slope is alpha + (1 - alpha)·[x > 0]
-  LeakyRelu: ({ node, dy: [dy] }) => {
-    const alpha = attr(node, "alpha", 0.01);
-    const slope = add(mul(positive(inputsOf(node)[0]!), 1 - alpha), alpha);
-    return [mul(dy!, slope)];
-  },
-  // saved for backward: y = sigmoid(x); dX = dy·y·(1 − y)
-  Sigmoid: ({ node, dy: [dy] }) => {
-    const y = outputOf(node);
-    return [mul(dy!, mul(y, sub(1, y)))];
-  },
-  // saved for backward: y = tanh(x); dX = dy·(1 − y²)
-  Tanh: ({ node, dy: [dy] }) => {
-    const y = outputOf(node);
-    return [mul(dy!, sub(1, mul(y, y)))];
-  },
-  // saved for backward: y = softmax(x); dX = y·(dy − Σ dy·y)
-  Softmax: ({ node, dy: [dy] }) => {
-    const y = outputOf(node);
-    const axis = attr(node, "axis", -1);
-    return [mul(y, sub(dy!, reduceSum(mul(dy!, y), [axis], true)))];
-  },
-  // saved for backward: y = log softmax(x); dX = dy − exp(y)·Σ dy
-  LogSoftmax: ({ node, dy: [dy] }) => {
-    const y = outputOf(node);
-    const axis = attr(node, "axis", -1);
-    return [sub(dy!, mul(exp(y), reduceSum(dy!, [axis], true)))];
-  },
+  Relu: reluVjp,
+  LeakyRelu: leakyReluVjp,
+  Sigmoid: sigmoidVjp,
+  Tanh: tanhVjp,
+  Softmax: softmaxVjp,
+  LogSoftmax: logSoftmaxVjp,
   ...GELU_VJPS,
 };

@@ -1,9 +1,9 @@
-import { assert } from "../../../tests/_assert.ts";
+import { assert, assertClose, f32, values } from "../../../tests/_assert.ts";
+import { runGraph } from "../../../tests/_ops.ts";
 import { grad } from "../autograd.ts";
 import { gradcheck } from "../gradcheck.ts";
 import { Graph, type Value } from "../graph.ts";
 import type { Tensor } from "../../tensor.ts";
-import { Session } from "../runtime.ts";
 import {
   erf,
   gelu,
@@ -30,14 +30,11 @@ async function evaluate(
   const y = f(x);
   const out = opts.grad ? grad(y, [x])[0]! : y;
   const { float64 = false } = opts;
-  const s = await Session.compile(g, { float64, threads: 1, outputs: [out] });
-  try {
-    const data = float64 ? Float64Array.from(xs) : Float32Array.from(xs);
-    const feed = { dtype: float64 ? "F64" : "F32", shape: [xs.length], data } as Tensor;
-    return Array.from((await s.run({ x: feed }))[out.name]!.data as Float64Array);
-  } finally {
-    await s.release();
-  }
+  // In float64 the points are fed as they are, not rounded to float32 first.
+  const feed: Tensor = float64
+    ? { dtype: "F64", shape: [xs.length], data: Float64Array.from(xs) }
+    : f32([xs.length], xs);
+  return values((await runGraph(g, { x: feed }, { float64, outputs: [out] }))[out.name]);
 }
 
 /**
@@ -60,22 +57,6 @@ const geluRef = (x: number) => 0.5 * x * (1 + erfRef(x / Math.SQRT2));
 const dGeluRef = (x: number) => 0.5 * (1 + erfRef(x / Math.SQRT2)) + x * phi(x);
 const geluTanhRef = (x: number) =>
   0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
-
-/** |a − b| ≤ tol·max(1, |b|) for each element, naming the first one that is not. */
-function assertClose(
-  actual: readonly number[],
-  expected: readonly number[],
-  tol: number,
-  what: string,
-) {
-  expected.forEach((e, i) => {
-    const a = actual[i]!;
-    assert(
-      Math.abs(a - e) <= tol * Math.max(1, Math.abs(e)),
-      `${what} element ${i}: got ${a}, expected ${e} (difference ${Math.abs(a - e)})`,
-    );
-  });
-}
 
 const POINTS = [-6, -3, -2, -1, -0.75, -0.5, -1e-3, 0, 1e-3, 0.5, 1, 2, 3, 6];
 const one = (shape: number[], offset?: number) => ({ x: { shape, offset } });
@@ -108,7 +89,10 @@ Deno.test("the Erf gradient in float64 matches finite differences of a double-pr
   const xs = [-2.5, -1.3, -0.4, 0, 0.2, 0.9, 1.7, 3];
   const dx = await evaluate(erf, xs, { float64: true, grad: true });
   const h = 1e-5;
-  assertClose(dx, xs.map((x) => (erfRef(x + h) - erfRef(x - h)) / (2 * h)), 1e-6, "dErf");
+  assertClose(dx, xs.map((x) => (erfRef(x + h) - erfRef(x - h)) / (2 * h)), {
+    rtol: 1e-6,
+    what: "dErf",
+  });
 });
 
 Deno.test("exact gelu gradients equal Φ(x) + x·φ(x) in float32, as an op and decomposed", async () => {
@@ -116,22 +100,22 @@ Deno.test("exact gelu gradients equal Φ(x) + x·φ(x) in float32, as an op and 
   const xs = Array.from({ length: 41 }, (_, i) => -5 + i / 4);
   for (const form of ["op", "decomposed"] as const) {
     const dx = await evaluate((x) => gelu(x, { form }), xs, { grad: true });
-    assertClose(dx, xs.map(dGeluRef), 1e-6, `dGelu (${form})`);
+    assertClose(dx, xs.map(dGeluRef), { rtol: 1e-6, what: `dGelu (${form})` });
   }
 });
 
 Deno.test("erf and exact gelu match a double-precision reference within 1e-6", async () => {
-  assertClose(await evaluate(erf, POINTS), POINTS.map(erfRef), 1e-6, "erf");
+  assertClose(await evaluate(erf, POINTS), POINTS.map(erfRef), { rtol: 1e-6, what: "erf" });
   for (const form of ["op", "decomposed"] as const) {
     const y = await evaluate((x) => gelu(x, { form }), POINTS);
-    assertClose(y, POINTS.map(geluRef), 1e-6, `gelu (${form})`);
+    assertClose(y, POINTS.map(geluRef), { rtol: 1e-6, what: `gelu (${form})` });
   }
 });
 
 Deno.test("tanh gelu matches 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) within 1e-6", async () => {
   for (const form of ["op", "decomposed"] as const) {
     const y = await evaluate((x) => gelu(x, { approximate: "tanh", form }), POINTS);
-    assertClose(y, POINTS.map(geluTanhRef), 1e-6, `tanh gelu (${form})`);
+    assertClose(y, POINTS.map(geluTanhRef), { rtol: 1e-6, what: `tanh gelu (${form})` });
   }
 });
 
@@ -153,15 +137,18 @@ Deno.test("softmax and logSoftmax stay finite and exact for logits of ±1000", a
   const p = await evaluate((x) => softmax(x), xs);
   const logp = await evaluate((x) => logSoftmax(x), xs);
   const lse = 1000 + Math.log(1 + Math.exp(-1));
-  assertClose(p, xs.map((x) => Math.exp(x - lse)), 1e-6, "softmax");
-  assertClose(logp, xs.map((x) => x - lse), 1e-6, "logSoftmax");
+  assertClose(p, xs.map((x) => Math.exp(x - lse)), { rtol: 1e-6, what: "softmax" });
+  assertClose(logp, xs.map((x) => x - lse), { rtol: 1e-6, what: "logSoftmax" });
 });
 
 Deno.test("sigmoid, tanh, silu and leakyRelu match their formulas", async () => {
   const sig = (x: number) => 1 / (1 + Math.exp(-x));
-  assertClose(await evaluate(sigmoid, POINTS), POINTS.map(sig), 1e-6, "sigmoid");
-  assertClose(await evaluate(tanh, POINTS), POINTS.map(Math.tanh), 1e-6, "tanh");
-  assertClose(await evaluate(silu, POINTS), POINTS.map((x) => x * sig(x)), 1e-6, "silu");
+  assertClose(await evaluate(sigmoid, POINTS), POINTS.map(sig), { rtol: 1e-6, what: "sigmoid" });
+  assertClose(await evaluate(tanh, POINTS), POINTS.map(Math.tanh), { rtol: 1e-6, what: "tanh" });
+  assertClose(await evaluate(silu, POINTS), POINTS.map((x) => x * sig(x)), {
+    rtol: 1e-6,
+    what: "silu",
+  });
   const leaky = await evaluate((x) => leakyRelu(x, 0.1), POINTS);
-  assertClose(leaky, POINTS.map((x) => (x > 0 ? x : 0.1 * x)), 1e-6, "leakyRelu");
+  assertClose(leaky, POINTS.map((x) => (x > 0 ? x : 0.1 * x)), { rtol: 1e-6, what: "leakyRelu" });
 });

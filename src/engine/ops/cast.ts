@@ -75,10 +75,12 @@ export function cast(x: Value, dtype: DType): Value {
 
 const isFloatDtype = (d: DType) => d === "F32" || d === "F64" || d === "F16" || d === "BF16";
 
+const castVjp: Vjp = ({ node, dy: [dy] }) => {
+  const x = node.inputs[0]!;
+  return [isFloatDtype(x.dtype) ? cast(dy!, x.dtype) : null];
+};
+
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  Cast: ({ node, dy: [dy] }) => {
-    const x = node.inputs[0]!;
-    return [isFloatDtype(x.dtype) ? cast(dy!, x.dtype) : null];
-  },
+  Cast: castVjp,
 };

@@ -11,6 +11,7 @@ import { type Dim, int, type Node, type Shape, type Value } from "../graph.ts";
 import { assertSameDtype, normAxis } from "../shapes.ts";
 import type { Vjp } from "../vjp.ts";
 import { dimOf, int64s, zerosLike } from "./constant.ts";
+import { attr } from "./_helpers.ts";
 
 const withDim = (shape: Shape, a: number, d: Dim): Dim[] => shape.map((v, i) => (i === a ? d : v));
 
@@ -52,6 +53,23 @@ function concatAs(values: readonly Value[], a: number, shape: Shape): Value {
   return v.graph.node("Concat", values, { axis: int(a) }, [{ dtype: v.dtype, shape }])[0]!;
 }
 
+function axisAttr(node: Node, rank: number): number {
+  return normAxis(node.op, attr(node, "axis", 0), rank);
+}
+
+// dX_i = the i-th piece of dY, split at the parts' sizes (runtime sizes for symbolic ones)
+const concatVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const xs = node.inputs as readonly Value[];
+  if (xs.length === 1) return [dy!];
+  const a = axisAttr(node, xs[0]!.rank);
+  const dims = xs.map((v) => v.shape[a]!);
+  const sizes = dims.every((d) => typeof d === "number")
+    ? int64s(node.outputs[0]!.graph, dims as number[])
+    : concat(xs.map((v) => dimOf(v, a)), 0);
+  const parts = splitAs(dy!, sizes, a, xs.map((v) => v.shape));
+  return parts.map((p, i) => (needs[i] ? p : null));
+};
+
 /**
  * Splits `x` along `axis` into pieces of the given sizes (ONNX Split, sizes as an input). When
  * the dimension is static the sizes must add up to it; along a symbolic dimension they are
@@ -89,29 +107,15 @@ function splitAs(x: Value, sizes: Value, a: number, shapes: readonly Shape[]): V
   return x.graph.node("Split", [x, sizes], { axis: int(a) }, outs);
 }
 
-function axisAttr(node: Node, rank: number): number {
-  const a = node.attrs["axis"] as { value: number } | undefined;
-  return normAxis(node.op, a?.value ?? 0, rank);
-}
+// dX = the outputs' gradients joined again, zeros where none flowed
+const splitVjp: Vjp = ({ node, dy }) => {
+  const x = node.inputs[0]!;
+  const parts = node.outputs.map((o, i) => dy[i] ?? zerosLike(o));
+  return [concatAs(parts, axisAttr(node, x.rank), x.shape), null];
+};
 
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  // dX_i = the i-th piece of dY, split at the parts' sizes (runtime sizes for symbolic ones)
-  Concat: ({ node, dy: [dy], needs }) => {
-    const xs = node.inputs as readonly Value[];
-    if (xs.length === 1) return [dy!];
-    const a = axisAttr(node, xs[0]!.rank);
-    const dims = xs.map((v) => v.shape[a]!);
-    const sizes = dims.every((d) => typeof d === "number")
-      ? int64s(node.outputs[0]!.graph, dims as number[])
-      : concat(xs.map((v) => dimOf(v, a)), 0);
-    const parts = splitAs(dy!, sizes, a, xs.map((v) => v.shape));
-    return parts.map((p, i) => (needs[i] ? p : null));
-  },
-  // dX = the outputs' gradients joined again, zeros where none flowed
-  Split: ({ node, dy }) => {
-    const x = node.inputs[0]!;
-    const parts = node.outputs.map((o, i) => dy[i] ?? zerosLike(o));
-    return [concatAs(parts, axisAttr(node, x.rank), x.shape), null];
-  },
+  Concat: concatVjp,
+  Split: splitVjp,
 };

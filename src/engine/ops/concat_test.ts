@@ -5,7 +5,8 @@ import { Graph } from "../graph.ts";
 import { concat, split } from "./concat.ts";
 import { mul } from "./elementwise.ts";
 import { reduceSum } from "./reduce.ts";
-import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
+import { assertClose, f32, values } from "../../../tests/_assert.ts";
+import { runGraph, runGraphEach } from "../../../tests/_ops.ts";
 
 Deno.test("concat() gradients match finite differences along every axis", async () => {
   for (const axis of [0, 1, -1]) {
@@ -40,10 +41,10 @@ Deno.test("concat() and split() compute the expected values and shapes", async (
   const [p, q] = split(c, [2, 1], 1).map((v) => g.output(v));
   deepStrictEqual(c.shape, [2, 3]);
   deepStrictEqual(q!.shape, [2, 1]);
-  const [out] = await runGraph(g, { a: f32([2, 1], [1, 2]), b: f32([2, 2], [3, 4, 5, 6]) });
-  assertClose(values(out![c.name]), [1, 3, 4, 2, 5, 6]);
-  assertClose(values(out![p!.name]), [1, 3, 2, 5]);
-  assertClose(values(out![q!.name]), [4, 6]);
+  const out = await runGraph(g, { a: f32([2, 1], [1, 2]), b: f32([2, 2], [3, 4, 5, 6]) });
+  assertClose(values(out[c.name]), [1, 3, 4, 2, 5, 6]);
+  assertClose(values(out[p!.name]), [1, 3, 2, 5]);
+  assertClose(values(out[q!.name]), [4, 6]);
 });
 
 Deno.test("concat() and split() reject mismatched shapes, naming the op and both shapes", () => {
@@ -78,7 +79,7 @@ Deno.test("concat() along a symbolic batch axis differentiates at two batch size
   g.output(db!);
   const seq = (n: number, from: number) => Array.from({ length: n }, (_, i) => from + i);
   const feeds = (n: number) => ({ a: f32([n, 2], seq(2 * n, 0)), b: f32([3, 2], seq(6, 100)) });
-  const [one, three] = await runGraph(g, feeds(1), feeds(3));
+  const [one, three] = await runGraphEach(g, [feeds(1), feeds(3)]);
   // d Σ w·c² / dc = 2·w·c, split back at the runtime sizes
   assertClose(values(one![da!.name]), [0, 20]);
   assertClose(values(three![da!.name]), seq(6, 0).map((v, i) => 2 * v * (i % 2 ? 10 : 1)));
@@ -91,6 +92,6 @@ Deno.test("split() of a symbolic batch gets zeros for the piece with no gradient
   const [, right] = split(x, [3, 1], 1);
   const [dx] = grad(reduceSum(mul(right!, right!)), [x]);
   g.output(dx!);
-  const [out] = await runGraph(g, { x: f32([2, 4], [1, 2, 3, 4, 5, 6, 7, 8]) });
-  assertClose(values(out![dx!.name]), [0, 0, 0, 8, 0, 0, 0, 16]);
+  const out = await runGraph(g, { x: f32([2, 4], [1, 2, 3, 4, 5, 6, 7, 8]) });
+  assertClose(values(out[dx!.name]), [0, 0, 0, 8, 0, 0, 0, 16]);
 });

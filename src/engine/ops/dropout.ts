@@ -102,18 +102,15 @@ export function dropoutInference(x: Value): Value {
   return identity(x);
 }
 
-/** Gradient rules of this family (training-mode dropout is `Mul`s and needs none of its own). */
-export const VJPS: Record<string, Vjp> = {
-  // ONNX Dropout(data, ratio?, training_mode?) in inference mode: dX = dY
-  Dropout: ({ node, dy: [dy] }) => {
-    const mode = node.inputs[2];
-    if (mode && constantInts(mode)?.[0] !== 0) {
-      throw new TypeError(
-        `Cannot differentiate Dropout (node ${node.name}) in training mode: build it with dropout(x, p, mask)`,
-      );
-    }
-    return [dy ?? null, null, null];
-  },
+// ONNX Dropout(data, ratio?, training_mode?) in inference mode: dX = dY
+const dropoutVjp: Vjp = ({ node, dy: [dy] }) => {
+  const mode = node.inputs[2];
+  if (mode && constantInts(mode)?.[0] !== 0) {
+    throw new TypeError(
+      `Cannot differentiate Dropout (node ${node.name}) in training mode: build it with dropout(x, p, mask)`,
+    );
+  }
+  return [dy ?? null, null, null];
 };
 
 /** A dropout mask input the trainer feeds each step. */
@@ -123,3 +120,8 @@ export interface MaskInput {
   /** Drop probability. */
   readonly p: number;
 }
+
+/** Gradient rules of this family (training-mode dropout is `Mul`s and needs none of its own). */
+export const VJPS: Record<string, Vjp> = {
+  Dropout: dropoutVjp,
+};

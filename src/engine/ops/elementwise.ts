@@ -9,7 +9,7 @@ import type { Value } from "../graph.ts";
 import { assertFloat, assertSameDtype, broadcastShapes } from "../shapes.ts";
 import { inputsOf, outputOf, type Vjp } from "../vjp.ts";
 import { scalar } from "./constant.ts";
-import { unbroadcast } from "./reduce.ts";
+import { unbroadcast } from "./shape.ts";
 
 /** A value, or a number that becomes a scalar constant of the other operand's dtype. */
 export type Operand = Value | number;
@@ -59,6 +59,12 @@ function unary(op: string, x: Value): Value {
  * ```
  */
 export const add = (a: Operand, b: Operand): Value => binary("Add", a, b);
+
+const addVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const [a, b] = inputsOf(node);
+  return [needs[0] ? unbroadcast(dy!, a!) : null, needs[1] ? unbroadcast(dy!, b!) : null];
+};
+
 /**
  * `a - b` with broadcasting.
  *
@@ -70,6 +76,12 @@ export const add = (a: Operand, b: Operand): Value => binary("Add", a, b);
  * ```
  */
 export const sub = (a: Operand, b: Operand): Value => binary("Sub", a, b);
+
+const subVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const [a, b] = inputsOf(node);
+  return [needs[0] ? unbroadcast(dy!, a!) : null, needs[1] ? unbroadcast(neg(dy!), b!) : null];
+};
+
 /**
  * `a * b` with broadcasting.
  *
@@ -81,6 +93,15 @@ export const sub = (a: Operand, b: Operand): Value => binary("Sub", a, b);
  * ```
  */
 export const mul = (a: Operand, b: Operand): Value => binary("Mul", a, b);
+
+const mulVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const [a, b] = inputsOf(node);
+  return [
+    needs[0] ? unbroadcast(mul(dy!, b!), a!) : null,
+    needs[1] ? unbroadcast(mul(dy!, a!), b!) : null,
+  ];
+};
+
 /**
  * `a / b` with broadcasting.
  *
@@ -93,6 +114,17 @@ export const mul = (a: Operand, b: Operand): Value => binary("Mul", a, b);
  * ```
  */
 export const div = (a: Operand, b: Operand): Value => binary("Div", a, b);
+
+const divVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  // saved for backward: b and the output y = a / b, so dB = -dy · y / b
+  const [a, b] = inputsOf(node);
+  const y = outputOf(node);
+  return [
+    needs[0] ? unbroadcast(div(dy!, b!), a!) : null,
+    needs[1] ? unbroadcast(neg(div(mul(dy!, y), b!)), b!) : null,
+  ];
+};
+
 /**
  * `a ** b` with broadcasting. The gradient for `b` is `a^b · ln a`, defined for `a > 0`.
  *
@@ -106,6 +138,18 @@ export const div = (a: Operand, b: Operand): Value => binary("Div", a, b);
 export function pow(a: Operand, b: Operand): Value {
   return binary("Pow", a, b);
 }
+
+const powVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  // saved for backward: a, b and y = a^b
+  // dA = dy · b · a^(b-1); dB = dy · a^b · ln a (defined for a > 0)
+  const [a, b] = inputsOf(node);
+  const y = outputOf(node);
+  return [
+    needs[0] ? unbroadcast(mul(dy!, mul(b!, pow(a!, sub(b!, 1)))), a!) : null,
+    needs[1] ? unbroadcast(mul(dy!, mul(y, log(a!))), b!) : null,
+  ];
+};
+
 /**
  * `-x`.
  *
@@ -117,6 +161,9 @@ export function pow(a: Operand, b: Operand): Value {
  * ```
  */
 export const neg = (x: Value): Value => unary("Neg", x);
+
+const negVjp: Vjp = ({ dy: [dy] }) => [neg(dy!)];
+
 /**
  * `e^x`.
  *
@@ -128,6 +175,9 @@ export const neg = (x: Value): Value => unary("Neg", x);
  * ```
  */
 export const exp = (x: Value): Value => (assertFloat("Exp", x), unary("Exp", x));
+
+const expVjp: Vjp = ({ node, dy: [dy] }) => [mul(dy!, outputOf(node))];
+
 /**
  * Natural logarithm.
  *
@@ -139,6 +189,9 @@ export const exp = (x: Value): Value => (assertFloat("Exp", x), unary("Exp", x))
  * ```
  */
 export const log = (x: Value): Value => (assertFloat("Log", x), unary("Log", x));
+
+const logVjp: Vjp = ({ node, dy: [dy] }) => [div(dy!, inputsOf(node)[0]!)];
+
 /**
  * Square root.
  *
@@ -150,6 +203,9 @@ export const log = (x: Value): Value => (assertFloat("Log", x), unary("Log", x))
  * ```
  */
 export const sqrt = (x: Value): Value => (assertFloat("Sqrt", x), unary("Sqrt", x));
+
+const sqrtVjp: Vjp = ({ node, dy: [dy] }) => [div(dy!, mul(outputOf(node), 2))];
+
 /**
  * `1 / x`.
  *
@@ -161,6 +217,12 @@ export const sqrt = (x: Value): Value => (assertFloat("Sqrt", x), unary("Sqrt", 
  * ```
  */
 export const reciprocal = (x: Value): Value => unary("Reciprocal", x);
+
+const reciprocalVjp: Vjp = ({ node, dy: [dy] }) => {
+  const y = outputOf(node);
+  return [neg(mul(dy!, mul(y, y)))];
+};
+
 /**
  * `|x|`; its gradient at 0 is 0 (`sign(0)`), as in PyTorch.
  *
@@ -172,6 +234,9 @@ export const reciprocal = (x: Value): Value => unary("Reciprocal", x);
  * ```
  */
 export const abs = (x: Value): Value => unary("Abs", x);
+
+const absVjp: Vjp = ({ node, dy: [dy] }) => [mul(dy!, sign(inputsOf(node)[0]!))];
+
 /**
  * Sign of x (-1, 0, 1); no gradient.
  *
@@ -184,50 +249,20 @@ export const abs = (x: Value): Value => unary("Abs", x);
  */
 export const sign = (x: Value): Value => unary("Sign", x);
 
+const signVjp: Vjp = () => [null];
+
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  Add: ({ node, dy: [dy], needs }) => {
-    const [a, b] = inputsOf(node);
-    return [needs[0] ? unbroadcast(dy!, a!) : null, needs[1] ? unbroadcast(dy!, b!) : null];
-  },
-  Sub: ({ node, dy: [dy], needs }) => {
-    const [a, b] = inputsOf(node);
-    return [needs[0] ? unbroadcast(dy!, a!) : null, needs[1] ? unbroadcast(neg(dy!), b!) : null];
-  },
-  Mul: ({ node, dy: [dy], needs }) => {
-    const [a, b] = inputsOf(node);
-    return [
-      needs[0] ? unbroadcast(mul(dy!, b!), a!) : null,
-      needs[1] ? unbroadcast(mul(dy!, a!), b!) : null,
-    ];
-  },
-  Div: ({ node, dy: [dy], needs }) => {
-    // saved for backward: b and the output y = a / b, so dB = -dy · y / b
-    const [a, b] = inputsOf(node);
-    const y = outputOf(node);
-    return [
-      needs[0] ? unbroadcast(div(dy!, b!), a!) : null,
-      needs[1] ? unbroadcast(neg(div(mul(dy!, y), b!)), b!) : null,
-    ];
-  },
-  Neg: ({ dy: [dy] }) => [neg(dy!)],
-  Pow: ({ node, dy: [dy], needs }) => {
-    // saved for backward: a, b and y = a^b
-    // dA = dy · b · a^(b-1); dB = dy · a^b · ln a (defined for a > 0)
-    const [a, b] = inputsOf(node);
-    const y = outputOf(node);
-    return [
-      needs[0] ? unbroadcast(mul(dy!, mul(b!, pow(a!, sub(b!, 1)))), a!) : null,
-      needs[1] ? unbroadcast(mul(dy!, mul(y, log(a!))), b!) : null,
-    ];
-  },
-  Exp: ({ node, dy: [dy] }) => [mul(dy!, outputOf(node))],
-  Log: ({ node, dy: [dy] }) => [div(dy!, inputsOf(node)[0]!)],
-  Sqrt: ({ node, dy: [dy] }) => [div(dy!, mul(outputOf(node), 2))],
-  Reciprocal: ({ node, dy: [dy] }) => {
-    const y = outputOf(node);
-    return [neg(mul(dy!, mul(y, y)))];
-  },
-  Abs: ({ node, dy: [dy] }) => [mul(dy!, sign(inputsOf(node)[0]!))],
-  Sign: () => [null],
+  Add: addVjp,
+  Sub: subVjp,
+  Mul: mulVjp,
+  Div: divVjp,
+  Neg: negVjp,
+  Pow: powVjp,
+  Exp: expVjp,
+  Log: logVjp,
+  Sqrt: sqrtVjp,
+  Reciprocal: reciprocalVjp,
+  Abs: absVjp,
+  Sign: signVjp,
 };

@@ -4,7 +4,8 @@ import { gradcheck } from "../gradcheck.ts";
 import { Graph, type Value } from "../graph.ts";
 import { abs, add, div, exp, log, mul, neg, pow, reciprocal, sqrt, sub } from "./elementwise.ts";
 import { reduceSum } from "./reduce.ts";
-import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
+import { assertClose, f32, values } from "../../../tests/_assert.ts";
+import { runGraph, runGraphEach } from "../../../tests/_ops.ts";
 
 const BINARY: Record<string, (a: Value, b: Value) => Value> = { add, sub, mul, div, pow };
 
@@ -59,8 +60,8 @@ Deno.test("add() broadcasts [3, 1] with [4] to [3, 4] in the forward pass", asyn
   const g = new Graph();
   const y = g.output(add(g.input("a", "F32", [3, 1]), g.input("b", "F32", [4])));
   deepStrictEqual(y.shape, [3, 4]);
-  const [out] = await runGraph(g, { a: f32([3, 1], [0, 10, 20]), b: f32([4], [1, 2, 3, 4]) });
-  assertClose(values(out![y.name]), [1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24]);
+  const out = await runGraph(g, { a: f32([3, 1], [0, 10, 20]), b: f32([4], [1, 2, 3, 4]) });
+  assertClose(values(out[y.name]), [1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24]);
 });
 
 Deno.test("pow(), div() and abs() compute the expected values", async () => {
@@ -69,10 +70,10 @@ Deno.test("pow(), div() and abs() compute the expected values", async () => {
   const p = g.output(pow(x, 2));
   const q = g.output(div(1, x));
   const r = g.output(abs(x));
-  const [out] = await runGraph(g, { x: f32([3], [-2, 0.5, 4]) });
-  assertClose(values(out![p.name]), [4, 0.25, 16]);
-  assertClose(values(out![q.name]), [-0.5, 2, 0.25]);
-  assertClose(values(out![r.name]), [2, 0.5, 4]);
+  const out = await runGraph(g, { x: f32([3], [-2, 0.5, 4]) });
+  assertClose(values(out[p.name]), [4, 0.25, 16]);
+  assertClose(values(out[q.name]), [-0.5, 2, 0.25]);
+  assertClose(values(out[r.name]), [2, 0.5, 4]);
 });
 
 Deno.test("binary ops reject shapes that do not broadcast, naming the op and both shapes", () => {
@@ -106,7 +107,7 @@ Deno.test("a bias broadcast over a symbolic batch gets the batch-summed gradient
   const [db] = grad(reduceSum(mul(add(x, b), 3)), [b]);
   g.output(db!);
   const feeds = (n: number) => ({ x: f32([n, 2], new Array(2 * n).fill(1)), b: f32([2], [0, 0]) });
-  const [two, five] = await runGraph(g, feeds(2), feeds(5));
+  const [two, five] = await runGraphEach(g, [feeds(2), feeds(5)]);
   assertClose(values(two![db!.name]), [6, 6]);
   assertClose(values(five![db!.name]), [15, 15]);
 });

@@ -14,12 +14,11 @@ import { assertFloat, knownSize, sameShape } from "../shapes.ts";
 import type { Vjp } from "../vjp.ts";
 import { int64s, scalar, shapeOf, sizeOf } from "./constant.ts";
 import { add, div, exp, log, mul, neg, sub } from "./elementwise.ts";
-import { reduceSum } from "./reduce.ts";
+import { meanOver, reduceSum } from "./reduce.ts";
 import { cast } from "./cast.ts";
 import { reshape, reshapeTo, unsqueeze } from "./shape.ts";
 import { equal } from "./select.ts";
 import { logSoftmax, relu } from "./activation.ts";
-import { meanOver } from "./_helpers.ts";
 
 /** How a loss reduces its per-sample values. */
 export type Reduction = "mean" | "sum" | "none";
@@ -120,27 +119,22 @@ export function crossEntropy(logits: Value, target: Value, opts: LossOptions = {
   return reshapeTo(loss!, shapeOf(target), target.shape);
 }
 
-/**
- * Binary cross-entropy on logits, `max(x, 0) − x·t + log(1 + exp(−|x|))`, stable for any finite x.
- *
- * Written with `−|x| = x − 2·relu(x)` so its only kink is relu's: the autograd then produces
- * `sigmoid(x) − t` everywhere, including at x = 0 (where writing `abs(x)` would give `−t`, as
- * relu' and sign both pick 0 there — and a zero-initialised head starts exactly at x = 0).
- *
- * @example
- * ```ts
- * import { Graph } from "../graph.ts";
- * import { bceWithLogits } from "./loss.ts";
- * const g = new Graph();
- * const loss = bceWithLogits(g.input("z", "F32", ["batch", 1]), g.input("t", "F32", ["batch", 1]));
- * ```
- */
-export function bceWithLogits(logits: Value, targets: Value, opts: LossOptions = {}): Value {
-  sameShapes("bceWithLogits", logits, targets, "dtypes and shapes");
-  const pos = relu(logits);
-  const softplusTail = log(add(exp(sub(logits, mul(pos, 2))), 1)); // log(1 + e^-|x|)
-  return reduce(add(sub(pos, mul(logits, targets)), softplusTail), reductionOf(opts));
-}
+// Fused: the forward is one onnxruntime kernel (the op torch.onnx exports) instead of LogSoftmax,
+// a one-hot Mul and two reductions, and the backward is the closed form
+// dLogits = (softmax − onehot)·dLoss rather than the chain rule back through those nodes.
+// saved for backward: log_prob (output 1), so softmax = exp(log_prob); the labels
+const softmaxCrossEntropyLossVjp: Vjp = ({ node, dy: [dy] }) => {
+  const [x, labels] = node.inputs as Value[];
+  const logProb = node.outputs[1]!;
+  const reduction = (node.attrs["reduction"] as { value: string } | undefined)?.value ?? "mean";
+  const dZ = sub(exp(logProb), oneHot(labels!, x!)); // [N, C]
+  if (reduction === "none") return [mul(dZ, unsqueeze(dy!, [1])), null];
+  const n = knownSize([x!.shape[0]!]);
+  const perRow = reduction === "sum" ? dy! : n !== undefined
+    ? div(dy!, n) // not mul by 1/n, which a float32 constant cannot hold exactly
+    : div(dy!, cast(sizeOf(labels!), x!.dtype));
+  return [mul(dZ, perRow), null];
+};
 
 /** One-hot rows [N, C] of x's dtype for int64 labels [N]. */
 function oneHot(labels: Value, like: Value): Value {
@@ -163,22 +157,29 @@ function classCount(like: Value): Value {
   }])[0]!;
 }
 
+/**
+ * Binary cross-entropy on logits, `max(x, 0) − x·t + log(1 + exp(−|x|))`, stable for any finite x.
+ *
+ * Written with `−|x| = x − 2·relu(x)` so its only kink is relu's: the autograd then produces
+ * `sigmoid(x) − t` everywhere, including at x = 0 (where writing `abs(x)` would give `−t`, as
+ * relu' and sign both pick 0 there — and a zero-initialised head starts exactly at x = 0).
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { bceWithLogits } from "./loss.ts";
+ * const g = new Graph();
+ * const loss = bceWithLogits(g.input("z", "F32", ["batch", 1]), g.input("t", "F32", ["batch", 1]));
+ * ```
+ */
+export function bceWithLogits(logits: Value, targets: Value, opts: LossOptions = {}): Value {
+  sameShapes("bceWithLogits", logits, targets, "dtypes and shapes");
+  const pos = relu(logits);
+  const softplusTail = log(add(exp(sub(logits, mul(pos, 2))), 1)); // log(1 + e^-|x|)
+  return reduce(add(sub(pos, mul(logits, targets)), softplusTail), reductionOf(opts));
+}
+
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  // Fused: the forward is one onnxruntime kernel (the op torch.onnx exports) instead of LogSoftmax,
-  // a one-hot Mul and two reductions, and the backward is the closed form
-  // dLogits = (softmax − onehot)·dLoss rather than the chain rule back through those nodes.
-  // saved for backward: log_prob (output 1), so softmax = exp(log_prob); the labels
-  SoftmaxCrossEntropyLoss: ({ node, dy: [dy] }) => {
-    const [x, labels] = node.inputs as Value[];
-    const logProb = node.outputs[1]!;
-    const reduction = (node.attrs["reduction"] as { value: string } | undefined)?.value ?? "mean";
-    const dZ = sub(exp(logProb), oneHot(labels!, x!)); // [N, C]
-    if (reduction === "none") return [mul(dZ, unsqueeze(dy!, [1])), null];
-    const n = knownSize([x!.shape[0]!]);
-    const perRow = reduction === "sum" ? dy! : n !== undefined
-      ? div(dy!, n) // not mul by 1/n, which a float32 constant cannot hold exactly
-      : div(dy!, cast(sizeOf(labels!), x!.dtype));
-    return [mul(dZ, perRow), null];
-  },
+  SoftmaxCrossEntropyLoss: softmaxCrossEntropyLossVjp,
 };

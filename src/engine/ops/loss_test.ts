@@ -1,51 +1,16 @@
-import { assert } from "../../../tests/_assert.ts";
+import { assert, assertClose, f32 } from "../../../tests/_assert.ts";
+import { runGraph } from "../../../tests/_ops.ts";
 import { grad } from "../autograd.ts";
 import { gradcheck } from "../gradcheck.ts";
-import { Graph, type Value } from "../graph.ts";
-import { Session } from "../runtime.ts";
+import { Graph } from "../graph.ts";
 import type { Tensor } from "../../tensor.ts";
 import { bceWithLogits, crossEntropy, mseLoss } from "./loss.ts";
 
-const f32 = (shape: number[], data: readonly number[]): Tensor => ({
-  dtype: "F32",
-  shape,
-  data: Float32Array.from(data),
-});
 const i64 = (data: readonly number[]): Tensor => ({
   dtype: "I64",
   shape: [data.length],
   data: BigInt64Array.from(data, (v) => BigInt(v)),
 });
-
-/** Runs a graph in float32 and returns the named fetches. */
-async function run(g: Graph, feeds: Record<string, Tensor>, outs: Value[]): Promise<number[][]> {
-  const s = await Session.compile(g, { threads: 1, outputs: outs });
-  try {
-    const r = await s.run(feeds);
-    return outs.map((o) => Array.from(r[o.name]!.data as Float32Array));
-  } finally {
-    await s.release();
-  }
-}
-
-function assertClose(
-  actual: readonly number[],
-  expected: readonly number[],
-  tol: number,
-  what: string,
-) {
-  assert(
-    actual.length === expected.length,
-    `${what}: ${actual.length} values, expected ${expected.length}`,
-  );
-  expected.forEach((e, i) => {
-    const a = actual[i]!;
-    assert(
-      Math.abs(a - e) <= tol * Math.max(1, Math.abs(e)),
-      `${what} element ${i}: got ${a}, expected ${e}`,
-    );
-  });
-}
 
 const REDUCTIONS = ["mean", "sum", "none"] as const;
 const LABELS = [2, 0, 3, 1, 1, 0];
@@ -106,13 +71,14 @@ Deno.test("crossEntropy stays finite and exact with logits of ±1000, labels or 
     const mean = crossEntropy(x, t);
     const [dx] = grad(mean, [x]);
     const feeds = { x: f32([3, 3], logits), t: soft ? f32([3, 3], probs) : i64([1, 0, 2]) };
-    const [rows, m, d] = await run(g, feeds, [perRow, mean, dx!]);
-    assertClose(rows!, expected, 1e-6, "per-row loss");
-    assertClose(m!, [(expected[0]! + expected[1]! + expected[2]!) / 3], 1e-6, "mean loss");
+    const out = await runGraph(g, feeds, { outputs: [perRow, mean, dx!] });
+    assertClose(out[perRow.name]!, expected, { rtol: 1e-6, what: "per-row loss" });
+    const m = [(expected[0]! + expected[1]! + expected[2]!) / 3];
+    assertClose(out[mean.name]!, m, { rtol: 1e-6, what: "mean loss" });
     // (softmax − onehot) / batch: rows 0 and 1 put all mass on one class, row 2 splits e : 1.
     const p = Math.E / (1 + Math.E);
     const want = [1, -1, 0, -1, 0, 1, 0, p, (1 - p) - 1].map((v) => v / 3);
-    assertClose(d!, want, 1e-6, "dLogits");
+    assertClose(out[dx!.name]!, want, { rtol: 1e-6, what: "dLogits" });
   }
 });
 
@@ -124,10 +90,14 @@ Deno.test("bceWithLogits is finite and exact for large |x| and its gradient is s
   const t = g.input("t", "F32", ["batch"]);
   const perSample = bceWithLogits(x, t, { reduction: "none" });
   const [dx] = grad(bceWithLogits(x, t, { reduction: "sum" }), [x]);
-  const [l, d] = await run(g, { x: f32([6], xs), t: f32([6], ts) }, [perSample, dx!]);
-  assertClose(l!, [1000, 1000, Math.exp(-50), Math.exp(-50), Math.LN2, Math.LN2], 1e-6, "loss");
+  const out = await runGraph(g, { x: f32([6], xs), t: f32([6], ts) }, {
+    outputs: [perSample, dx!],
+  });
+  const loss = [1000, 1000, Math.exp(-50), Math.exp(-50), Math.LN2, Math.LN2];
+  assertClose(out[perSample.name]!, loss, { rtol: 1e-6, what: "loss" });
   const sig = (v: number) => 1 / (1 + Math.exp(-v));
-  assertClose(d!, xs.map((v, i) => sig(v) - ts[i]!), 1e-6, "dLogits");
+  const dLogits = xs.map((v, i) => sig(v) - ts[i]!);
+  assertClose(out[dx!.name]!, dLogits, { rtol: 1e-6, what: "dLogits" });
 });
 
 Deno.test("crossEntropy with labels equals crossEntropy with one-hot targets", async () => {
@@ -138,16 +108,17 @@ Deno.test("crossEntropy with labels equals crossEntropy with one-hot targets", a
   const a = crossEntropy(x, g.input("l", "I64", ["batch"]), { reduction: "none" });
   const b = crossEntropy(x, g.input("t", "F32", ["batch", 4]), { reduction: "none" });
   const feeds = { x: f32([6, 4], logits), l: i64(LABELS), t: f32([6, 4], oneHot) };
-  const [la, lb] = await run(g, feeds, [a, b]);
-  assertClose(la!, lb!, 1e-6, "labels vs one-hot");
+  const out = await runGraph(g, feeds, { outputs: [a, b] });
+  assertClose(out[a.name]!, out[b.name]!, { rtol: 1e-6, what: "labels vs one-hot" });
 });
 
 Deno.test("mseLoss is the mean of squared differences and rejects mismatched shapes", async () => {
   const g = new Graph();
   const p = g.input("p", "F32", ["batch", 2]);
   const loss = mseLoss(p, g.input("t", "F32", ["batch", 2]));
-  const [l] = await run(g, { p: f32([2, 2], [1, 2, 3, 4]), t: f32([2, 2], [0, 2, 5, 1]) }, [loss]);
-  assertClose(l!, [(1 + 0 + 4 + 9) / 4], 1e-6, "mse");
+  const feeds = { p: f32([2, 2], [1, 2, 3, 4]), t: f32([2, 2], [0, 2, 5, 1]) };
+  const out = await runGraph(g, feeds, { outputs: [loss] });
+  assertClose(out[loss.name]!, [(1 + 0 + 4 + 9) / 4], { rtol: 1e-6, what: "mse" });
   let message = "";
   try {
     mseLoss(p, g.input("u", "F32", ["batch", 3]));
@@ -162,11 +133,11 @@ Deno.test("crossEntropy with a symbolic class count builds its one-hot rows at r
   const g = new Graph();
   const x = g.input("x", "F32", ["batch", "classes"]);
   const [dx] = grad(crossEntropy(x, g.input("l", "I64", ["batch"]), { reduction: "sum" }), [x]);
-  const [d] = await run(g, { x: f32([2, 3], logits), l: i64([2, 0]) }, [dx!]);
+  const out = await runGraph(g, { x: f32([2, 3], logits), l: i64([2, 0]) }, { outputs: [dx!] });
   const want = [0, 1].flatMap((r) => {
     const row = logits.slice(3 * r, 3 * r + 3);
     const z = row.reduce((a, v) => a + Math.exp(v), 0);
     return row.map((v, k) => Math.exp(v) / z - (k === [2, 0][r] ? 1 : 0));
   });
-  assertClose(d!, want, 1e-6, "dLogits");
+  assertClose(out[dx!.name]!, want, { rtol: 1e-6, what: "dLogits" });
 });

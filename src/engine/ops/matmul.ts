@@ -12,8 +12,8 @@ import { type Dim, float, formatShape, int, type Value } from "../graph.ts";
 import { assertSameDtype, broadcastShapes } from "../shapes.ts";
 import { inputsOf, type Vjp } from "../vjp.ts";
 import { mul } from "./elementwise.ts";
-import { unbroadcast } from "./reduce.ts";
-import { reshape, squeeze, transposeLast2, unsqueeze } from "./shape.ts";
+import { reshape, squeeze, transposeLast2, unbroadcast, unsqueeze } from "./shape.ts";
+import { attr } from "./_helpers.ts";
 
 function innerMismatch(op: string, a: Value, b: Value): never {
   throw new TypeError(
@@ -52,6 +52,37 @@ export function matmul(a: Value, b: Value): Value {
   if (b.rank > 1) shape.push(bs[bs.length - 1]!);
   return a.graph.node("MatMul", [a, b], {}, [{ dtype: a.dtype, shape }])[0]!;
 }
+
+/** Gradient of `a @ b` for `a` and `b`, each reduced back over broadcast batch axes. */
+const matMulVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const [a, b] = inputsOf(node) as [Value, Value];
+  // Lift 1-D operands to matrices so one rule covers every case, then drop the added axis.
+  const a2 = a.rank === 1 ? unsqueeze(a, [0]) : a;
+  const b2 = b.rank === 1 ? unsqueeze(b, [1]) : b;
+  let d = dy!;
+  if (a.rank === 1) d = unsqueeze(d, [d.rank - (b.rank === 1 ? 0 : 1)]);
+  if (b.rank === 1) d = unsqueeze(d, [d.rank]);
+  let dA: Value | null = null;
+  let dB: Value | null = null;
+  if (needs[0]) {
+    dA = unbroadcast(matmul(d, transposeLast2(b2)), a2); // dA = dY · Bᵀ
+    if (a.rank === 1) dA = squeeze(dA, [0]);
+  }
+  if (needs[1]) {
+    if (b2.rank === 2 && a2.rank > 2) {
+      // A shared weight under a batched input: fold the batch axes into rows, one GEMM.
+      const k = a2.shape[a2.rank - 1]!;
+      const n = d.shape[d.rank - 1]!;
+      // Both flattened row counts get one shared name, so the product's inner dims agree.
+      const rows = a2.graph.freshName("rows");
+      dB = matmul(transposeLast2(reshape(a2, [rows, k])), reshape(d, [rows, n]));
+    } else {
+      dB = unbroadcast(matmul(transposeLast2(a2), d), b2); // dB = Aᵀ · dY
+    }
+    if (b.rank === 1) dB = squeeze(dB, [1]);
+  }
+  return [dA, dB];
+};
 
 /** Options of {@link gemm}. */
 export interface GemmOptions {
@@ -106,71 +137,29 @@ export function gemm(a: Value, b: Value, c: Value | null = null, opts: GemmOptio
   }])[0]!;
 }
 
-/** Gradient of `a @ b` for `a` and `b`, each reduced back over broadcast batch axes. */
-function matmulVjp(
-  a: Value,
-  b: Value,
-  dy: Value,
-  needA: boolean,
-  needB: boolean,
-): (Value | null)[] {
-  // Lift 1-D operands to matrices so one rule covers every case, then drop the added axis.
-  const a2 = a.rank === 1 ? unsqueeze(a, [0]) : a;
-  const b2 = b.rank === 1 ? unsqueeze(b, [1]) : b;
-  let d = dy;
-  if (a.rank === 1) d = unsqueeze(d, [d.rank - (b.rank === 1 ? 0 : 1)]);
-  if (b.rank === 1) d = unsqueeze(d, [d.rank]);
-  let dA: Value | null = null;
-  let dB: Value | null = null;
-  if (needA) {
-    dA = unbroadcast(matmul(d, transposeLast2(b2)), a2); // dA = dY · Bᵀ
-    if (a.rank === 1) dA = squeeze(dA, [0]);
-  }
-  if (needB) {
-    if (b2.rank === 2 && a2.rank > 2) {
-      // A shared weight under a batched input: fold the batch axes into rows, one GEMM.
-      const k = a2.shape[a2.rank - 1]!;
-      const n = d.shape[d.rank - 1]!;
-      // Both flattened row counts get one shared name, so the product's inner dims agree.
-      const rows = a2.graph.freshName("rows");
-      dB = matmul(transposeLast2(reshape(a2, [rows, k])), reshape(d, [rows, n]));
-    } else {
-      dB = unbroadcast(matmul(transposeLast2(a2), d), b2); // dB = Aᵀ · dY
-    }
-    if (b.rank === 1) dB = squeeze(dB, [1]);
-  }
-  return [dA, dB];
-}
-
-function attr(node: { attrs: Record<string, unknown> }, name: string, dflt: number): number {
-  const a = node.attrs[name] as { value: number } | undefined;
-  return a ? a.value : dflt;
-}
+const gemmVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const [a, b, c] = node.inputs;
+  const alpha = attr(node, "alpha", 1);
+  const beta = attr(node, "beta", 1);
+  const tA = attr(node, "transA", 0) === 1;
+  const tB = attr(node, "transB", 0) === 1;
+  // With A' = op(A), B' = op(B): dA' = α·dY·B'ᵀ and dB' = α·A'ᵀ·dY, written back through op.
+  const dA = !needs[0]
+    ? null
+    : tA
+    ? gemm(b!, dy!, null, { alpha, transA: tB, transB: true })
+    : gemm(dy!, b!, null, { alpha, transB: !tB });
+  const dB = !needs[1]
+    ? null
+    : tB
+    ? gemm(dy!, a!, null, { alpha, transA: true, transB: tA })
+    : gemm(a!, dy!, null, { alpha, transA: !tA });
+  const dC = needs[2] && c ? unbroadcast(beta === 1 ? dy! : mul(dy!, beta), c) : null;
+  return [dA, dB, dC];
+};
 
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  MatMul: ({ node, dy: [dy], needs }) => {
-    const [a, b] = inputsOf(node);
-    return matmulVjp(a!, b!, dy!, needs[0]!, needs[1]!);
-  },
-  Gemm: ({ node, dy: [dy], needs }) => {
-    const [a, b, c] = node.inputs;
-    const alpha = attr(node, "alpha", 1);
-    const beta = attr(node, "beta", 1);
-    const tA = attr(node, "transA", 0) === 1;
-    const tB = attr(node, "transB", 0) === 1;
-    // With A' = op(A), B' = op(B): dA' = α·dY·B'ᵀ and dB' = α·A'ᵀ·dY, written back through op.
-    const dA = !needs[0]
-      ? null
-      : tA
-      ? gemm(b!, dy!, null, { alpha, transA: tB, transB: true })
-      : gemm(dy!, b!, null, { alpha, transB: !tB });
-    const dB = !needs[1]
-      ? null
-      : tB
-      ? gemm(dy!, a!, null, { alpha, transA: true, transB: tA })
-      : gemm(a!, dy!, null, { alpha, transA: !tA });
-    const dC = needs[2] && c ? unbroadcast(beta === 1 ? dy! : mul(dy!, beta), c) : null;
-    return [dA, dB, dC];
-  },
+  MatMul: matMulVjp,
+  Gemm: gemmVjp,
 };

@@ -12,8 +12,8 @@ import { type Dim, float, formatShape, int, type Value } from "../graph.ts";
 import { assertFloat, assertSameDtype, sameShape } from "../shapes.ts";
 import type { Vjp } from "../vjp.ts";
 import { add, mul, reciprocal, sqrt, sub } from "./elementwise.ts";
-import { reduceSum } from "./reduce.ts";
-import { leadingAxes, meanOver, trailingAxes } from "./_helpers.ts";
+import { meanOver, reduceSum } from "./reduce.ts";
+import { attr, leadingAxes, trailingAxes } from "./_helpers.ts";
 
 /** Options of {@link layerNorm}. */
 export interface LayerNormOptions {
@@ -85,6 +85,24 @@ export function layerNorm(
   return y!;
 }
 
+// Fused rather than composed: composing LayerNorm takes ~8 primitives (two reductions, Sub,
+// Pow, Add, Sqrt, Div, Mul, Add) whose VJPs would emit ~25 backward nodes and keep their
+// intermediates alive; the closed form needs two reductions.
+// The statistics are recomputed from x in x's dtype rather than taken from the op's Mean and
+// InvStdDev outputs: those are float32 for every input dtype (ONNX allows no float64 stash), so
+// the float64 twin could not be checked to 1e-6 with them. Two reductions over [batch, D] are
+// negligible next to the layer's GEMMs.
+// saved for backward: x, scale
+const layerNormalizationVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const [x, scale] = node.inputs as Value[];
+  const axis = attr(node, "axis", -1);
+  const eps = attr(node, "epsilon", 1e-5);
+  const axes = trailingAxes(x!, axis);
+  const xc = sub(x!, meanOver(x!, axes));
+  const rstd = reciprocal(sqrt(add(meanOver(mul(xc, xc), axes), eps)));
+  return normBackward(x!, scale!, mul(xc, rstd), rstd, dy!, axis, true, needs);
+};
+
 /**
  * RMSNorm composed from primitives: `x / sqrt(mean(x², axes) + epsilon) · scale`, the LLaMA and
  * T5 formula (no mean subtraction, no bias). Composed because it is six cheap primitives whose
@@ -133,16 +151,23 @@ export function rmsNormOp(x: Value, scale: Value, opts: RmsNormOptions = {}): Va
   )[0]!;
 }
 
-function attr(node: { attrs: Record<string, unknown> }, name: string, dflt: number): number {
-  return (node.attrs[name] as { value: number } | undefined)?.value ?? dflt;
-}
+// Fused for the same reason as LayerNormalization; the op outputs no statistics, so rstd is
+// recomputed from x (one reduction) with the epsilon the forward used.
+// saved for backward: x, scale
+const rmsNormalizationVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const [x, scale] = node.inputs as Value[];
+  const axis = attr(node, "axis", -1);
+  const eps = attr(node, "epsilon", 1e-5);
+  const rstd = reciprocal(sqrt(add(meanOver(mul(x!, x!), trailingAxes(x!, axis)), eps)));
+  return normBackward(x!, scale!, mul(x!, rstd), rstd, dy!, axis, false, needs);
+};
 
 /**
  * The shared tail of both fused VJPs. With `x̂` the normalized input, `g = dy·scale` and means
  * over the normalized axes: `dX = rstd·(g − mean(g) − x̂·mean(g·x̂))` for LayerNorm, and the same
  * without `mean(g)` for RMSNorm (which subtracts no mean).
  */
-function normVjp(
+function normBackward(
   x: Value,
   scale: Value,
   xhat: Value,
@@ -168,31 +193,6 @@ function normVjp(
 
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  // Fused rather than composed: composing LayerNorm takes ~8 primitives (two reductions, Sub,
-  // Pow, Add, Sqrt, Div, Mul, Add) whose VJPs would emit ~25 backward nodes and keep their
-  // intermediates alive; the closed form needs two reductions.
-  // The statistics are recomputed from x in x's dtype rather than taken from the op's Mean and
-  // InvStdDev outputs: those are float32 for every input dtype (ONNX allows no float64 stash), so
-  // the float64 twin could not be checked to 1e-6 with them. Two reductions over [batch, D] are
-  // negligible next to the layer's GEMMs.
-  // saved for backward: x, scale
-  LayerNormalization: ({ node, dy: [dy], needs }) => {
-    const [x, scale] = node.inputs as Value[];
-    const axis = attr(node, "axis", -1);
-    const eps = attr(node, "epsilon", 1e-5);
-    const axes = trailingAxes(x!, axis);
-    const xc = sub(x!, meanOver(x!, axes));
-    const rstd = reciprocal(sqrt(add(meanOver(mul(xc, xc), axes), eps)));
-    return normVjp(x!, scale!, mul(xc, rstd), rstd, dy!, axis, true, needs);
-  },
-  // Fused for the same reason; the op outputs no statistics, so rstd is recomputed from x (one
-  // reduction) with the epsilon the forward used.
-  // saved for backward: x, scale
-  RMSNormalization: ({ node, dy: [dy], needs }) => {
-    const [x, scale] = node.inputs as Value[];
-    const axis = attr(node, "axis", -1);
-    const eps = attr(node, "epsilon", 1e-5);
-    const rstd = reciprocal(sqrt(add(meanOver(mul(x!, x!), trailingAxes(x!, axis)), eps)));
-    return normVjp(x!, scale!, mul(x!, rstd), rstd, dy!, axis, false, needs);
-  },
+  LayerNormalization: layerNormalizationVjp,
+  RMSNormalization: rmsNormalizationVjp,
 };

@@ -1,41 +1,14 @@
-import { assert } from "../../../tests/_assert.ts";
+import { assert, assertClose, f32, values } from "../../../tests/_assert.ts";
+import { runGraph } from "../../../tests/_ops.ts";
 import { grad } from "../autograd.ts";
 import { gradcheck } from "../gradcheck.ts";
-import { Graph, type Value } from "../graph.ts";
-import { Session } from "../runtime.ts";
-import type { Tensor } from "../../tensor.ts";
+import { Graph } from "../graph.ts";
 import { gelu } from "./activation.ts";
 import { layerNorm, rmsNorm, rmsNormOp } from "./normalization.ts";
-
-const f32 = (shape: number[], data: readonly number[]): Tensor => ({
-  dtype: "F32",
-  shape,
-  data: Float32Array.from(data),
-});
 
 /** Deterministic test data in (-2, 2). */
 const wave = (n: number, phase = 0) =>
   Array.from({ length: n }, (_, i) => 2 * Math.sin(1.7 * i + phase));
-
-/** Runs a graph (float32, or its float64 twin) and returns the named fetches. */
-async function run(
-  g: Graph,
-  feeds: Record<string, Tensor>,
-  outs: Value[],
-  float64 = false,
-): Promise<number[][]> {
-  const s = await Session.compile(g, { threads: 1, outputs: outs, float64 });
-  try {
-    const twin = (t: Tensor): Tensor =>
-      float64 && t.dtype === "F32"
-        ? { ...t, dtype: "F64", data: Float64Array.from(t.data as Float32Array) }
-        : t;
-    const r = await s.run(Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, twin(t)])));
-    return outs.map((o) => Array.from(r[o.name]!.data as Float32Array));
-  } finally {
-    await s.release();
-  }
-}
 
 /** LayerNorm of each row of `x` (rows of length n), straight from the definition in float64. */
 function layerNormRef(x: readonly number[], n: number, s: number[], b: number[], eps: number) {
@@ -47,21 +20,6 @@ function layerNormRef(x: readonly number[], n: number, s: number[], b: number[],
     row.forEach((v, i) => out.push(((v - mean) / Math.sqrt(variance + eps)) * s[i]! + b[i]!));
   }
   return out;
-}
-
-function assertClose(
-  actual: readonly number[],
-  expected: readonly number[],
-  tol: number,
-  what: string,
-) {
-  expected.forEach((e, i) => {
-    const a = actual[i]!;
-    assert(
-      Math.abs(a - e) <= tol * Math.max(1, Math.abs(e)),
-      `${what} element ${i}: got ${a}, expected ${e}`,
-    );
-  });
 }
 
 // LayerNorm's VJP is checked two ways: by float64 finite differences (gradcheck, below), and
@@ -119,8 +77,10 @@ Deno.test("layerNorm gradients for x, scale and bias equal the closed form withi
     };
     const want = layerNormGradRef(x, n, s, dy, 1e-3);
     for (const float64 of [false, true]) {
-      const got = await run(g, feeds, grads, float64);
-      grads.forEach((d, i) => assertClose(got[i]!, want[i]!, 1e-6, `${d.name} (f64 ${float64})`));
+      const got = await runGraph(g, feeds, { outputs: grads, float64 });
+      grads.forEach((d, i) =>
+        assertClose(got[d.name]!, want[i]!, { rtol: 1e-6, what: `${d.name} (f64 ${float64})` })
+      );
     }
   }
 });
@@ -143,8 +103,9 @@ Deno.test("layerNorm equals (x − mean)/sqrt(var + eps)·scale + bias computed 
     g.input("s", "F32", [4]),
     g.input("b", "F32", [4]),
   );
-  const [out] = await run(g, { x: f32([3, 4], x), s: f32([4], s), b: f32([4], b) }, [y]);
-  assertClose(out!, layerNormRef(x, 4, s, b, 1e-5), 1e-6, "layerNorm");
+  const feeds = { x: f32([3, 4], x), s: f32([4], s), b: f32([4], b) };
+  const out = await runGraph(g, feeds, { outputs: [y] });
+  assertClose(out[y.name]!, layerNormRef(x, 4, s, b, 1e-5), { rtol: 1e-6, what: "layerNorm" });
 });
 
 Deno.test("rmsNorm and rmsNormOp equal x / sqrt(mean(x²) + eps)·scale", async () => {
@@ -157,8 +118,8 @@ Deno.test("rmsNorm and rmsNormOp equal x / sqrt(mean(x²) + eps)·scale", async 
   for (const norm of [rmsNorm, rmsNormOp]) {
     const g = new Graph();
     const y = norm(g.input("x", "F32", ["batch", 4]), g.input("s", "F32", [4]));
-    const [out] = await run(g, { x: f32([3, 4], x), s: f32([4], s) }, [y]);
-    assertClose(out!, expected, 1e-6, norm.name);
+    const out = await runGraph(g, { x: f32([3, 4], x), s: f32([4], s) }, { outputs: [y] });
+    assertClose(out[y.name]!, expected, { rtol: 1e-6, what: norm.name });
   }
 });
 
@@ -172,13 +133,12 @@ Deno.test("normalization backward runs at opset 23 next to a Gelu op with a symb
   const [dx, ds, db] = grad(y, [x, s, b]);
   const x0 = wave(8, 1);
   const ones = [1, 1, 1, 1];
-  const outs = await run(g, { x: f32([2, 4], x0), s: f32([4], ones), b: f32([4], ones) }, [
-    dx!,
-    ds!,
-    db!,
-  ]);
+  const feeds = { x: f32([2, 4], x0), s: f32([4], ones), b: f32([4], ones) };
+  const outs = await runGraph(g, feeds, { outputs: [dx!, ds!, db!] });
   assert(g.minOpset === 23, `opset ${g.minOpset}`);
-  for (const o of outs) assert(o.every(Number.isFinite), `non-finite gradient ${o}`);
+  for (const o of Object.values(outs).map(values)) {
+    assert(o.every(Number.isFinite), `non-finite gradient ${o}`);
+  }
 });
 
 Deno.test("layerNorm saves Mean and InvStdDev as outputs for its backward", () => {

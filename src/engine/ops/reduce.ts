@@ -1,29 +1,19 @@
 /**
  * Reductions: ReduceSum (axes as an input, opset 13+) and ReduceMean (axes as an attribute, opset
- * 13–17), plus `unbroadcast`, which sums a broadcast gradient back to an operand's shape.
+ * 13–17), plus `meanOver`, a mean valid in any opset. `unbroadcast`, which sums a broadcast
+ * gradient back to an operand's shape, lives in `shape.ts` (its comment says why).
  *
  * @module
  */
 
-import { type Dim, formatShape, int, ints, type Node, type Shape, type Value } from "../graph.ts";
-import { broadcastAxes, knownSize, normAxis } from "../shapes.ts";
+import { int, ints, type Node, type Shape, type Value } from "../graph.ts";
+import { knownSize, normAxis, reducedShape } from "../shapes.ts";
 import { inputsOf, type Vjp } from "../vjp.ts";
 import { constantInts, int64s, shapeOf, sizeOf } from "./constant.ts";
-import { cast, expand, unsqueeze } from "./shape.ts";
+import { cast } from "./cast.ts";
+import { expand, unsqueeze } from "./shape.ts";
 import { div } from "./elementwise.ts";
-
-function reducedShape(op: string, x: Value, axes: readonly number[], keepdims: boolean): Dim[] {
-  const set = new Set(axes.map((a) => normAxis(op, a, x.rank)));
-  if (set.size !== axes.length) {
-    throw new TypeError(`Invalid axes [${axes.join(", ")}] in ${op} of ${x}: axes repeat`);
-  }
-  const out: Dim[] = [];
-  x.shape.forEach((d, i) => {
-    if (!set.has(i)) out.push(d);
-    else if (keepdims) out.push(1);
-  });
-  return out;
-}
+import { attr } from "./_helpers.ts";
 
 function allAxes(x: Value): number[] {
   return Array.from({ length: x.rank }, (_, i) => i);
@@ -52,6 +42,12 @@ export function reduceSum(x: Value, axes?: readonly number[], keepdims = false):
   )[0]!;
 }
 
+// dX = dY spread back over the reduced axes
+const reduceSumVjp: Vjp = ({ node, dy: [dy] }) => {
+  const x = inputsOf(node)[0]!;
+  return [spread(dy!, x, axesOf(node, x), attr(node, "keepdims", 1) !== 0), null];
+};
+
 /**
  * Mean over `axes` (all axes when omitted). Axes are an attribute, as in opset 13–17; the VJP
  * also reads the axes input of opset 18+ graphs.
@@ -75,39 +71,45 @@ export function reduceMean(x: Value, axes?: readonly number[], keepdims = false)
   )[0]!;
 }
 
+// dX = dY / n spread back, n the number of elements averaged (runtime for symbolic axes)
+const reduceMeanVjp: Vjp = ({ node, dy: [dy] }) => {
+  const x = node.inputs[0]!;
+  const axes = axesOf(node, x);
+  const n = count(x, node.outputs[0]!, axes);
+  // Divide rather than multiply by 1/n: a float32 constant 1/n is inexact in the float64 twin.
+  const scaled = n === 1 ? dy! : div(dy!, n);
+  return [spread(scaled, x, axes, attr(node, "keepdims", 1) !== 0), null];
+};
+
 /**
- * Sums `dy` (shaped like a broadcast result) back to the shape of `x`: over the leading axes `x`
- * lacks and, keeping them, over the axes where `x` has size 1.
+ * Mean of `x` over `axes` (all axes when omitted), in any opset; n may be symbolic. Used by the
+ * normalization and loss families.
+ *
+ * Means are written as `ReduceSum · (1/n)` rather than with `reduceMean`: ReduceMean takes its
+ * axes as an attribute only up to opset 17, so a graph that also holds an opset-20 Gelu or an
+ * opset-23 RMSNormalization would be invalid. ReduceSum (axes as an input) is valid from 13 on.
  *
  * @example
  * ```ts
  * import { Graph } from "../graph.ts";
- * import { unbroadcast } from "./reduce.ts";
- * const g = new Graph();
- * const db = unbroadcast(g.input("dy", "F32", ["batch", 4]), g.input("b", "F32", [1, 4])); // [1, 4]
+ * import { meanOver } from "./reduce.ts";
+ * const m = meanOver(new Graph().input("x", "F32", ["batch", 4]), [1]); // [batch, 1]
  * ```
  */
-export function unbroadcast(dy: Value, x: Value): Value {
-  if (dy.rank < x.rank) {
-    throw new TypeError(
-      `Cannot reduce gradient ${formatShape(dy.shape)} to operand ${formatShape(x.shape)}`,
-    );
-  }
-  const { lead, ones } = broadcastAxes(x.shape, dy.shape);
-  let r = dy;
-  if (ones.length) r = reduceSum(r, ones, true);
-  if (lead.length) r = reduceSum(r, lead, false);
-  return r;
+export function meanOver(x: Value, axes?: readonly number[], keepdims = true): Value {
+  const ax = axes ?? x.shape.map((_, i) => i);
+  const s = reduceSum(x, ax, keepdims);
+  const n = knownSize(ax.map((a) => x.shape[normAxis("mean", a, x.rank)]!));
+  // Div by n, not Mul by 1/n: n is exact as a float32 constant, 1/n (say 0.2) is not, and the
+  // float64 twin would carry that rounding (~1e-8 relative) into every gradient.
+  if (n !== undefined) return n === 1 ? s : div(s, n);
+  return div(s, cast(div(sizeOf(x), sizeOf(s)), x.dtype));
 }
 
 /** Brings a reduced gradient back to the input's shape (inverse of a keepdims=0 reduce). */
 function spread(dy: Value, x: Value, axes: readonly number[], keepdims: boolean): Value {
   const kept = keepdims || axes.length === 0 ? dy : unsqueeze(dy, axes);
   return expand(kept, shapeOf(x), x.shape);
-}
-
-function attr(node: Node, name: string): number | undefined {
-  return (node.attrs[name] as { value: number } | undefined)?.value;
 }
 
 /**
@@ -124,7 +126,7 @@ function axesOf(node: Node, x: Value): number[] {
       throw new TypeError(`Cannot differentiate ${node.op} with non-constant axes "${a.name}"`);
     }
   }
-  if (!axes || axes.length === 0) return attr(node, "noop_with_empty_axes") ? [] : allAxes(x);
+  if (!axes || axes.length === 0) return attr(node, "noop_with_empty_axes", 0) ? [] : allAxes(x);
   return axes.map((v) => normAxis(node.op, v, x.rank));
 }
 
@@ -138,18 +140,6 @@ function count(x: Value, y: Value, axes: readonly number[]): Value | number {
 
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  // dX = dY spread back over the reduced axes
-  ReduceSum: ({ node, dy: [dy] }) => {
-    const x = inputsOf(node)[0]!;
-    return [spread(dy!, x, axesOf(node, x), attr(node, "keepdims") !== 0), null];
-  },
-  // dX = dY / n spread back, n the number of elements averaged (runtime for symbolic axes)
-  ReduceMean: ({ node, dy: [dy] }) => {
-    const x = node.inputs[0]!;
-    const axes = axesOf(node, x);
-    const n = count(x, node.outputs[0]!, axes);
-    // Divide rather than multiply by 1/n: a float32 constant 1/n is inexact in the float64 twin.
-    const scaled = n === 1 ? dy! : div(dy!, n);
-    return [spread(scaled, x, axes, attr(node, "keepdims") !== 0), null];
-  },
+  ReduceSum: reduceSumVjp,
+  ReduceMean: reduceMeanVjp,
 };

@@ -14,7 +14,7 @@ import { assertSameDtype, broadcastShapes } from "../shapes.ts";
 import type { Vjp } from "../vjp.ts";
 import { scalar } from "./constant.ts";
 import { liftOperands, type Operand } from "./elementwise.ts";
-import { unbroadcast } from "./reduce.ts";
+import { unbroadcast } from "./shape.ts";
 
 function compare(op: string, a: Operand, b: Operand): Value {
   const [va, vb] = liftOperands(a, b, op);
@@ -22,6 +22,9 @@ function compare(op: string, a: Operand, b: Operand): Value {
   const shape = broadcastShapes(op, va.shape, vb.shape);
   return va.graph.node(op, [va, vb], {}, [{ dtype: "BOOL", shape }])[0]!;
 }
+
+/** Comparisons and logical ops carry no gradient. */
+const none: Vjp = ({ node }) => node.inputs.map(() => null);
 
 function assertBool(op: string, v: Value): void {
   if (v.dtype !== "BOOL") {
@@ -163,6 +166,16 @@ export function where(cond: Value, a: Operand, b: Operand): Value {
   return cond.graph.node("Where", [cond, va, vb], {}, [{ dtype: va.dtype, shape }])[0]!;
 }
 
+// dA = where(cond, dy, 0), dB = where(cond, 0, dy), each unbroadcast
+const whereVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const [cond, a, b] = node.inputs;
+  return [
+    null,
+    needs[1] ? unbroadcast(where(cond!, dy!, 0), a!) : null,
+    needs[2] ? unbroadcast(where(cond!, 0, dy!), b!) : null,
+  ];
+};
+
 function clipBound(x: Value, v: Operand | undefined, which: string): Value | null {
   if (v === undefined) return null;
   if (typeof v === "number") return scalar(x.graph, v, x.dtype);
@@ -198,35 +211,27 @@ export function clip(x: Value, min?: Operand, max?: Operand): Value {
   return x.graph.node("Clip", inputs, {}, [{ dtype: x.dtype, shape: x.shape }])[0]!;
 }
 
-const none: Vjp = ({ node }) => node.inputs.map(() => null);
+// saved for backward: x and the bounds (the masks min <= x <= max)
+const clipVjp: Vjp = ({ node, dy: [dy], needs }) => {
+  const [x, lo, hi] = node.inputs;
+  let dx: Value | null = null;
+  if (needs[0]) {
+    const above = lo ? greaterOrEqual(x!, lo) : null;
+    const below = hi ? lessOrEqual(x!, hi) : null;
+    const inside = above && below ? logicalAnd(above, below) : above ?? below;
+    dx = inside ? where(inside, dy!, 0) : dy!;
+  }
+  return [
+    dx,
+    needs[1] && lo ? unbroadcast(where(less(x!, lo), dy!, 0), lo) : null,
+    needs[2] && hi ? unbroadcast(where(greater(x!, hi), dy!, 0), hi) : null,
+  ];
+};
 
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  // dA = where(cond, dy, 0), dB = where(cond, 0, dy), each unbroadcast
-  Where: ({ node, dy: [dy], needs }) => {
-    const [cond, a, b] = node.inputs;
-    return [
-      null,
-      needs[1] ? unbroadcast(where(cond!, dy!, 0), a!) : null,
-      needs[2] ? unbroadcast(where(cond!, 0, dy!), b!) : null,
-    ];
-  },
-  // saved for backward: x and the bounds (the masks min <= x <= max)
-  Clip: ({ node, dy: [dy], needs }) => {
-    const [x, lo, hi] = node.inputs;
-    let dx: Value | null = null;
-    if (needs[0]) {
-      const above = lo ? greaterOrEqual(x!, lo) : null;
-      const below = hi ? lessOrEqual(x!, hi) : null;
-      const inside = above && below ? logicalAnd(above, below) : above ?? below;
-      dx = inside ? where(inside, dy!, 0) : dy!;
-    }
-    return [
-      dx,
-      needs[1] && lo ? unbroadcast(where(less(x!, lo), dy!, 0), lo) : null,
-      needs[2] && hi ? unbroadcast(where(greater(x!, hi), dy!, 0), hi) : null,
-    ];
-  },
+  Where: whereVjp,
+  Clip: clipVjp,
   Greater: none,
   Less: none,
   Equal: none,

@@ -16,7 +16,8 @@ import {
   logicalOr,
   where,
 } from "./select.ts";
-import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
+import { assertClose, f32, values } from "../../../tests/_assert.ts";
+import { runGraph, runGraphEach } from "../../../tests/_ops.ts";
 
 Deno.test("where() gradients match finite differences with broadcasting both ways", async () => {
   const shapes: [number[], number[], number[]][] = [
@@ -60,15 +61,15 @@ Deno.test("clip() passes the gradient at its bounds, as PyTorch's clamp does", a
     hi,
   ]);
   [dx, dlo, dhi].forEach((d) => g.output(d!));
-  const [out] = await runGraph(g, {
+  const out = await runGraph(g, {
     x: f32([5], [-2, -1, 0, 1, 2]),
     lo: f32([], [-1]),
     hi: f32([], [1]),
   });
-  assertClose(values(out![y.name]), [-1, -1, 0, 1, 1]);
-  assertClose(values(out![dx!.name]), [0, 2, 3, 4, 0]);
-  assertClose(values(out![dlo!.name]), [1]);
-  assertClose(values(out![dhi!.name]), [5]);
+  assertClose(values(out[y.name]), [-1, -1, 0, 1, 1]);
+  assertClose(values(out[dx!.name]), [0, 2, 3, 4, 0]);
+  assertClose(values(out[dlo!.name]), [1]);
+  assertClose(values(out[dhi!.name]), [5]);
 });
 
 Deno.test("comparisons and logical ops compute BOOL masks with broadcasting", async () => {
@@ -87,8 +88,8 @@ Deno.test("comparisons and logical ops compute BOOL masks with broadcasting", as
   ].map((v) => g.output(v));
   deepStrictEqual(outs[0]!.shape, [2, 4]);
   same(outs[0]!.dtype, "BOOL");
-  const [out] = await runGraph(g, { x: f32([4], [-2, 0, 0.5, 3]), t: f32([2, 1], [0, 1]) });
-  deepStrictEqual(outs.map((v) => values(out![v.name])), [
+  const out = await runGraph(g, { x: f32([4], [-2, 0, 0.5, 3]), t: f32([2, 1], [0, 1]) });
+  deepStrictEqual(outs.map((v) => values(out[v.name])), [
     [0, 0, 1, 1, 0, 0, 0, 1],
     [1, 0, 0, 0],
     [0, 1, 0, 0],
@@ -134,7 +135,7 @@ Deno.test("where() over a symbolic batch runs and differentiates at two batch si
   g.output(dx!);
   g.output(db!);
   const feeds = (xs: number[]) => ({ x: f32([xs.length / 2, 2], xs), b: f32([2], [0, 0]) });
-  const [two, three] = await runGraph(g, feeds([1, -1, -1, -1]), feeds([1, 1, -1, 1, -1, 1]));
+  const [two, three] = await runGraphEach(g, [feeds([1, -1, -1, -1]), feeds([1, 1, -1, 1, -1, 1])]);
   assertClose(values(two![dx!.name]), [1, 0, 0, 0]);
   assertClose(values(two![db!.name]), [1, 2]);
   assertClose(values(three![db!.name]), [2, 0]);

@@ -1,16 +1,16 @@
 /**
  * Shape and layout ops whose gradients are data movement: Reshape, Transpose, Identity, Expand,
- * Unsqueeze, Squeeze and Flatten. Cast lives in `cast.ts` (re-exported here), joining in
- * `concat.ts`, cutting in `slice.ts`.
+ * Unsqueeze, Squeeze and Flatten, and `unbroadcast`, the gradient of broadcasting (of Expand, and
+ * of every op that broadcasts its operands). Cast lives in `cast.ts` (re-exported here), joining
+ * in `concat.ts`, cutting in `slice.ts`.
  *
  * @module
  */
 
 import { type Dim, formatShape, int, ints, type Shape, type Value } from "../graph.ts";
-import { broadcastShapes, normAxis } from "../shapes.ts";
+import { broadcastAxes, broadcastShapes, normAxis, reducedShape } from "../shapes.ts";
 import { inputsOf, type Vjp } from "../vjp.ts";
 import { int64s, shapeOf } from "./constant.ts";
-import { unbroadcast } from "./reduce.ts";
 
 export { cast, dtypeOfOnnx, onnxDtype } from "./cast.ts";
 
@@ -77,6 +77,11 @@ export function reshape(x: Value, shape: readonly Dim[]): Value {
   }])[0]!;
 }
 
+/** dY reshaped back to x's runtime shape: the gradient of every op that only reshapes. */
+const back = (dy: Value, x: Value) => reshapeTo(dy, shapeOf(x), x.shape);
+
+const reshapeVjp: Vjp = ({ node, dy: [dy] }) => [back(dy!, inputsOf(node)[0]!), null];
+
 /** Known sizes multiplied together, and the symbolic dimensions left over. */
 function factor(shape: Shape): { n: number; syms: string[] } {
   let n = 1;
@@ -122,6 +127,14 @@ export function transpose(x: Value, perm?: readonly number[]): Value {
   return x.graph.node("Transpose", [x], { perm: ints(p) }, [{ dtype: x.dtype, shape }])[0]!;
 }
 
+const transposeVjp: Vjp = ({ node, dy: [dy] }) => {
+  const perm = (node.attrs["perm"] as { value: number[] } | undefined)?.value ??
+    node.inputs[0]!.shape.map((_, i, s) => s.length - 1 - i);
+  const inv = new Array<number>(perm.length);
+  perm.forEach((p, i) => (inv[p] = i));
+  return [transpose(dy!, inv)];
+};
+
 /**
  * Swaps the last two axes.
  *
@@ -152,6 +165,8 @@ export function identity(x: Value, name?: string): Value {
   return x.graph.node("Identity", [x], {}, [{ dtype: x.dtype, shape: x.shape, name }])[0]!;
 }
 
+const identityVjp: Vjp = ({ dy: [dy] }) => [dy!];
+
 /**
  * Broadcasts `x` to a runtime shape (a 1-D int64 value) whose static form is `staticShape`.
  *
@@ -168,6 +183,50 @@ export function identity(x: Value, name?: string): Value {
 export function expand(x: Value, shape: Value, staticShape: Shape): Value {
   const out = broadcastShapes("Expand", x.shape, staticShape);
   return x.graph.node("Expand", [x, shape], {}, [{ dtype: x.dtype, shape: out }])[0]!;
+}
+
+const expandVjp: Vjp = ({ node, dy: [dy] }) => [unbroadcast(dy!, inputsOf(node)[0]!), null];
+
+/**
+ * Sums `dy` (shaped like a broadcast result) back to the shape of `x`: over the leading axes `x`
+ * lacks and, keeping them, over the axes where `x` has size 1.
+ *
+ * It lives here rather than in `reduce.ts` so that the op files import each other without a
+ * cycle: the gradients of the element-wise ops, MatMul, Gemm, Where, Clip and Expand need it, and
+ * `reduce.ts` imports `elementwise.ts` (ReduceMean's gradient divides) and this file (a reduced
+ * gradient is spread back with Expand). The order is constant, cast → shape → elementwise →
+ * reduce, so it emits its ReduceSum nodes itself (`sumOver`) instead of calling `reduceSum`.
+ *
+ * @example
+ * ```ts
+ * import { Graph } from "../graph.ts";
+ * import { unbroadcast } from "./shape.ts";
+ * const g = new Graph();
+ * const db = unbroadcast(g.input("dy", "F32", ["batch", 4]), g.input("b", "F32", [1, 4])); // [1, 4]
+ * ```
+ */
+export function unbroadcast(dy: Value, x: Value): Value {
+  if (dy.rank < x.rank) {
+    throw new TypeError(
+      `Cannot reduce gradient ${formatShape(dy.shape)} to operand ${formatShape(x.shape)}`,
+    );
+  }
+  const { lead, ones } = broadcastAxes(x.shape, dy.shape);
+  let r = dy;
+  if (ones.length) r = sumOver(r, ones, true);
+  if (lead.length) r = sumOver(r, lead, false);
+  return r;
+}
+
+/** The node `reduceSum(x, axes, keepdims)` builds, for non-empty `axes`. */
+function sumOver(x: Value, axes: readonly number[], keepdims: boolean): Value {
+  const shape = reducedShape("ReduceSum", x, axes, keepdims);
+  return x.graph.node(
+    "ReduceSum",
+    [x, int64s(x.graph, axes)],
+    { keepdims: int(keepdims ? 1 : 0) },
+    [{ dtype: x.dtype, shape }],
+  )[0]!;
 }
 
 /**
@@ -195,6 +254,8 @@ export function unsqueeze(x: Value, axes: readonly number[]): Value {
   }])[0]!;
 }
 
+const unsqueezeVjp: Vjp = ({ node, dy: [dy] }) => [back(dy!, inputsOf(node)[0]!), null];
+
 /**
  * Removes size-1 axes at `axes`.
  *
@@ -218,6 +279,8 @@ export function squeeze(x: Value, axes: readonly number[]): Value {
     shape: out,
   }])[0]!;
 }
+
+const squeezeVjp: Vjp = ({ node, dy: [dy] }) => [back(dy!, node.inputs[0]!), null];
 
 /**
  * Flattens to 2-D around `axis` (ONNX Flatten): `[d0 · … · d(axis-1), d(axis) · … · d(n-1)]`.
@@ -243,21 +306,15 @@ export function flatten(x: Value, axis = 1): Value {
   return x.graph.node("Flatten", [x], { axis: int(axis) }, [{ dtype: x.dtype, shape }])[0]!;
 }
 
-const back = (dy: Value, x: Value) => reshapeTo(dy, shapeOf(x), x.shape);
+const flattenVjp: Vjp = ({ node, dy: [dy] }) => [back(dy!, inputsOf(node)[0]!)];
 
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  Reshape: ({ node, dy: [dy] }) => [back(dy!, inputsOf(node)[0]!), null],
-  Flatten: ({ node, dy: [dy] }) => [back(dy!, inputsOf(node)[0]!)],
-  Unsqueeze: ({ node, dy: [dy] }) => [back(dy!, inputsOf(node)[0]!), null],
-  Squeeze: ({ node, dy: [dy] }) => [back(dy!, node.inputs[0]!), null],
-  Identity: ({ dy: [dy] }) => [dy!],
-  Transpose: ({ node, dy: [dy] }) => {
-    const perm = (node.attrs["perm"] as { value: number[] } | undefined)?.value ??
-      node.inputs[0]!.shape.map((_, i, s) => s.length - 1 - i);
-    const inv = new Array<number>(perm.length);
-    perm.forEach((p, i) => (inv[p] = i));
-    return [transpose(dy!, inv)];
-  },
-  Expand: ({ node, dy: [dy] }) => [unbroadcast(dy!, inputsOf(node)[0]!), null],
+  Reshape: reshapeVjp,
+  Flatten: flattenVjp,
+  Unsqueeze: unsqueezeVjp,
+  Squeeze: squeezeVjp,
+  Identity: identityVjp,
+  Transpose: transposeVjp,
+  Expand: expandVjp,
 };

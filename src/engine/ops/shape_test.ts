@@ -17,7 +17,8 @@ import {
   transposeLast2,
   unsqueeze,
 } from "./shape.ts";
-import { assertClose, f32, runGraph, values } from "../../../tests/_ops.ts";
+import { assertClose, f32, values } from "../../../tests/_assert.ts";
+import { runGraph, runGraphEach } from "../../../tests/_ops.ts";
 
 Deno.test("reshape() gradients match finite differences", async () => {
   await gradcheck(([x]) => reshape(x!, [6, 4]), { x: { shape: [2, 3, 4] } });
@@ -105,9 +106,9 @@ Deno.test("transpose() and flatten() move elements as ONNX does", async () => {
   const x = g.input("x", "F32", [2, 3]);
   const t = g.output(transpose(x));
   const f = g.output(flatten(unsqueeze(x, [0]), 2));
-  const [out] = await runGraph(g, { x: f32([2, 3], [1, 2, 3, 4, 5, 6]) });
-  assertClose(values(out![t.name]), [1, 4, 2, 5, 3, 6]);
-  deepStrictEqual(out![f.name]!.shape, [2, 3]);
+  const out = await runGraph(g, { x: f32([2, 3], [1, 2, 3, 4, 5, 6]) });
+  assertClose(values(out[t.name]), [1, 4, 2, 5, 3, 6]);
+  deepStrictEqual(out[f.name]!.shape, [2, 3]);
 });
 
 Deno.test("cast() from F32 to F16 and back rounds in the forward and backward pass", async () => {
@@ -118,11 +119,11 @@ Deno.test("cast() from F32 to F16 and back rounds in the forward and backward pa
   const [dx] = grad(reduceSum(mul(y, g.constant(w))), [x]);
   g.output(dx!);
   const xs = [0.1, 1 / 3, 1000.7, -2.5];
-  const [out] = await runGraph(g, { x: f32([4], xs) });
+  const out = await runGraph(g, { x: f32([4], xs) });
   const half = (v: number) => f16BitsToNumber(numberToF16Bits(v));
-  assertClose(values(out![y.name]), xs.map((v) => half(Math.fround(v))), 0);
+  assertClose(values(out[y.name]), xs.map((v) => half(Math.fround(v))), { atol: 0 });
   // dx = cast(cast(w, F16), F32): the gradient crosses the same two casts
-  assertClose(values(out![dx!.name]), Array.from(w.data, half), 0);
+  assertClose(values(out[dx!.name]), Array.from(w.data, half), { atol: 0 });
 });
 
 Deno.test("reshape() and flatten() of a symbolic batch run and differentiate at two batch sizes", async () => {
@@ -134,7 +135,7 @@ Deno.test("reshape() and flatten() of a symbolic batch run and differentiate at 
   const [dx] = grad(reduceSum(y), [x]);
   g.output(dx!);
   const feeds = (n: number) => ({ x: f32([n, 2, 3], Array.from({ length: 6 * n }, (_, i) => i)) });
-  const [one, four] = await runGraph(g, feeds(1), feeds(4));
+  const [one, four] = await runGraphEach(g, [feeds(1), feeds(4)]);
   deepStrictEqual(one![y.name]!.shape, [1, 6]);
   deepStrictEqual(four![y.name]!.shape, [4, 6]);
   deepStrictEqual(four![dx!.name]!.shape, [4, 2, 3]);

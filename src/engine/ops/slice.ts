@@ -137,6 +137,14 @@ export function slice(
   return node1(g, "Slice", inputs, {}, x.dtype, shape);
 }
 
+// saved for backward: the slice bounds (constants) and x's shape
+const sliceVjp: Vjp = ({ node, dy: [dy] }) => {
+  const x = node.inputs[0]!;
+  const cuts = cutsOf(node, x);
+  const padded = cuts.every((c) => c.step === 1 && typeof x.shape[c.axis] === "number");
+  return [padded ? padBack(dy!, x, cuts) : scatterBack(dy!, x, cuts), null, null, null, null];
+};
+
 /** The cuts of a Slice node, read from its constant inputs. */
 function cutsOf(node: Node, x: Value): Cut[] {
   const read = (i: number, what: string): number[] | undefined => {
@@ -211,11 +219,5 @@ function shapeWith(v: Value, a: number, d: Value): Value {
 
 /** Gradient rules of this family. */
 export const VJPS: Record<string, Vjp> = {
-  // saved for backward: the slice bounds (constants) and x's shape
-  Slice: ({ node, dy: [dy] }) => {
-    const x = node.inputs[0]!;
-    const cuts = cutsOf(node, x);
-    const padded = cuts.every((c) => c.step === 1 && typeof x.shape[c.axis] === "number");
-    return [padded ? padBack(dy!, x, cuts) : scatterBack(dy!, x, cuts), null, null, null, null];
-  },
+  Slice: sliceVjp,
 };
