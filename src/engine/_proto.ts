@@ -140,6 +140,8 @@ export function attrProto(name: string, op: string, a: Attr, f64: boolean): Attr
         type: AT.STRINGS,
         strings: a.value.map((s) => new TextEncoder().encode(s)),
       });
+    case "onnx":
+      return a.value.name === name ? a.value : { ...a.value, name };
     case "tensor": {
       // Constant and ConstantOfShape values: the twin computes in float64 from the start.
       const t = f64 && a.value.dtype === "F32" ? castFloat(toFloat32(a.value), "F64") : a.value;

@@ -13,7 +13,6 @@ import type { Node, Value } from "./graph.ts";
 import { add } from "./ops/elementwise.ts";
 import { onesLike, zerosLike } from "./ops/constant.ts";
 import { VJP_TABLE } from "./ops/table.ts";
-import { isDetached } from "./ops/detach.ts";
 import { sameShape } from "./shapes.ts";
 
 /** Options of {@link grad}. */
@@ -59,14 +58,8 @@ export function grad(loss: Value, wrt: readonly Value[], opts: GradOptions = {})
     if (dy.every((d) => d === null)) continue;
     const needs = node.inputs.map((v) => v !== null && onPath.has(v) && FLOATS.has(v.dtype));
     if (!needs.some(Boolean)) continue;
-    const vjp = VJP_TABLE[node.op];
-    if (!vjp || node.domain !== "") {
-      throw new TypeError(
-        `Cannot differentiate ${
-          node.domain ? node.domain + "." : ""
-        }${node.op} (node ${node.name}): no gradient rule`,
-      );
-    }
+    const vjp = node.domain === "" ? VJP_TABLE[node.op] : undefined;
+    if (!vjp) throw noGradientRule(forward, toLoss, wrt);
     const contributions = vjp({ node, dy, needs });
     node.inputs.forEach((v, j) => {
       const c = contributions[j];
@@ -109,6 +102,48 @@ function checkArguments(loss: Value, wrt: readonly Value[], seed: Value | undefi
   }
 }
 
+const hasVjp = (n: Node) => n.domain === "" && VJP_TABLE[n.op] !== undefined;
+
+/**
+ * The error for a gradient that would cross ops without a gradient rule (a convolution or an LSTM
+ * carried from an imported model, say): it names the first such node, the requested values whose
+ * path to the loss crosses one, and those whose path does not.
+ */
+function noGradientRule(
+  forward: readonly Node[],
+  toLoss: ReadonlySet<Node>,
+  wrt: readonly Value[],
+): TypeError {
+  const crossed = (w: Value): Node | undefined => {
+    const reach = dependsOn(forward, new Set([w]));
+    return forward.find((n) =>
+      toLoss.has(n) && !hasVjp(n) &&
+      n.inputs.some((v) => v !== null && reach.has(v) && FLOATS.has(v.dtype))
+    );
+  };
+  const blocked = new Map<Node, string[]>();
+  const clear: string[] = [];
+  for (const w of wrt) {
+    const n = crossed(w);
+    if (n) blocked.set(n, [...blocked.get(n) ?? [], w.name]);
+    else clear.push(w.name);
+  }
+  const [node, names] = [...blocked].sort(([a], [b]) =>
+    forward.indexOf(a) - forward.indexOf(b)
+  )[0]!;
+  const op = node.domain ? `${node.domain}.${node.op}` : node.op;
+  const list = (xs: readonly string[]) =>
+    xs.slice(0, 6).map((x) => `"${x}"`).join(", ") + (xs.length > 6 ? `, … (${xs.length})` : "");
+  return new TypeError(
+    `Cannot differentiate ${op} (node ${node.name}): it has no gradient rule, and the gradient of ` +
+      `${list(names)} would have to cross it on the way to the loss; ${
+        clear.length
+          ? `these can train: ${list(clear)}`
+          : "nothing requested lies after it: put adapters on layers between it and the loss"
+      }`,
+  );
+}
+
 function uniqueName(w: Value, prefix: string): string {
   const base = `${prefix}.${w.name}`;
   return w.graph.has(base) ? w.graph.freshName(base) : base;
@@ -120,7 +155,7 @@ function dependsOn(nodes: readonly Node[], sources: ReadonlySet<Value>): Set<Val
   for (const n of nodes) {
     if (n.inputs.some((v) => v !== null && reached.has(v))) {
       // A detached value is a constant to the autograd: nothing flows back through it.
-      for (const o of n.outputs) if (!isDetached(o)) reached.add(o);
+      for (const o of n.outputs) if (!o.detached) reached.add(o);
     }
   }
   return reached;

@@ -106,6 +106,11 @@ export function toModelProto(g: Graph, opts: EmitOptions = {}): EmittedModel {
   const forms = nodes.map((n) => nodeForm(n, opset, added));
   const used = new Set(outputs.map((o) => o.name));
   for (const f of forms) for (const i of f.inputs) used.add(i);
+  for (const n of nodes) {
+    for (const a of Object.values(n.attrs)) {
+      if (a.type === "onnx") { for (const r of a.reads ?? []) used.add(r.name); }
+    }
+  }
   const live = [...g.initializers].filter(([v]) => used.has(v.name));
   const { initializer, casts, spill, copies, referenced } = emitInitializers(g, live, opts);
   for (const a of added) initializer.push(tensorProto(a.tensor, a.name));
@@ -131,7 +136,8 @@ export function toModelProto(g: Graph, opts: EmitOptions = {}): EmittedModel {
     output: outputs.map((v) => valueInfo(v.name, v.dtype, v.shape, f64)),
   });
   const opsetImport = [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(opset) })];
-  for (const [domain, version] of Object.entries(opts.domains ?? {})) {
+  const domains = { ...Object.fromEntries(g.domains), ...opts.domains };
+  for (const [domain, version] of Object.entries(domains)) {
     opsetImport.push(create(OperatorSetIdProtoSchema, { domain, version: BigInt(version) }));
   }
   const proto = create(ModelProtoSchema, {

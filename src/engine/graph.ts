@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { AttributeProto } from "../onnx/gen/onnx_pb.ts";
 import { type DType, ITEMSIZE, numel, type Tensor } from "../tensor.ts";
 
 /** A dimension: a size, or the name of a symbolic dimension such as `"batch"`. */
@@ -24,7 +25,26 @@ export type Attr =
   | { readonly type: "ints"; readonly value: readonly number[] }
   | { readonly type: "floats"; readonly value: readonly number[] }
   | { readonly type: "strings"; readonly value: readonly string[] }
-  | { readonly type: "tensor"; readonly value: Tensor };
+  | { readonly type: "tensor"; readonly value: Tensor }
+  /**
+   * An attribute of an imported file carried as it is (the subgraphs of If, Loop, Scan, …), with
+   * the values of the enclosing graph its subgraphs read by name (`reads`): the node depends on
+   * them although they are not among its inputs.
+   */
+  | {
+    readonly type: "onnx";
+    readonly value: OnnxAttribute;
+    readonly reads?: readonly Value[];
+  };
+
+/**
+ * An ONNX `AttributeProto` (ffwd's generated protobuf type). Tagged internal: the type is generated
+ * from onnx.proto, whose documentation covers it; the alias lets {@link Attr} name it without
+ * `deno doc` documenting the generated code.
+ *
+ * @internal
+ */
+type OnnxAttribute = AttributeProto;
 
 /** Integer attribute. */
 export const int = (value: number): Attr => ({ type: "int", value });
@@ -87,6 +107,7 @@ export class Value {
    * @param shape Dimensions; strings are symbolic (`"batch"`).
    * @param kind Whether it is a graph input, an initializer or a node output.
    * @param producer The node that computes it (`null` for inputs and initializers).
+   * @param detached Whether the autograd treats it as a constant (see `detach` in `ops/detach.ts`).
    */
   constructor(
     readonly graph: Graph,
@@ -95,6 +116,7 @@ export class Value {
     readonly shape: Shape,
     readonly kind: ValueKind,
     readonly producer: Node | null = null,
+    readonly detached: boolean = false,
   ) {}
 
   /** Rank of the value. */
@@ -132,6 +154,8 @@ export interface OutputSpec {
   readonly shape: Shape;
   /** Name to give the output; default a fresh name from the op type. Must not be taken. */
   readonly name?: string;
+  /** No gradient flows back through the output (default false): what `detach` builds. */
+  readonly detached?: boolean;
 }
 
 /** Formats a shape as `[batch, 784]`. */
@@ -163,6 +187,8 @@ export class Graph {
   readonly metadata: Map<string, string> = new Map();
   /** Lowest default-domain opset that can express every node (ops newer than 17 raise it). */
   minOpset = 17;
+  /** Opset of each other domain the nodes use (`com.microsoft` → 1), imported when emitted. */
+  readonly domains: Map<string, number> = new Map();
   /** Every value by name (a name is claimed before its value exists: the entry may lag). */
   readonly #names = new Map<string, Value | null>();
   #counter = 0;
@@ -221,7 +247,7 @@ export class Graph {
     };
     for (const o of outputs) {
       const name = this.#claim(o.name ?? this.freshName(op.toLowerCase()));
-      outs.push(this.#register(new Value(this, name, o.dtype, o.shape, "node", node)));
+      outs.push(this.#register(new Value(this, name, o.dtype, o.shape, "node", node, o.detached)));
     }
     this.nodes.push(node);
     return outs;
@@ -295,6 +321,7 @@ export function liveNodes(graph: Graph, outputs: readonly Value[] = graph.output
     if (!p || live.has(p)) continue;
     live.add(p);
     for (const i of p.inputs) if (i) stack.push(i);
+    for (const a of Object.values(p.attrs)) if (a.type === "onnx") stack.push(...a.reads ?? []);
   }
   return graph.nodes.filter((n) => live.has(n));
 }
