@@ -106,10 +106,11 @@ export interface MatchOptions {
  * import { matchAdapter } from "./adapter.ts";
  * import { defaultPeftConfig } from "./config.ts";
  * import { tensor } from "../src/tensor.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const fc1 = { name: "fc1", inFeatures: 4, outFeatures: 3, orientation: "out_in" as const, weightKey: "fc1.weight", dtype: "F32" as const };
  * const layers = new Map([["fc1", { A: tensor("F32", [8, 4]), B: tensor("F32", [3, 8]) }]]);
  * const adapter = { name: "a", config: defaultPeftConfig(), layers, biases: new Map(), extra: new Map() };
- * matchAdapter(adapter, { layers: [fc1] }).layers[0]!.scale; // 1
+ * strictEqual(matchAdapter(adapter, { layers: [fc1] }).layers[0]!.scale, 1);
  * ```
  */
 export function matchAdapter(
@@ -222,7 +223,8 @@ export type AdapterKind = "peft" | "mlx";
  * @example
  * ```ts
  * import { detectAdapterKind } from "./adapter.ts";
- * await detectAdapterKind("fixtures/peft/mlp_lora"); // "peft"
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(await detectAdapterKind("fixtures/peft/mlp_lora"), "peft");
  * ```
  */
 export async function detectAdapterKind(dir: string): Promise<AdapterKind> {
@@ -248,8 +250,9 @@ export async function detectAdapterKind(dir: string): Promise<AdapterKind> {
  * @example
  * ```ts
  * import { loadAdapter } from "./adapter.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const adapter = await loadAdapter("fixtures/peft/mlp_lora");
- * adapter.layers.get("fc1")!.A.shape; // [4, 8]
+ * deepStrictEqual(adapter.layers.get("fc1")!.A.shape, [4, 6]); // [rank, in]
  * ```
  */
 export async function loadAdapter(dir: string, options: LoadMlxOptions = {}): Promise<Adapter> {

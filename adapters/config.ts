@@ -140,8 +140,9 @@ const MODELLED = new Set(Object.keys(SCHEMA.shape));
  * @example
  * ```ts
  * import { parsePeftConfig } from "./config.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const config = parsePeftConfig({ peft_type: "LORA", r: 16, target_modules: ["q", "v"] });
- * config.loraAlpha; // 8, PEFT's default
+ * strictEqual(config.loraAlpha, 8); // PEFT's default
  * ```
  */
 export function parsePeftConfig(json: unknown, source = "adapter_config.json"): PeftConfig {
@@ -219,7 +220,8 @@ export async function readPeftConfig(path: string): Promise<PeftConfig> {
  * @example
  * ```ts
  * import { defaultPeftConfig, peftConfigToJson } from "./config.ts";
- * peftConfigToJson(defaultPeftConfig({ r: 4 })).peft_type; // "LORA"
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(peftConfigToJson(defaultPeftConfig({ r: 4 })).peft_type, "LORA");
  * ```
  */
 export function peftConfigToJson(config: PeftConfig): Record<string, JsonValue> {
@@ -256,7 +258,8 @@ export function peftConfigToJson(config: PeftConfig): Record<string, JsonValue> 
  * @example
  * ```ts
  * import { defaultPeftConfig } from "./config.ts";
- * defaultPeftConfig({ r: 16, loraAlpha: 32 }).bias; // "none"
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(defaultPeftConfig({ r: 16, loraAlpha: 32 }).bias, "none");
  * ```
  */
 export function defaultPeftConfig(overrides: Partial<PeftConfig> = {}): PeftConfig {
@@ -270,7 +273,9 @@ export function defaultPeftConfig(overrides: Partial<PeftConfig> = {}): PeftConf
  * @example
  * ```ts
  * import { defaultPeftConfig, toTargetOptions } from "./config.ts";
- * toTargetOptions(defaultPeftConfig({ targetModules: ["fc1"] })).targetModules; // ["fc1"]
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const options = toTargetOptions(defaultPeftConfig({ targetModules: ["fc1"] }));
+ * deepStrictEqual(options.targetModules, ["fc1"]);
  * ```
  */
 export function toTargetOptions(config: PeftConfig, modules?: readonly string[]): TargetOptions {
@@ -323,7 +328,9 @@ export function fromTargetOptions(opts: TargetOptions, rest: Partial<PeftConfig>
  * @example
  * ```ts
  * import { defaultPeftConfig, layerHyper } from "./config.ts";
- * layerHyper(defaultPeftConfig({ r: 8, loraAlpha: 16, rankPattern: { fc2: 4 } }), "fc2").scale; // 4
+ * import { strictEqual } from "node:assert/strict";
+ * const config = defaultPeftConfig({ r: 8, loraAlpha: 16, rankPattern: { fc2: 4 } });
+ * strictEqual(layerHyper(config, "fc2").scale, 4);
  * ```
  */
 export function layerHyper(

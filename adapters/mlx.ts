@@ -25,10 +25,9 @@ import { layerIndex } from "./targets.ts";
 import { checkAdapter, listFolder } from "./folder.ts";
 import { formatShape, transpose2d } from "../src/tensor.ts";
 import { writeFolderAtomic } from "../src/fs/atomic_folder.ts";
+import { loraScale } from "../src/lora/branch.ts";
 
-/** MLX-LM's config file. */
 export const MLX_CONFIG_FILE = "adapter_config.json";
-/** MLX-LM's weights file. */
 export const MLX_WEIGHTS_FILE = "adapters.safetensors";
 
 /** Options of {@linkcode loadMlxAdapter}. */
@@ -45,8 +44,9 @@ export interface LoadMlxOptions {
  * @example
  * ```ts ignore
  * import { loadMlxAdapter } from "./mlx.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const adapter = await loadMlxAdapter("../shared/realdata/ml-explore__mlx-examples/llms/adapters");
- * adapter.layers.get("model.layers.36.self_attn.q_proj")!.A.shape; // [8, 2304]
+ * deepStrictEqual(adapter.layers.get("model.layers.36.self_attn.q_proj")!.A.shape, [8, 2304]);
  * ```
  */
 export async function loadMlxAdapter(dir: string, options: LoadMlxOptions = {}): Promise<Adapter> {
@@ -94,7 +94,7 @@ export async function loadMlxAdapter(dir: string, options: LoadMlxOptions = {}):
     layers.set(module, { A: transpose2d(a), B: transpose2d(b), ...(m ? { magnitude: m } : {}) });
   }
   const scale = options.legacyAlphaScale && mlx.alpha !== undefined
-    ? mlx.scale * mlx.alpha / mlx.rank
+    ? mlx.scale * loraScale(mlx.alpha, mlx.rank, false)
     : mlx.scale;
   const modules = [...layers.keys()];
   const indices = modules.map(layerIndex);

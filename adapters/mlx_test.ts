@@ -5,12 +5,12 @@
 
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.ts";
-import { type Tensor, tensor } from "../src/tensor.ts";
 import type { LinearLayer } from "../src/models/model.ts";
 import { type Adapter, loadAdapter, matchAdapter } from "./adapter.ts";
 import { defaultPeftConfig, layerHyper } from "./config.ts";
 import { loadMlxAdapter, saveMlxAdapter } from "./mlx.ts";
 import { REALDATA, realdataTest } from "../tests/_realdata.ts";
+import { randomTensor } from "../tests/_assert.ts";
 
 const MLX_DIR = `${REALDATA}ml-explore__mlx-examples/llms/adapters`;
 
@@ -131,12 +131,6 @@ function registerRealdataTests(): void {
   );
 }
 
-function rand(shape: number[], seed: number): Tensor<"F32"> {
-  const t = tensor("F32", shape);
-  for (let i = 0; i < t.data.length; i++) t.data[i] = Math.sin(seed * 1000 + i);
-  return t;
-}
-
 Deno.test("saveMlxAdapter() then loadMlxAdapter() keeps the tensors and the scale (DoRA)", async () => {
   const dir = `${await Deno.makeTempDir()}/mlx`;
   const adapter: Adapter = {
@@ -150,14 +144,14 @@ Deno.test("saveMlxAdapter() then loadMlxAdapter() keeps the tensors and the scal
     }),
     layers: new Map([
       ["model.layers.0.mlp.up_proj", {
-        A: rand([4, 6], 1),
-        B: rand([5, 4], 2),
-        magnitude: rand([5], 3),
+        A: randomTensor([4, 6], 1),
+        B: randomTensor([5, 4], 2),
+        magnitude: randomTensor([5], 3),
       }],
       ["model.layers.1.mlp.up_proj", {
-        A: rand([4, 6], 4),
-        B: rand([5, 4], 5),
-        magnitude: rand([5], 6),
+        A: randomTensor([4, 6], 4),
+        B: randomTensor([5, 4], 5),
+        magnitude: randomTensor([5], 6),
       }],
     ]),
     biases: new Map(),
@@ -180,8 +174,8 @@ Deno.test("loadMlxAdapter() errors name the file and the field", async () => {
   const write = (config: unknown) =>
     Deno.writeTextFile(`${dir}/adapter_config.json`, JSON.stringify(config));
   await writeSafetensors(`${dir}/adapters.safetensors`, {
-    "layers.0.q.lora_a": rand([6, 4], 1),
-    "layers.0.q.lora_b": rand([4, 5], 2),
+    "layers.0.q.lora_a": randomTensor([6, 4], 1),
+    "layers.0.q.lora_b": randomTensor([4, 5], 2),
   });
   await write({ fine_tune_type: "full" });
   await rejects(loadMlxAdapter(dir), {
@@ -201,7 +195,9 @@ Deno.test("loadMlxAdapter() errors name the file and the field", async () => {
   });
   await write({ fine_tune_type: "dora", lora_parameters: { rank: 4, scale: 20 } });
   await rejects(loadMlxAdapter(dir), { message: /tensor "layers.0.q.m" is missing \(DoRA\)/ });
-  await writeSafetensors(`${dir}/adapters.safetensors`, { "layers.0.q.weight": rand([4, 5], 2) });
+  await writeSafetensors(`${dir}/adapters.safetensors`, {
+    "layers.0.q.weight": randomTensor([4, 5], 2),
+  });
   await rejects(loadMlxAdapter(dir), {
     message: /"layers.0.q.weight" is not an MLX LoRA\/DoRA tensor/,
   });

@@ -21,13 +21,11 @@ import type { Tensor } from "../src/tensor.ts";
 import type { Adapter, AdapterLayer } from "./adapter.ts";
 import { type JsonValue, type PeftConfig, peftConfigToJson, readPeftConfig } from "./config.ts";
 import { readJsonFile } from "./_json.ts";
-import { peftKeys, peftPrefix } from "../src/lora/branch.ts";
+import { parsePeftKey, PEFT_PREFIX, peftKeys, peftPrefix } from "../src/lora/branch.ts";
 import { checkAdapter, listFolder } from "./folder.ts";
 import { writeFolderAtomic } from "../src/fs/atomic_folder.ts";
 
-/** PEFT's config file. */
 export const PEFT_CONFIG_FILE = "adapter_config.json";
-/** PEFT's weights file. */
 export const PEFT_WEIGHTS_FILE = "adapter_model.safetensors";
 /** PEFT's pickled weights file (not read). */
 export const PEFT_BIN_FILE = "adapter_model.bin";
@@ -45,9 +43,13 @@ const OWNED = [PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PEFT_BIN_FILE, FFWD_TRAINING
  * import { peftStateDict } from "./peft.ts";
  * import { defaultPeftConfig } from "./config.ts";
  * import { tensor } from "../src/tensor.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const layers = new Map([["fc1", { A: tensor("F32", [8, 4]), B: tensor("F32", [3, 8]) }]]);
  * const sd = peftStateDict({ name: "a", config: defaultPeftConfig(), layers, biases: new Map(), extra: new Map() });
- * [...sd.keys()]; // ["base_model.model.fc1.lora_A.weight", "base_model.model.fc1.lora_B.weight"]
+ * deepStrictEqual([...sd.keys()], [
+ *   "base_model.model.fc1.lora_A.weight",
+ *   "base_model.model.fc1.lora_B.weight",
+ * ]);
  * ```
  */
 export function peftStateDict<T extends TensorInput>(adapter: Adapter<T>): Map<string, T> {
@@ -140,8 +142,9 @@ export interface LoadPeftOptions {
  * @example
  * ```ts
  * import { loadPeftAdapter } from "./peft.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const adapter = await loadPeftAdapter("fixtures/peft/mlp_lora");
- * adapter.config.r; // 4
+ * strictEqual(adapter.config.r, 4);
  * ```
  */
 export async function loadPeftAdapter(
@@ -192,7 +195,13 @@ export async function loadPeftAdapter(
  * ```ts
  * import { checkSupported } from "./peft.ts";
  * import { defaultPeftConfig } from "./config.ts";
- * checkSupported(defaultPeftConfig(), "adapter_config.json"); // fine
+ * import { throws } from "node:assert/strict";
+ * checkSupported(defaultPeftConfig(), "adapter_config.json");
+ * const qalora = defaultPeftConfig({ extra: { use_qalora: true } });
+ * throws(
+ *   () => checkSupported(qalora, "adapter_config.json"),
+ *   /"use_qalora": true is not supported by ffwd/,
+ * );
  * ```
  */
 export function checkSupported(config: PeftConfig, source: string): void {
@@ -218,12 +227,6 @@ export function checkSupported(config: PeftConfig, source: string): void {
   }
 }
 
-const PREFIX = "base_model.model.";
-/** `<module>.lora_A[.<adapter name>].weight` */
-const LORA_KEY = /^(.+)\.lora_(A|B)(?:\.[^.]+)?\.weight$/;
-/** `<module>.lora_magnitude_vector[.<adapter name>][.weight]` */
-const MAGNITUDE_KEY = /^(.+)\.lora_magnitude_vector(?:\.(?!weight$)[^.]+)?(?:\.weight)?$/;
-
 /** The tensors of an adapter, sorted by role. */
 export type PeftParts<T extends TensorInput = Tensor> = Pick<
   Adapter<T>,
@@ -239,11 +242,12 @@ export type PeftParts<T extends TensorInput = Tensor> = Pick<
  * import { fromPeftStateDict } from "./peft.ts";
  * import { defaultPeftConfig } from "./config.ts";
  * import { tensor } from "../src/tensor.ts";
+ * import { ok } from "node:assert/strict";
  * const sd = new Map([
  *   ["base_model.model.fc1.lora_A.default.weight", tensor("F32", [8, 4])],
  *   ["base_model.model.fc1.lora_B.default.weight", tensor("F32", [3, 8])],
  * ]);
- * fromPeftStateDict(sd, defaultPeftConfig(), "adapter_model.safetensors").layers.has("fc1"); // true
+ * ok(fromPeftStateDict(sd, defaultPeftConfig(), "adapter_model.safetensors").layers.has("fc1"));
  * ```
  */
 export function fromPeftStateDict<T extends TensorInput>(
@@ -255,10 +259,9 @@ export function fromPeftStateDict<T extends TensorInput>(
   const part = (m: string) => parts.get(m) ?? parts.set(m, {}).get(m)!;
   const rest: [string, T][] = [];
   for (const [fullKey, t] of tensors) {
-    const key = fullKey.startsWith(PREFIX) ? fullKey.slice(PREFIX.length) : fullKey;
-    let m: RegExpExecArray | null;
-    if ((m = LORA_KEY.exec(key))) part(m[1]!)[m[2] === "A" ? "A" : "B"] = t;
-    else if ((m = MAGNITUDE_KEY.exec(key))) part(m[1]!).magnitude = t;
+    const key = fullKey.startsWith(PEFT_PREFIX) ? fullKey.slice(PEFT_PREFIX.length) : fullKey;
+    const lora = parsePeftKey(key);
+    if (lora) part(lora.module)[lora.role] = t;
     else if (/(^|\.)lora_/.test(key)) {
       throw new TypeError(
         `Cannot load "${source}": tensor "${fullKey}" is of a kind ffwd does not support`,

@@ -1,26 +1,15 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { readSafetensors, type TensorInput, writeSafetensors } from "../src/io/safetensors.ts";
-import { type Tensor, tensor } from "../src/tensor.ts";
+import type { Tensor } from "../src/tensor.ts";
 import type { Adapter, AdapterLayer } from "./adapter.ts";
 import { defaultPeftConfig, layerHyper, type PeftConfig } from "./config.ts";
 import { loadPeftAdapter, peftStateDict, savePeftAdapter } from "./peft.ts";
 import { planMerge } from "../workflows/merge.ts";
 import { runModel, runUnmerged } from "../workflows/parity.ts";
 import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
-import { relError } from "../tests/_assert.ts";
+import { randomTensor, relError } from "../tests/_assert.ts";
 
 const FIXTURES = new URL("../fixtures/peft/", import.meta.url).pathname;
-
-/** A float32 tensor with seeded pseudo-random values in [-1, 1). */
-function rand(shape: number[], seed: number): Tensor<"F32"> {
-  const t = tensor("F32", shape);
-  let s = seed * 7919 + 1;
-  for (let i = 0; i < t.data.length; i++) {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    t.data[i] = s / 1073741824 - 1;
-  }
-  return t;
-}
 
 /** A DoRA adapter on fc1 [8 → 16] and fc2 [16 → 4] using every optional part. */
 function fullAdapter(name = "rot45", config: Partial<PeftConfig> = {}): Adapter {
@@ -42,11 +31,22 @@ function fullAdapter(name = "rot45", config: Partial<PeftConfig> = {}): Adapter 
       ...config,
     }),
     layers: new Map([
-      ["fc1", { A: rand([4, 8], 1), B: rand([16, 4], 2), magnitude: rand([16], 3) }],
-      ["fc2", { A: rand([2, 16], 4), B: rand([4, 2], 5), magnitude: rand([4], 6) }],
+      ["fc1", {
+        A: randomTensor([4, 8], 1),
+        B: randomTensor([16, 4], 2),
+        magnitude: randomTensor([16], 3),
+      }],
+      ["fc2", {
+        A: randomTensor([2, 16], 4),
+        B: randomTensor([4, 2], 5),
+        magnitude: randomTensor([4], 6),
+      }],
     ]),
-    biases: new Map([["fc1", rand([16], 7)], ["fc0", rand([8], 8)]]),
-    extra: new Map([["head.weight", rand([2, 4], 9)], ["head.bias", rand([2], 10)]]),
+    biases: new Map([["fc1", randomTensor([16], 7)], ["fc0", randomTensor([8], 8)]]),
+    extra: new Map([["head.weight", randomTensor([2, 4], 9)], [
+      "head.bias",
+      randomTensor([2], 10),
+    ]]),
     training: { steps: 100, lr: 0.001, metrics: { loss: [0.5, 0.25] } },
   };
 }
@@ -218,13 +218,13 @@ Deno.test("loadPeftAdapter() errors name the folder or file", async () => {
     message: `Cannot load adapter "broken": "${dir}/adapter_model.safetensors" does not exist`,
   });
   await writeSafetensors(`${dir}/adapter_model.safetensors`, {
-    "base_model.model.fc1.lora_A.weight": rand([4, 8], 1),
+    "base_model.model.fc1.lora_A.weight": randomTensor([4, 8], 1),
   });
   await rejects(loadPeftAdapter(dir), {
     message: /tensor "base_model.model.fc1.lora_B.weight" is missing/,
   });
   await writeSafetensors(`${dir}/adapter_model.safetensors`, {
-    "base_model.model.emb.lora_embedding_A": rand([4, 8], 1),
+    "base_model.model.emb.lora_embedding_A": randomTensor([4, 8], 1),
   });
   await rejects(loadPeftAdapter(dir), {
     message: /"base_model.model.emb.lora_embedding_A" is of a kind ffwd does not support/,
@@ -240,9 +240,9 @@ Deno.test("a save that fails midway leaves no folder and no temporary files", as
     layers: new Map<string, AdapterLayer<TensorInput>>([...good.layers, [
       "fc3",
       {
-        A: rand([4, 4], 11),
+        A: randomTensor([4, 4], 11),
         B: { dtype: "F32", shape: [4, 4], load: () => Promise.reject(new Error("disk on fire")) },
-        magnitude: rand([4], 12),
+        magnitude: randomTensor([4], 12),
       },
     ]]),
   };
@@ -250,7 +250,7 @@ Deno.test("a save that fails midway leaves no folder and no temporary files", as
   deepStrictEqual(await entries(parent), []);
   const badShape = {
     ...good,
-    layers: new Map([["fc1", { ...good.layers.get("fc1")!, B: rand([16, 3], 1) }]]),
+    layers: new Map([["fc1", { ...good.layers.get("fc1")!, B: randomTensor([16, 3], 1) }]]),
   };
   await rejects(savePeftAdapter(`${parent}/new`, badShape), {
     name: "TypeError",

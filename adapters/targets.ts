@@ -112,8 +112,11 @@ export function patternValue(
  * @example
  * ```ts
  * import { planAdapters } from "./targets.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const layer = { name: "fc1", inFeatures: 4, outFeatures: 8, orientation: "out_in" as const, weightKey: "fc1.weight", dtype: "F32" as const };
- * planAdapters({ layers: [layer] }, { targetModules: ["fc1"], r: 8, loraAlpha: 16 })[0]!.scale; // 2
+ * const options = { targetModules: ["fc1"], r: 8, loraAlpha: 16 };
+ * const [plan] = planAdapters({ layers: [layer] }, options);
+ * strictEqual(plan!.scale, 2);
  * ```
  */
 export function planAdapters(

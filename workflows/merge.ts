@@ -12,7 +12,8 @@
  * - Trained biases (`bias: "all" | "lora_only"`) and `modules_to_save` tensors are the module's
  *   full parameters in PEFT's files, assigned on load: they replace the base's tensors.
  *
- * The arithmetic runs in onnxruntime (`src/lora/delta.ts`, one fused Gemm per layer); TypeScript
+ * The arithmetic runs in onnxruntime (`src/lora/merge_kernels.ts`: `deltaWeight` as one fused Gemm
+ * per layer, DoRA's norm as `doraNorm` computes it, both from `src/lora/delta.ts`); TypeScript
  * only converts dtypes and scans for non-finite values, O(out·in) each. A merged weight keeps its
  * storage dtype: F16 and BF16 are rounded to nearest even.
  *
@@ -23,10 +24,11 @@ import type { BaseModel, LinearLayer } from "../src/models/model.ts";
 import { castFloat, type DType, isFloat, numel, type Tensor, toFloat32 } from "../src/tensor.ts";
 import { type Adapter, extraWeightLayouts, matchAdapter } from "../adapters/adapter.ts";
 import type { LayerAdapter } from "../src/lora/branch.ts";
-import { type KernelKind, MergeKernels } from "../src/lora/delta.ts";
+import { type KernelKind, MergeKernels } from "../src/lora/merge_kernels.ts";
 import { sameShape, transpose2d } from "../src/tensor.ts";
 
-export { deltaWeight, type KernelArgs, type KernelKind, MergeKernels } from "../src/lora/delta.ts";
+export { deltaWeight } from "../src/lora/delta.ts";
+export { type KernelArgs, type KernelKind, MergeKernels } from "../src/lora/merge_kernels.ts";
 
 /** One adapted layer's factors, float32 in PEFT's layout. */
 export interface LayerDelta {
@@ -34,7 +36,7 @@ export interface LayerDelta {
   readonly layer: LinearLayer;
   /** The adapter's rank r for the layer. */
   readonly rank: number;
-  /** `alpha / r` (or `/ √r` with rsLoRA). */
+  /** The layer's LoRA scale (`loraScale`: `alpha / r`, or `alpha / √r` with rsLoRA). */
   readonly scale: number;
   /** The factor the stored weight gets: `scale`, divided by a Gemm layer's `alpha`. */
   readonly coef: number;
@@ -97,12 +99,13 @@ function gemmFactors(layer: LinearLayer): { alpha: number; beta: number } {
  *
  * @example
  * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
  * import { planMerge } from "./merge.ts";
  * import { loadAdapter } from "../adapters/adapter.ts";
  * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/peft/mlp_lora/base.safetensors");
  * const plan = planMerge(model, await loadAdapter("fixtures/peft/mlp_lora"));
- * [...plan.deltas.keys()]; // ["fc1.weight", "fc2.weight"]
+ * deepStrictEqual([...plan.deltas.keys()], ["fc1.weight", "fc2.weight"]);
  * model.close();
  * ```
  */
@@ -265,12 +268,13 @@ function firstNonFinite(t: Tensor): number {
  *
  * @example
  * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
  * import { mergeAdapter } from "./merge.ts";
  * import { loadAdapter } from "../adapters/adapter.ts";
  * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/peft/mlp_lora/base.safetensors");
  * const merged = await mergeAdapter(model, await loadAdapter("fixtures/peft/mlp_lora"));
- * merged.tensors.get("fc1.weight")!.shape; // [8, 6]
+ * deepStrictEqual(merged.tensors.get("fc1.weight")!.shape, [8, 6]);
  * model.close();
  * ```
  */

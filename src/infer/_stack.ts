@@ -20,7 +20,7 @@
 
 import type { LinearLayer } from "../models/model.ts";
 import type { Tensor } from "../tensor.ts";
-import type { DoraLayer, DoraRatios } from "../lora/dora.ts";
+import type { DoraRatios, LayerWeights } from "../lora/dora.ts";
 import { MASK, ONEHOT, stackNames } from "../lora/multi.ts";
 
 /** One layer of a snapshot: B has the scale folded in. */
@@ -174,7 +174,7 @@ function f32(shape: number[], data: Float32Array): Tensor {
 /** The snapshot form of an adapter's layers (validated), with its bytes and largest rank. */
 export async function snapshotLayers(
   name: string,
-  weights: ReadonlyMap<string, DoraLayer>,
+  weights: ReadonlyMap<string, LayerWeights>,
   adaptable: readonly LinearLayer[],
   dora: DoraRatios,
 ): Promise<{ layers: Map<string, SnapshotLayer>; bytes: number; rank: number }> {

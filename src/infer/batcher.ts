@@ -42,7 +42,8 @@ interface Pending {
  * @example
  * ```ts
  * import { BusyError } from "./batcher.ts";
- * new BusyError("Server busy").name; // "BusyError"
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(new BusyError("Server busy").name, "BusyError");
  * ```
  */
 export class BusyError extends Error {

@@ -19,25 +19,11 @@ import { Graph } from "../engine/graph.ts";
 import { Session, type SessionOptions } from "../engine/runtime.ts";
 import type { BaseModel, LinearLayer } from "../models/model.ts";
 import type { Tensor } from "../tensor.ts";
-import { DoraRatios } from "../lora/dora.ts";
+import { DoraRatios, type LayerWeights } from "../lora/dora.ts";
 import { multiLoraHook, type StackInputs } from "../lora/multi.ts";
 import { type SnapshotLayer, snapshotLayers, Stacker } from "./_stack.ts";
 
-export type { SnapshotLayer };
-
-/** One layer of an adapter, in PEFT's Linear layout. */
-export interface LayerWeights {
-  /** LoRA A, `[r, in]`. */
-  readonly A: Float32Array;
-  /** LoRA B, `[out, r]`. */
-  readonly B: Float32Array;
-  /** The layer's rank r. */
-  readonly rank: number;
-  /** The branch's scale: `alpha / r`, or `alpha / √r` with rsLoRA. */
-  readonly scale: number;
-  /** DoRA magnitude [out], when the adapter is DoRA. */
-  readonly magnitude?: Float32Array;
-}
+export type { LayerWeights, SnapshotLayer };
 
 /** An adapter as the engine takes it: per-layer weights by layer name. */
 export interface AdapterWeights {

@@ -1,7 +1,7 @@
-import { assert, assertEquals, assertRejects } from "../../tests/_assert.ts";
+import { assert, assertEquals, assertRejects, maxDiff, randomTensor } from "../../tests/_assert.ts";
+import { runGraph } from "../../tests/_ops.ts";
 import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
 import { Graph } from "../engine/graph.ts";
-import { Session } from "../engine/runtime.ts";
 import { Rng } from "../rng.ts";
 import type { Tensor } from "../tensor.ts";
 import { DoraRatios } from "../lora/dora.ts";
@@ -33,18 +33,14 @@ function randomWeights(
   return { layers: map, source: opts.source };
 }
 
+/** `rows` rows of input for the fixture model (8 features), uniform in [-1, 1). */
 function input(rows: number, seed = 7): Tensor<"F32"> {
-  const data = new Rng(seed).fillUniform(new Float32Array(rows * 8), -1, 1) as Float32Array;
-  return { dtype: "F32", shape: [rows, 8], data };
+  return randomTensor([rows, 8], seed);
 }
 
 function rowOf(t: Tensor, i: number): number[] {
   const w = t.shape[1]!;
   return [...(t.data as Float32Array).subarray(i * w, (i + 1) * w)];
-}
-
-function maxDiff(a: readonly number[], b: readonly number[]): number {
-  return Math.max(...a.map((v, i) => Math.abs(v - b[i]!)));
 }
 
 async function engineWith(opts = {}): Promise<InferenceEngine> {
@@ -83,10 +79,8 @@ Deno.test("rows with no adapter equal the plain base graph", async () => {
   const g = new Graph();
   const built = model.build(g);
   g.output(built.outputs[0]!);
-  const s = await Session.compile(g, { threads: 1 });
   const x = input(6);
-  const base = Object.values(await s.run({ [built.inputs[0]!.name]: x }))[0]!;
-  await s.release();
+  const base = Object.values(await runGraph(g, { [built.inputs[0]!.name]: x }))[0]!;
   const engine = await engineWith();
   await engine.register("a", randomWeights(1, 4));
   const none = await engine.run(x, null);

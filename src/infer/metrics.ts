@@ -41,9 +41,10 @@ export const SIZE_BUCKETS: readonly number[] = [1, 2, 4, 8, 16, 32, 64, 128, 256
  * @example
  * ```ts
  * import { Counter } from "./metrics.ts";
+ * import { ok } from "node:assert/strict";
  * const c = new Counter("ffwd_http_requests_total", "HTTP requests");
  * c.inc({ route: "/healthz", status: "200" });
- * c.render(); // contains 'ffwd_http_requests_total{route="/healthz",status="200"} 1'
+ * ok(c.render().includes('ffwd_http_requests_total{route="/healthz",status="200"} 1'));
  * ```
  */
 export class Counter {
@@ -82,9 +83,10 @@ export class Counter {
  * @example
  * ```ts
  * import { Histogram } from "./metrics.ts";
+ * import { ok } from "node:assert/strict";
  * const h = new Histogram("ffwd_batch_rows", "Rows per batch", [1, 8, 64]);
  * h.observe(5);
- * h.render(); // contains 'ffwd_batch_rows_bucket{le="8"} 1'
+ * ok(h.render().includes('ffwd_batch_rows_bucket{le="8"} 1'));
  * ```
  */
 export class Histogram {
@@ -99,7 +101,7 @@ export class Histogram {
    */
   constructor(readonly name: string, readonly help: string, readonly bounds: readonly number[]) {}
 
-  /** Records one observation. */
+  /** Counts `v` in the first bucket whose bound is at least `v`, and adds it to the sum. */
   observe(v: number, labels: Labels = {}): void {
     const key = formatLabels(labels);
     let s = this.#series.get(key);
@@ -153,9 +155,10 @@ export interface ServerMetrics {
  * @example
  * ```ts
  * import { renderMetrics, serverMetrics } from "./metrics.ts";
+ * import { ok } from "node:assert/strict";
  * const m = serverMetrics();
  * m.requests.inc({ route: "/v1/predict", method: "POST", status: "200" });
- * renderMetrics(m).includes("ffwd_http_requests_total"); // true
+ * ok(renderMetrics(m).includes("ffwd_http_requests_total"));
  * ```
  */
 export function serverMetrics(): ServerMetrics {
@@ -185,8 +188,10 @@ export interface EngineGauges {
  * @example
  * ```ts
  * import { renderMetrics, serverMetrics } from "./metrics.ts";
+ * import { ok } from "node:assert/strict";
  * const stats = { loads: 3, evictions: 1, runs: 10, rows: 40 };
- * renderMetrics(serverMetrics(), { stats, adapters: 2, bytes: 1024 }); // '... ffwd_adapter_loads_total 3 ...'
+ * const text = renderMetrics(serverMetrics(), { stats, adapters: 2, bytes: 1024 });
+ * ok(text.includes("ffwd_adapter_loads_total 3"));
  * ```
  */
 export function renderMetrics(m: ServerMetrics, engine?: EngineGauges): string {

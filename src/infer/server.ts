@@ -62,7 +62,7 @@ export interface ServeOptions extends BatcherOptions {
   readonly onError?: (error: unknown, req: Request) => void;
 }
 
-/** A running server. */
+/** What {@linkcode serve} resolves to once listening: its address, metrics and shutdown. */
 export interface Server {
   /** The address it listens on. */
   readonly hostname: string;

@@ -1,6 +1,7 @@
 /**
- * Builds the graph of a base model with adapters attached: the one construction behind training,
- * `ffwd predict --adapter`, and the hot-swap inference engine.
+ * Builds the graph of a base model with adapters attached and a loss: the training graph. It is
+ * `loraHook` (`branch.ts`) plus dropout masks and the loss; the parity check and the
+ * adapter-inputs export attach the same hook, and serving uses the stacked branch (`multi.ts`).
  *
  * @module
  */
@@ -9,7 +10,6 @@ import { Graph, type Value } from "../engine/graph.ts";
 import { dropout } from "../engine/ops/dropout.ts";
 import { bceWithLogits, crossEntropy, mseLoss } from "../engine/ops/loss.ts";
 import type { BaseModel } from "../models/model.ts";
-import { type Tensor, toFloat32 } from "../tensor.ts";
 import type { MaskInput } from "../engine/ops/dropout.ts";
 import { type AdapterInputs, type LayerAdapter, loraHook } from "./branch.ts";
 
@@ -51,13 +51,15 @@ export interface AdaptedGraph {
  *
  * @example
  * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
  * import { buildAdapted } from "./adapted.ts";
  * import { planAdapters } from "../../adapters/targets.ts";
  * import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors");
  * const adapters = planAdapters(model, { targetModules: ["fc1"], r: 4, loraAlpha: 8 });
- * const { adapterInputs, loss } = buildAdapted(model, adapters, { loss: "cross_entropy" });
- * [...adapterInputs.keys()]; // ["fc1"]; `loss` is a scalar of the `labels` input
+ * const { adapterInputs, loss, target } = buildAdapted(model, adapters, { loss: "cross_entropy" });
+ * deepStrictEqual([...adapterInputs.keys()], ["fc1"]);
+ * deepStrictEqual([loss!.shape, target!.name], [[], "labels"]); // a scalar of the `labels` input
  * model.close();
  * ```
  */
@@ -100,25 +102,4 @@ export function buildAdapted(
     loss = opts.loss === "mse" ? mseLoss(output, target) : bceWithLogits(output, target);
   }
   return { graph: g, input, output, adapterInputs, masks, loss, target };
-}
-
-/**
- * DoRA's initial magnitude: the L2 norm of each output row of the base weight (PEFT's
- * `get_weight_norm` at initialisation), in the Linear layout [out].
- */
-export async function weightRowNorms(model: BaseModel, ad: LayerAdapter): Promise<Tensor<"F32">> {
-  const w = toFloat32(await model.readTensor(ad.layer.weightKey)).data;
-  const { inFeatures: n, outFeatures: m, orientation } = ad.layer;
-  const norms = new Float64Array(m);
-  // One pass over the weight at initialisation, not per step.
-  if (orientation === "out_in") {
-    for (let o = 0; o < m; o++) {
-      for (let i = 0; i < n; i++) norms[o] = norms[o]! + w[o * n + i]! ** 2;
-    }
-  } else {
-    for (let i = 0; i < n; i++) {
-      for (let o = 0; o < m; o++) norms[o] = norms[o]! + w[i * m + o]! ** 2;
-    }
-  }
-  return { dtype: "F32", shape: [m], data: Float32Array.from(norms, Math.sqrt) };
 }

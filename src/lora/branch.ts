@@ -5,7 +5,8 @@
  * - LoRA (Hu et al., 2021, arXiv:2106.09685): `y' = y + scale · B·A·x`, A [r, in], B [out, r],
  *   `scale = lora_alpha / r`; rsLoRA (Kalajdzievski, 2023, arXiv:2312.03732): `lora_alpha / √r`.
  * - DoRA (Liu et al., 2024, arXiv:2402.09353), as PEFT computes it: with `n = ‖W + scale·B·A‖`
- *   per output row, detached from the backward, `y' = b + (m / n) · (x·Wᵀ + scale·B·A·x)`.
+ *   per output (`doraNorm` in `delta.ts`, which serving and merging use too), detached from the
+ *   backward, `y' = b + (m / n) · (x·Wᵀ + scale·B·A·x)`.
  * - Weights stored [in, out] (GPT-2 Conv1D, ONNX MatMul initializers) keep A and B in the Linear
  *   layout: only the delta is transposed (PEFT's `fan_in_fan_out`).
  *
@@ -19,13 +20,12 @@
 import type { Graph, Value } from "../engine/graph.ts";
 import { add, div, mul, sub } from "../engine/ops/elementwise.ts";
 import { gemm, matmul } from "../engine/ops/matmul.ts";
-import { reduceSum } from "../engine/ops/reduce.ts";
 import { detach } from "../engine/ops/detach.ts";
 import { transpose } from "../engine/ops/shape.ts";
-import { sqrt } from "../engine/ops/elementwise.ts";
 import type { LinearHook, LinearLayer, LinearSite } from "../models/model.ts";
 import { Rng } from "../rng.ts";
 import type { Tensor } from "../tensor.ts";
+import { doraNorm } from "./delta.ts";
 
 /** The adapter of one linear layer. */
 export interface LayerAdapter {
@@ -41,9 +41,52 @@ export interface LayerAdapter {
   readonly dora: boolean;
 }
 
-/** PEFT's key prefix of a module's adapter tensors. */
+/**
+ * PEFT's key prefix of a module's adapter tensors (PEFT's saved state dict drops the adapter name).
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { peftPrefix } from "./branch.ts";
+ * deepStrictEqual(peftPrefix("fc1"), "base_model.model.fc1");
+ * ```
+ */
 export function peftPrefix(module: string): string {
-  return `base_model.model.${module}`;
+  return `${PEFT_PREFIX}${module}`;
+}
+
+/** What PEFT puts before every module path in its files: the path of the wrapped model. */
+export const PEFT_PREFIX = "base_model.model.";
+
+/** `<module>.lora_A[.<adapter name>].weight` */
+const LORA_KEY = /^(.+)\.lora_(A|B)(?:\.[^.]+)?\.weight$/;
+/** `<module>.lora_magnitude_vector[.<adapter name>][.weight]` */
+const MAGNITUDE_KEY = /^(.+)\.lora_magnitude_vector(?:\.(?!weight$)[^.]+)?(?:\.weight)?$/;
+
+/**
+ * The module and role of a LoRA tensor's key, with or without {@link PEFT_PREFIX} and the adapter
+ * name that some writers keep (`….lora_A.default.weight`); `undefined` for any other key.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { parsePeftKey } from "./branch.ts";
+ * deepStrictEqual(parsePeftKey("base_model.model.fc1.lora_A.default.weight"), {
+ *   module: "fc1",
+ *   role: "A",
+ * });
+ * deepStrictEqual(parsePeftKey("fc1.lora_magnitude_vector"), { module: "fc1", role: "magnitude" });
+ * deepStrictEqual(parsePeftKey("fc1.bias"), undefined);
+ * ```
+ */
+export function parsePeftKey(
+  key: string,
+): { module: string; role: "A" | "B" | "magnitude" } | undefined {
+  const k = key.startsWith(PEFT_PREFIX) ? key.slice(PEFT_PREFIX.length) : key;
+  let m: RegExpExecArray | null;
+  if ((m = LORA_KEY.exec(k))) return { module: m[1]!, role: m[2] === "A" ? "A" : "B" };
+  if ((m = MAGNITUDE_KEY.exec(k))) return { module: m[1]!, role: "magnitude" };
+  return undefined;
 }
 
 /**
@@ -51,8 +94,9 @@ export function peftPrefix(module: string): string {
  *
  * @example
  * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
  * import { peftKeys } from "./branch.ts";
- * peftKeys("fc1").A; // "base_model.model.fc1.lora_A.weight"
+ * deepStrictEqual(peftKeys("fc1").A, "base_model.model.fc1.lora_A.weight");
  * ```
  */
 export function peftKeys(module: string): { A: string; B: string; magnitude: string } {
@@ -69,9 +113,10 @@ export function peftKeys(module: string): { A: string; B: string; magnitude: str
  *
  * @example
  * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
  * import { loraScale } from "./branch.ts";
- * loraScale(16, 8, false); // 2
- * loraScale(16, 4, true); // 8
+ * deepStrictEqual(loraScale(16, 8, false), 2);
+ * deepStrictEqual(loraScale(16, 4, true), 8);
  * ```
  */
 export function loraScale(alpha: number, rank: number, rslora: boolean): number {
@@ -97,6 +142,21 @@ export interface LoraHookOptions {
 /**
  * A linear hook that adds each adapter's branch, declaring A, B (and the DoRA magnitude) as
  * graph inputs named by their PEFT keys. `declared` receives the inputs it created.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { Graph } from "../engine/graph.ts";
+ * import { type AdapterInputs, loraHook } from "./branch.ts";
+ * import { planAdapters } from "../../adapters/targets.ts";
+ * import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
+ * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors");
+ * const adapters = planAdapters(model, { targetModules: ["fc1"], r: 4, loraAlpha: 8 });
+ * const declared = new Map<string, AdapterInputs>();
+ * model.build(new Graph(), { hook: loraHook(adapters, declared) });
+ * deepStrictEqual(declared.get("fc1")!.A.name, "base_model.model.fc1.lora_A.weight");
+ * model.close();
+ * ```
  */
 export function loraHook(
   adapters: readonly LayerAdapter[],
@@ -137,12 +197,11 @@ function branch(x: Value, A: Value, B: Value, scale: number): Value {
   return mul(matmul(xa, transpose(B)), scale);
 }
 
-/** DoRA: `b + (m / n) · (x·Wᵀ + delta)` with `n = ‖W + scale·B·A‖` per row, detached. */
+/** DoRA: `b + (m / n) · (x·Wᵀ + delta)` with `n = ‖W + scale·B·A‖` per output, detached. */
 function doraOutput(site: LinearSite, inputs: AdapterInputs, delta: Value, scale: number): Value {
   const { weight, bias, y, layer } = site;
-  const ba = mul(matmul(inputs.B, inputs.A), scale); // [out, in]
-  const w = layer.orientation === "out_in" ? weight : transpose(weight); // [out, in]
-  const norm = detach(sqrt(reduceSum(mul(add(w, ba), add(w, ba)), [1]))); // [out]
+  const { A, B } = inputs;
+  const norm = detach(doraNorm(weight, layer.orientation, { A, B, coef: scale })); // [out]
   const ratio = div(inputs.magnitude!, norm); // [out]
   const base = bias ? sub(y, bias) : y; // x·Wᵀ
   const out = mul(ratio, add(base, delta));
@@ -156,8 +215,23 @@ export interface AdapterInit {
 }
 
 /**
- * Initial A, B (and magnitude, which needs the base weight's row norms) of one layer, drawn from
- * `rng` in a fixed order (A's elements row by row), so a seed fixes the adapter.
+ * Initial A and B of one layer, drawn from `rng` in a fixed order (A's elements row by row), so a
+ * seed fixes the adapter. DoRA's initial magnitude needs the base weight: `weightRowNorms` in
+ * `dora.ts`.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { initAdapter, type LayerAdapter, Rng } from "./branch.ts";
+ * const layer = {
+ *   name: "fc1", inFeatures: 4, outFeatures: 3, orientation: "out_in", weightKey: "fc1.weight",
+ *   dtype: "F32",
+ * } as const;
+ * const ad: LayerAdapter = { layer, rank: 2, alpha: 4, scale: 2, dora: false };
+ * const { A, B } = initAdapter(ad, new Rng(0));
+ * deepStrictEqual(A.data.every((v) => Math.abs(v) <= 1 / 2), true); // U(±1/√in)
+ * deepStrictEqual([...B.data], [0, 0, 0, 0, 0, 0]);
+ * ```
  */
 export function initAdapter(
   ad: LayerAdapter,
