@@ -150,9 +150,11 @@ export {
   type MaskInput,
   type MetricLine,
   train,
+  TRAINER_DEFAULTS,
   type TrainerHooks,
   type TrainerOptions,
   type TrainerState,
+  type TrainOptions,
   type TrainResult,
 } from "./src/train/trainer.ts";
 
@@ -197,6 +199,12 @@ export {
   readCheckpoint,
 } from "./workflows/finetune.ts";
 export { parseTrainConfig, readTrainConfig, type TrainConfig } from "./workflows/train_config.ts";
+export {
+  evalSets,
+  type ResolvedTrainOptions,
+  resolveTrainOptions,
+  TRAIN_DEFAULTS,
+} from "./workflows/train_options.ts";
 export { engineWeights } from "./adapters/weights.ts";
 export {
   deltaWeight,

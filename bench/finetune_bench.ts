@@ -49,10 +49,10 @@ export async function measure(
       return r;
     },
   };
-  await train(timed, params, data, { batchSize: batch, maxSteps: 30, lr: 1e-4 }); // warm-up: compile caches and the JIT
+  await train(timed, data, { params, batchSize: batch, maxSteps: 30, lr: 1e-4 }); // warm-up: compile caches and the JIT
   inStep = 0;
   const t0 = performance.now();
-  await train(timed, params, data, { batchSize: batch, epochs, lr: 1e-4, seed: 1 });
+  await train(timed, data, { params, batchSize: batch, epochs, lr: 1e-4, seed: 1 });
   const wall = performance.now() - t0;
   await step.release();
   return {

@@ -6,32 +6,24 @@
  * @module
  */
 
+import { positiveInteger, positiveIntegers } from "./_numbers.ts";
 import type { Program } from "./_program.ts";
-
-const ints = (v: string) =>
-  v.split(",").map((s) => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n <= 0) {
-      throw new TypeError(`Invalid dimension "${s}" in --dims ${v}`);
-    }
-    return n;
-  });
-const int = (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new TypeError(`Invalid positive integer "${v}"`);
-  return n;
-};
 
 /** Registers `ffwd bench`. */
 export function registerBench(program: Program): void {
   const bench = program.command("bench").description("measure ffwd on this machine");
   bench.command("train")
     .description("ms per LoRA training step and the base-GEMM rate, beside a plain 1024³ MatMul")
-    .option("--dims <list>", "layer widths, e.g. 1024,4096,1024", ints, [1024, 4096, 1024])
-    .option("--batch <n>", "batch size", int, 256)
-    .option("--rank <r>", "LoRA rank", int, 16)
-    .option("--steps <n>", "timed steps", int, 30)
-    .option("--threads <n>", "onnxruntime threads (default: all cores)", int)
+    .option(
+      "--dims <list>",
+      "layer widths, e.g. 1024,4096,1024",
+      positiveIntegers,
+      [1024, 4096, 1024],
+    )
+    .option("--batch <n>", "batch size", positiveInteger, 256)
+    .option("--rank <r>", "LoRA rank", positiveInteger, 16)
+    .option("--steps <n>", "timed steps", positiveInteger, 30)
+    .option("--threads <n>", "onnxruntime threads (default: all cores)", positiveInteger)
     .option("--json", "print JSON")
     .action(async (o) => {
       const { benchTrain } = await import("../bench/train_step.ts"); // loads onnxruntime

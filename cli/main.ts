@@ -45,8 +45,12 @@ const SUBCOMMANDS: readonly Register[] = [
  * @example
  * ```ts
  * import { buildProgram } from "./main.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const program = buildProgram();
- * program.commands.map((c) => c.name()); // ["inspect", "train", "predict", "serve", "merge", "export", "report", "bench"]
+ * deepStrictEqual(
+ *   program.commands.map((c) => c.name()),
+ *   ["inspect", "train", "predict", "serve", "merge", "export", "report", "bench"],
+ * );
  * ```
  */
 export function buildProgram(): Program {
@@ -68,7 +72,8 @@ export function buildProgram(): Program {
  * @example
  * ```ts
  * import { main } from "./main.ts";
- * const code = await main(["--version"]); // 0
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(await main(["--version"]), 0);
  * ```
  */
 export async function main(args: readonly string[]): Promise<number> {

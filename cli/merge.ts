@@ -12,6 +12,7 @@ import { type Adapter, loadAdapter } from "../adapters/adapter.ts";
 import { combineAdapters } from "../workflows/combine.ts";
 import type { Program } from "./_program.ts";
 import { runExport } from "./_export_print.ts";
+import { numbers, positiveInteger } from "./_numbers.ts";
 
 /**
  * Adds `merge` to the program.
@@ -37,12 +38,16 @@ export function registerMerge(program: Program): void {
       (v: string, prev: string[]) => [...prev, v],
       [] as string[],
     )
-    .option("--weights <list>", "comma-separated weights, one per adapter (default 1 each)")
+    .option(
+      "--weights <list>",
+      "comma-separated weights, one per adapter (default 1 each)",
+      numbers,
+    )
     .addOption(
       new Option("--combine <method>", "how several adapters combine")
         .choices(["linear", "cat", "svd"] as const),
     )
-    .option("--rank <n>", "target rank of --combine svd")
+    .option("--rank <n>", "target rank of --combine svd", positiveInteger)
     .requiredOption("--out <file>", "file.safetensors or file.onnx; parity.json goes beside it")
     .option("--probe <file>", 'probe inputs (JSONL {"x": [...]}, CSV or safetensors)')
     .option("--json", "print the parity report as JSON")
@@ -54,13 +59,9 @@ export function registerMerge(program: Program): void {
         : /\.onnx$/i.test(options.out)
         ? "onnx"
         : cmd.error(`error: --out must end in .safetensors or .onnx, got "${options.out}"`);
-      const weights = options.weights?.split(",").map((w) => Number(w.trim()));
-      if (weights && (weights.length !== dirs.length || weights.some((w) => !Number.isFinite(w)))) {
-        cmd.error(`error: --weights needs ${dirs.length} numbers, got "${options.weights}"`);
-      }
-      const rank = options.rank === undefined ? undefined : Number(options.rank);
-      if (rank !== undefined && (!Number.isInteger(rank) || rank < 1)) {
-        cmd.error(`error: --rank must be an integer >= 1, got "${options.rank}"`);
+      const { weights, rank } = options;
+      if (weights && weights.length !== dirs.length) {
+        cmd.error(`error: --weights needs ${dirs.length} numbers, got "${weights.join(",")}"`);
       }
       if (options.combine === "svd" && rank === undefined) {
         cmd.error("error: --combine svd needs --rank");

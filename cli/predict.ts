@@ -15,12 +15,12 @@
  * @module
  */
 
-import { InvalidArgumentError } from "@commander-js/extra-typings";
 import { InferenceEngine } from "../src/infer/engine.ts";
 import { openModel } from "../src/models/open.ts";
 import { loadInputs, shortestFloat32, writeJsonl } from "../src/data/files.ts";
 import { servableWeights } from "./_adapter_weights.ts";
 import { writeOut } from "./_errors.ts";
+import { labelColumn, positiveInteger } from "./_numbers.ts";
 import type { Program } from "./_program.ts";
 
 /** What `ffwd predict` takes. */
@@ -31,7 +31,7 @@ export interface PredictCliOptions {
   readonly adapter?: string;
   readonly data: string;
   /** CSV: the label column to leave out (name or 0-based index). */
-  readonly labelColumn?: string;
+  readonly labelColumn?: string | number;
   /** Rows per engine run. Default 64. */
   readonly batchSize?: number;
   readonly threads?: number;
@@ -66,10 +66,7 @@ export async function predictFile(o: PredictCliOptions): Promise<Predictions> {
       if (o.adapter !== undefined) {
         await engine.register("adapter", await servableWeights(o.adapter, model));
       }
-      const column = o.labelColumn === undefined || !/^-?\d+$/.test(o.labelColumn)
-        ? o.labelColumn
-        : Number(o.labelColumn);
-      const { rows, x } = await loadInputs(o.data, { width: din, labelColumn: column });
+      const { rows, x } = await loadInputs(o.data, { width: din, labelColumn: o.labelColumn });
       const y = new Float32Array(rows * dout);
       const batch = o.batchSize ?? 64;
       for (let r = 0; r < rows; r += batch) {
@@ -106,11 +103,15 @@ export function registerPredict(program: Program): void {
     .option("--block <name>", "block of a multi-block file (model.layers.3.mlp)")
     .option("--adapter <dir>", "adapter folder (PEFT or MLX-LM), run unmerged")
     .requiredOption("--data <file>", 'input rows: .jsonl ({"x": [...]}), .csv or .safetensors')
-    .option("--label-column <col>", "CSV: a label column to leave out (name or index)")
+    .option(
+      "--label-column <col>",
+      "CSV: a label column to leave out (name or index)",
+      labelColumn,
+    )
     .option("--out <file>", 'write {"y": [...]} lines here (atomically)')
     .option("--json", "print the lines on stdout (the default without --out)")
-    .option("--batch-size <rows>", "rows per engine run", integer, 64)
-    .option("--threads <n>", "onnxruntime threads (default: every core)", integer)
+    .option("--batch-size <rows>", "rows per engine run", positiveInteger, 64)
+    .option("--threads <n>", "onnxruntime threads (default: every core)", positiveInteger)
     .action(async (o) => {
       const { rows, width, y } = await predictFile(o);
       const lines = Array.from({ length: rows }, (_, i) => ({
@@ -124,12 +125,4 @@ export function registerPredict(program: Program): void {
         writeOut(`Wrote ${rows} predictions to ${o.out}\n`);
       }
     });
-}
-
-function integer(v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) {
-    throw new InvalidArgumentError(`expected an integer >= 1, got "${v}"`);
-  }
-  return n;
 }

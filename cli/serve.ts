@@ -15,13 +15,13 @@
  * @module
  */
 
-import { InvalidArgumentError } from "@commander-js/extra-typings";
 import { InferenceEngine } from "../src/infer/engine.ts";
 import { serve, type Server } from "../src/infer/server.ts";
 import type { BaseModel } from "../src/models/model.ts";
 import { openModel } from "../src/models/open.ts";
 import { servableWeights } from "./_adapter_weights.ts";
 import { writeErr, writeOut } from "./_errors.ts";
+import { nonNegativeInteger, nonNegativeNumber, positiveInteger } from "./_numbers.ts";
 import type { Program } from "./_program.ts";
 
 /** What `ffwd serve` takes. */
@@ -121,14 +121,14 @@ export function registerServe(program: Program): void {
     .option("--block <name>", "block of a multi-block file (model.layers.3.mlp)")
     .requiredOption("--adapters-dir <dir>", "folder of adapter folders (loaded by name)")
     .option("--host <host>", "address to bind", "127.0.0.1")
-    .option("--port <n>", "port (0 picks a free port)", integer(0), 8080)
-    .option("--max-batch <rows>", "most rows per engine run", integer(1), 64)
-    .option("--max-wait-ms <ms>", "longest wait to fill a batch", number(0), 5)
+    .option("--port <n>", "port (0 picks a free port)", nonNegativeInteger, 8080)
+    .option("--max-batch <rows>", "most rows per engine run", positiveInteger, 64)
+    .option("--max-wait-ms <ms>", "longest wait to fill a batch", nonNegativeNumber, 5)
     .option("--token <token>", "require Authorization: Bearer <token> (or set FFWD_TOKEN)")
-    .option("--max-adapters <n>", "most adapters in memory (LRU eviction)", integer(1))
-    .option("--max-adapter-bytes <bytes>", "most adapter bytes in memory", integer(1))
-    .option("--max-body-bytes <bytes>", "largest request body", integer(1), 16 * 1024 * 1024)
-    .option("--threads <n>", "onnxruntime threads (default: every core)", integer(1))
+    .option("--max-adapters <n>", "most adapters in memory (LRU eviction)", positiveInteger)
+    .option("--max-adapter-bytes <bytes>", "most adapter bytes in memory", positiveInteger)
+    .option("--max-body-bytes <bytes>", "largest request body", positiveInteger, 16 * 1024 * 1024)
+    .option("--threads <n>", "onnxruntime threads (default: every core)", positiveInteger)
     .option(
       "--no-prepack",
       "skip onnxruntime's weight pre-packing: much faster start-up for large bases, slower runs",
@@ -155,24 +155,4 @@ export function registerServe(program: Program): void {
       }
       writeOut("Stopped\n");
     });
-}
-
-function integer(min: number): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) {
-      throw new InvalidArgumentError(`expected an integer >= ${min}, got "${v}"`);
-    }
-    return n;
-  };
-}
-
-function number(min: number): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (v.trim() === "" || !Number.isFinite(n) || n < min) {
-      throw new InvalidArgumentError(`expected a number >= ${min}, got "${v}"`);
-    }
-    return n;
-  };
 }

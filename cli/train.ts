@@ -8,21 +8,18 @@
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
 import { Option } from "@commander-js/extra-typings";
-import type { TrainConfig } from "../workflows/train_config.ts";
+import { TRAIN_DEFAULTS as D } from "../workflows/train_options.ts";
 import type { MetricLine } from "../src/train/trainer.ts";
 import type { Program } from "./_program.ts";
 import { writeErr } from "./_errors.ts";
-
-const num = (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new TypeError(`Invalid number "${v}"`);
-  return n;
-};
-const int = (v: string) => {
-  const n = num(v);
-  if (!Number.isInteger(n)) throw new TypeError(`Invalid integer "${v}"`);
-  return n;
-};
+import {
+  fraction,
+  labelColumn,
+  nonNegativeInteger,
+  nonNegativeNumber,
+  positiveInteger,
+  positiveNumber,
+} from "./_numbers.ts";
 
 /** Registers `ffwd train`. */
 export function registerTrain(program: Program): void {
@@ -34,10 +31,10 @@ export function registerTrain(program: Program): void {
     .option("--out <dir>", "output folder for the adapter, metrics and report")
     .option("--config <file>", "training config (JSON); flags win over it")
     .option("--eval <file>", "evaluation data")
-    .option("--eval-split <fraction>", "hold out this fraction of --data for evaluation", num)
-    .option("--label-column <name>", "CSV label column (name or 0-based index)")
-    .option("--rank <r>", "LoRA rank (default 8)", int)
-    .option("--alpha <a>", "LoRA alpha (default 2 × rank)", num)
+    .option("--eval-split <fraction>", "hold out this fraction of --data for evaluation", fraction)
+    .option("--label-column <name>", "CSV label column (name or 0-based index)", labelColumn)
+    .option("--rank <r>", `LoRA rank (default ${D.rank})`, positiveInteger)
+    .option("--alpha <a>", `LoRA alpha (default ${D.alphaPerRank} × rank)`, positiveNumber)
     .option("--targets <names>", "all-linear, a comma list of module names, or /regex/")
     .option("--dora", "train DoRA adapters")
     .option("--rslora", "scale by alpha / sqrt(rank)")
@@ -50,148 +47,123 @@ export function registerTrain(program: Program): void {
       "--modules-to-save <names>",
       "train these layers whole (comma list), saved in the adapter",
     )
-    .option("--dropout <p>", "LoRA dropout (default 0)", num)
-    .option("--epochs <n>", "epochs (default 1)", int)
-    .option("--max-steps <n>", "optimizer steps (default: epochs × batches)", int)
-    .option("--batch-size <n>", "batch size (default 32)", int)
-    .option("--grad-accum <n>", "micro-batches per optimizer step", int)
-    .option("--lr <x>", "learning rate (default 1e-3)", num)
+    .option("--dropout <p>", `LoRA dropout (default ${D.dropout})`, fraction)
+    .option("--epochs <n>", `epochs (default ${D.epochs})`, positiveInteger)
+    .option("--max-steps <n>", "optimizer steps (default: epochs × batches)", positiveInteger)
+    .option("--batch-size <n>", `batch size (default ${D.batchSize})`, positiveInteger)
+    .option("--grad-accum <n>", "micro-batches per optimizer step", positiveInteger)
+    .option("--lr <x>", `learning rate (default ${D.lr.toExponential()})`, nonNegativeNumber)
     .addOption(
       new Option("--schedule <name>", "learning-rate schedule").choices(
         ["constant", "linear", "cosine"] as const,
       ),
     )
-    .option("--warmup-steps <n>", "linear warmup steps", int)
+    .option("--warmup-steps <n>", "linear warmup steps", nonNegativeInteger)
     .addOption(
-      new Option("--optimizer <name>", "optimizer (default adamw)").choices(
+      new Option("--optimizer <name>", `optimizer (default ${D.optimizer})`).choices(
         ["sgd", "momentum", "rmsprop", "adam", "adamw"] as const,
       ),
     )
-    .option("--weight-decay <x>", "weight decay", num)
-    .option("--clip-norm <x>", "global gradient-norm clipping", num)
+    .option("--weight-decay <x>", "weight decay", nonNegativeNumber)
+    .option("--clip-norm <x>", "global gradient-norm clipping", positiveNumber)
     .addOption(
-      new Option("--loss <name>", "loss (default cross_entropy)").choices(
+      new Option("--loss <name>", `loss (default ${D.loss})`).choices(
         ["mse", "cross_entropy", "bce"] as const,
       ),
     )
-    .option("--seed <n>", "seed of initialisation, shuffling and dropout (default 0)", int)
+    .option(
+      "--seed <n>",
+      `seed of initialisation, shuffling and dropout (default ${D.seed})`,
+      nonNegativeInteger,
+    )
     .option("--no-shuffle", "keep the data order")
-    .option("--checkpoint-every <n>", "checkpoint every n steps", int)
+    .option("--checkpoint-every <n>", "checkpoint every n steps", positiveInteger)
     .option(
       "--early-stopping <patience>",
       "stop after this many evaluations without improvement",
-      int,
+      positiveInteger,
     )
     .option("--init-adapter <dir>", "warm start from an adapter (ffwd, PEFT or MLX)")
     .option("--resume <dir>", "continue a run from its checkpoint")
-    .option("--threads <n>", "onnxruntime threads (default: all cores)", int)
+    .option("--threads <n>", "onnxruntime threads (default: all cores)", positiveInteger)
     .option("--json", "print the summary as JSON")
     .action(async (flags, cmd) => {
       // Imported here so other subcommands do not load onnxruntime at start-up.
-      const { defaultPeftConfig } = await import("../adapters/config.ts");
       const { finetune } = await import("../workflows/finetune.ts");
       const { readTrainConfig } = await import("../workflows/train_config.ts");
+      const { evalSets, resolveTrainOptions } = await import("../workflows/train_options.ts");
       const { loadDataset } = await import("../src/data/files.ts");
-      const { splitDataset } = await import("../src/data/dataset.ts");
       const { openModel } = await import("../src/models/open.ts");
-      const { Rng } = await import("../src/rng.ts");
-      const file: TrainConfig = flags.config ? await readTrainConfig(flags.config) : {};
-      const given = (name: string) => cmd.getOptionValueSource(name) === "cli";
-      const pick = <T>(flag: T | undefined, key: keyof TrainConfig): T | undefined =>
-        flag !== undefined ? flag : (file[key] as T | undefined);
-      const modelPath = pick(flags.model, "model");
-      const dataPath = pick(flags.data, "data");
-      const out = pick(flags.out, "out");
-      if (!modelPath || !dataPath || !out) {
+      const file = flags.config ? await readTrainConfig(flags.config) : {};
+      const o = resolveTrainOptions(file, {
+        model: flags.model,
+        block: flags.block,
+        data: flags.data,
+        outDir: flags.out,
+        evalFile: flags.eval,
+        evalSplit: flags.evalSplit,
+        labelColumn: flags.labelColumn,
+        rank: flags.rank,
+        alpha: flags.alpha,
+        targets: flags.targets,
+        dora: flags.dora,
+        rslora: flags.rslora,
+        bias: flags.bias,
+        modulesToSave: flags.modulesToSave,
+        dropout: flags.dropout,
+        loss: flags.loss,
+        epochs: flags.epochs,
+        maxSteps: flags.maxSteps,
+        batchSize: flags.batchSize,
+        gradAccum: flags.gradAccum,
+        lr: flags.lr,
+        schedule: flags.schedule,
+        warmupSteps: flags.warmupSteps,
+        optimizer: flags.optimizer,
+        optimizerOptions: flags.weightDecay === undefined
+          ? undefined
+          : { weightDecay: flags.weightDecay },
+        clipNorm: flags.clipNorm,
+        seed: flags.seed,
+        // --no-shuffle makes commander default shuffle to true: only a given flag wins
+        shuffle: cmd.getOptionValueSource("shuffle") === "cli" ? flags.shuffle : undefined,
+        checkpointEvery: flags.checkpointEvery,
+        earlyStopping: flags.earlyStopping === undefined
+          ? undefined
+          : { patience: flags.earlyStopping },
+        initAdapter: flags.initAdapter,
+        resume: flags.resume,
+        threads: flags.threads,
+      });
+      if (!o.model || !o.data || !o.outDir) {
         cmd.error("error: train needs --model, --data and --out (flags or --config)", {
           exitCode: 2,
           code: "ffwd.usage",
         });
         return;
       }
-      const model = await openModel(modelPath, { block: pick(flags.block, "block") });
+      const model = await openModel(o.model, { block: o.block });
       const width = model.inputs[0]?.shape.at(-1);
-      const labelColumn = pick(flags.labelColumn, "label_column");
-      let data = await loadDataset(dataPath, {
-        width: typeof width === "number" ? width : undefined,
-        labelColumn,
-      });
-      const seed = pick(flags.seed, "seed") ?? 0;
-      let evalData = flags.eval ?? file.eval
-        ? await loadDataset((flags.eval ?? file.eval)!, { width: data.width, labelColumn })
-        : undefined;
-      const split = pick(flags.evalSplit, "eval_split");
-      if (!evalData && split) {
-        [data, evalData] = splitDataset(data, split, new Rng(seed).permutation(data.rows));
-      }
-      const rank = pick(flags.rank, "rank") ?? 8;
-      const targetsRaw = pick<string | string[]>(flags.targets, "targets") ?? "all-linear";
-      const targets = parseTargets(targetsRaw);
-      const config = defaultPeftConfig({
-        r: rank,
-        loraAlpha: pick(flags.alpha, "alpha") ?? 2 * rank,
-        targetModules: targets,
-        useDora: pick(flags.dora, "dora") ?? false,
-        useRslora: pick(flags.rslora, "rslora") ?? false,
-        bias: pick(flags.bias, "bias") ?? "none",
-        modulesToSave: (() => {
-          const m = pick<string | string[]>(flags.modulesToSave, "modules_to_save");
-          return m === undefined
-            ? null
-            : Array.isArray(m)
-            ? m
-            : m.split(",").map((t) => t.trim()).filter(Boolean);
-        })(),
-        loraDropout: pick(flags.dropout, "dropout") ?? 0,
-        layersToTransform: file.layers_to_transform ?? null,
-        rankPattern: file.rank_pattern ?? {},
-        alphaPattern: file.alpha_pattern ?? {},
-        initLoraWeights: file.init === "gaussian" ? "gaussian" : true,
-        baseModelNameOrPath: modelPath,
-      });
-      const shuffle = given("shuffle") ? flags.shuffle : (file.shuffle ?? true);
-      const epochs = pick(flags.epochs, "epochs") ?? 1;
-      const batchSize = pick(flags.batchSize, "batch_size") ?? 32;
-      const progress = new Progress(
-        Math.ceil(data.rows / batchSize) * epochs,
-        pick(flags.maxSteps, "max_steps"),
+      const { data, evalData } = await evalSets(
+        await loadDataset(o.data, {
+          width: typeof width === "number" ? width : undefined,
+          labelColumn: o.labelColumn,
+        }),
+        o,
       );
+      const progress = new Progress(Math.ceil(data.rows / o.batchSize) * o.epochs, o.maxSteps);
       let result;
       try {
         result = await finetune(model, data, {
-          config,
-          loss: pick(flags.loss, "loss") ?? "cross_entropy",
-          outDir: out,
+          ...o,
           evalData,
-          epochs,
-          maxSteps: pick(flags.maxSteps, "max_steps"),
-          batchSize,
-          gradAccum: pick(flags.gradAccum, "grad_accum"),
-          lr: pick(flags.lr, "lr") ?? 1e-3,
-          schedule: pick(flags.schedule, "schedule"),
-          warmupSteps: pick(flags.warmupSteps, "warmup_steps"),
-          optimizer: pick(flags.optimizer, "optimizer") ?? "adamw",
-          optimizerOptions: {
-            weightDecay: pick(flags.weightDecay, "weight_decay"),
-            momentum: file.momentum,
-            nesterov: file.nesterov,
-          },
-          clipNorm: pick(flags.clipNorm, "clip_norm"),
-          seed,
-          shuffle,
-          checkpointEvery: pick(flags.checkpointEvery, "checkpoint_every"),
-          earlyStopping: pick(flags.earlyStopping, "early_stopping")
-            ? { patience: pick(flags.earlyStopping, "early_stopping")! }
-            : undefined,
-          initAdapter: pick(flags.initAdapter, "init_adapter"),
-          resume: pick(flags.resume, "resume"),
-          threads: pick(flags.threads, "threads"),
           onMetric: (line) => progress.update(line),
           onWarning: (message) => writeErr(`warning: ${message}`),
         });
       } finally {
         progress.stop();
       }
+      const out = o.outDir;
       const summary = {
         out,
         steps: result.steps,
@@ -222,15 +194,6 @@ export function registerTrain(program: Program): void {
         );
       }
     });
-}
-
-/** `all-linear`, `/regex/`, or a comma-separated list of names. */
-function parseTargets(raw: string | readonly string[]): string | string[] {
-  if (Array.isArray(raw)) return [...raw];
-  const s = (raw as string).trim();
-  if (s === "all-linear") return "all-linear";
-  if (s.length > 1 && s.startsWith("/") && s.endsWith("/")) return s.slice(1, -1);
-  return s.split(",").map((t) => t.trim()).filter(Boolean);
 }
 
 /** A progress bar on a terminal, plain periodic lines otherwise. */

@@ -19,43 +19,31 @@ import { Rng } from "../src/rng.ts";
 import { type Tensor, toFloat32 } from "../src/tensor.ts";
 import { type Dataset, sliceBatch } from "../src/data/dataset.ts";
 import { TrainStep } from "../src/train/step.ts";
-import { type MetricLine, train, type TrainerOptions } from "../src/train/trainer.ts";
+import { batchFeeds, train } from "../src/train/trainer.ts";
 import { type Adapter, loadAdapter, matchAdapter } from "../adapters/adapter.ts";
 import { type PeftConfig, toTargetOptions } from "../adapters/config.ts";
-import { buildAdapted, type LossName, weightRowNorms } from "../src/lora/adapted.ts";
+import { buildAdapted } from "../src/lora/adapted.ts";
+import { weightRowNorms } from "../src/lora/dora.ts";
 import { initAdapter, type LayerAdapter, peftKeys } from "../src/lora/branch.ts";
 import { savePeftAdapter } from "../adapters/peft.ts";
 import { planAdapters } from "../adapters/targets.ts";
 import { writeReport } from "../report/html.ts";
 import { readCheckpoint, writeCheckpoint } from "./checkpoint.ts";
+import { parseTrainConfig, readTrainConfig, type TrainConfig } from "./train_config.ts";
+import {
+  evalSets,
+  type FinetuneOptions,
+  type ResolvedTrainOptions,
+  resolveTrainOptions,
+} from "./train_options.ts";
 
 export { readCheckpoint };
+export type { FinetuneOptions };
 
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v, null, 2) + "\n");
 
-/** Options of {@link finetune}. */
-export interface FinetuneOptions extends TrainerOptions {
-  /** The adapter to train (PEFT config: r, lora_alpha, target_modules, dropout, DoRA, rsLoRA…). */
-  readonly config: PeftConfig;
-  /** The loss appended to the model's first output; it decides the labels or targets fed. */
-  readonly loss: LossName;
-  /** Folder for the adapter, metrics, checkpoints and summary. */
-  readonly outDir: string;
-  /** Data evaluated after each epoch (loss, and accuracy for cross-entropy), dropout off. */
-  readonly evalData?: Dataset;
-  /** Optimizer steps between checkpoints in `<outDir>/checkpoint` (default: only at the end). */
-  readonly checkpointEvery?: number;
-  /** Continue from `<dir>/checkpoint` (or `<dir>` itself when it holds a checkpoint). */
-  readonly resume?: string;
-  /** Warm start from an adapter folder (ours, PEFT's or MLX's). */
-  readonly initAdapter?: string;
-  /** Intra-op threads of the sessions (default: the number of cores). */
-  readonly threads?: number;
-  /** Receives each line written to `metrics.jsonl`, as it is written. */
-  readonly onMetric?: (line: MetricLine) => void;
-  /** Receives advice that does not stop training (e.g. a rank above a layer's min(in, out)). */
-  readonly onWarning?: (message: string) => void;
-}
+/** Resolved options with the output folder known. */
+type RunOptions = ResolvedTrainOptions & { readonly outDir: string };
 
 /** What {@link finetune} returns. */
 export interface FinetuneResult {
@@ -65,7 +53,7 @@ export interface FinetuneResult {
   readonly steps: number;
   /** Mean loss of the last step's micro-batches. */
   readonly lastLoss: number;
-  /** The last evaluation, when `evalData` was given. */
+  /** The last evaluation, when the run had evaluation data. */
   readonly eval?: { loss: number; accuracy?: number };
   /** Wall time of the training loop. */
   readonly seconds: number;
@@ -78,7 +66,9 @@ export interface FinetuneResult {
 }
 
 /**
- * Trains adapters on `model` with `data` and writes them to `opts.outDir`.
+ * Trains adapters on `model` with `data` and writes them to `options.outDir`. Options left unset
+ * come from `options.trainConfig` when given, then from the defaults, as for `ffwd train` (see
+ * {@link resolveTrainOptions}).
  *
  * @example
  * ```ts
@@ -105,8 +95,17 @@ export interface FinetuneResult {
 export async function finetune(
   model: BaseModel,
   data: Dataset,
-  opts: FinetuneOptions,
+  options: FinetuneOptions,
 ): Promise<FinetuneResult> {
+  const resolved = resolveTrainOptions(await trainConfigOf(options.trainConfig), options);
+  const outDir = resolved.outDir;
+  if (!outDir) {
+    throw new TypeError(
+      'Cannot fine-tune without an output folder: pass outDir, or set "out" in the training config',
+    );
+  }
+  const opts: RunOptions = { ...resolved, outDir };
+  const { data: trainData, evalData } = await evalSets(data, opts);
   const adapters = planAdapters(model, {
     ...toTargetOptions(opts.config, model.layers.map((l) => l.name)),
     onWarning: opts.onWarning,
@@ -131,7 +130,7 @@ export async function finetune(
     { graph: built.graph, loss: built.loss!, params: values },
     { threads: opts.threads },
   );
-  const evalSession = opts.evalData
+  const evalSession = evalData
     ? await Session.compile(built.graph, {
       threads: opts.threads,
       outputs: [built.loss!, built.output],
@@ -144,20 +143,16 @@ export async function finetune(
   const metrics = await Deno.open(metricsPath, { append: true, create: true });
   let lastEval: EvalResult | undefined;
   try {
-    // The dataset's batches say `x`; the model's input may be named otherwise (ONNX `input.1`).
-    const inputName = built.input.name;
     const renamed = {
-      run: (batch: Record<string, Tensor>, p: ReadonlyMap<string, Float32Array>) => {
-        const { x, ...rest } = batch;
-        return step.run({ ...rest, [inputName]: x! }, p);
-      },
+      run: (batch: Record<string, Tensor>, p: ReadonlyMap<string, Float32Array>) =>
+        step.run(modelFeeds(built, batch), p),
     };
-    const result = await train(
-      renamed,
+    const result = await train(renamed, trainData, {
+      ...opts,
       params,
-      data,
-      opts,
-      {
+      masks: built.masks,
+      resume,
+      hooks: {
         onMetric: async (line) => {
           opts.onMetric?.(line);
           await metrics.write(new TextEncoder().encode(JSON.stringify(line) + "\n"));
@@ -169,30 +164,21 @@ export async function finetune(
             toAdapter(opts, adapters, state.params, extraKeys),
             state,
           ),
-        evaluate: evalSession
+        evaluate: evalSession && evalData
           ? async (
             p,
-          ) => (lastEval = await evaluate(
-            evalSession,
-            built,
-            opts.evalData!,
-            p,
-            opts.batchSize ?? 32,
-            opts.config.loraDropout,
-          ))
+          ) => (lastEval = await evaluate(evalSession, built, evalData, p, opts.batchSize))
           : undefined,
       },
-      built.masks,
-      resume,
-    );
+    });
     const adapter = toAdapter(opts, adapters, params, extraKeys, {
       steps: result.steps,
       loss: opts.loss,
-      optimizer: opts.optimizer ?? "adamw",
-      lr: opts.lr ?? 1e-3,
-      epochs: opts.epochs ?? 1,
-      batch_size: opts.batchSize ?? 32,
-      seed: opts.seed ?? 0,
+      optimizer: opts.optimizer,
+      lr: opts.lr,
+      epochs: opts.epochs,
+      batch_size: opts.batchSize,
+      seed: opts.seed,
     });
     await savePeftAdapter(opts.outDir, adapter);
     const trainableParams = [...params.values()].reduce((n, p) => n + p.length, 0);
@@ -221,13 +207,21 @@ export async function finetune(
   }
 }
 
+/** A training config given as an object (validated) or a path (read), or none. */
+async function trainConfigOf(given: TrainConfig | string | undefined): Promise<TrainConfig> {
+  if (given === undefined) return {};
+  return typeof given === "string"
+    ? await readTrainConfig(given)
+    : parseTrainConfig(given, "trainConfig");
+}
+
 async function initialParams(
   model: BaseModel,
   adapters: readonly LayerAdapter[],
-  opts: FinetuneOptions,
+  opts: ResolvedTrainOptions,
 ) {
   const params = new Map<string, Float32Array>();
-  const rng = new Rng(opts.seed ?? 0);
+  const rng = new Rng(opts.seed);
   const method = opts.config.initLoraWeights === "gaussian" ? "gaussian" : "kaiming";
   for (const ad of adapters) {
     const k = peftKeys(ad.layer.name);
@@ -261,7 +255,7 @@ async function initialParams(
 }
 
 function toAdapter(
-  opts: FinetuneOptions,
+  opts: RunOptions,
   adapters: readonly LayerAdapter[],
   params: ReadonlyMap<string, Float32Array>,
   trained: ReadonlyMap<string, TrainedTensor>,
@@ -365,14 +359,25 @@ function trainedTensors(
   return out;
 }
 
-/** Loss and accuracy over a dataset, forward only, masks fed with 1 − p (dropout off). */
+/**
+ * A batch's feeds under the model's names: the dataset's batches say `x`, the model's input may
+ * be named otherwise (ONNX `input.1`).
+ */
+function modelFeeds(
+  built: ReturnType<typeof buildAdapted>,
+  feeds: Record<string, Tensor>,
+): Record<string, Tensor> {
+  const { x, ...rest } = feeds;
+  return { ...rest, [built.input.name]: x! };
+}
+
+/** Loss and accuracy over a dataset, forward only, dropout off. */
 async function evaluate(
   session: Session,
   built: ReturnType<typeof buildAdapted>,
   data: Dataset,
   params: ReadonlyMap<string, Float32Array>,
   batchSize: number,
-  p: number,
 ): Promise<EvalResult> {
   let lossSum = 0, correct = 0;
   const classes = built.output.shape.at(-1);
@@ -380,19 +385,10 @@ async function evaluate(
   const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   for (let start = 0; start < data.rows; start += batchSize) {
     const b = sliceBatch(data, null, start, batchSize);
-    const feeds: Record<string, Tensor> = { [built.input.name]: b.feeds.x! };
-    if (built.target) feeds[built.target.name] = b.feeds[built.target.name]!;
+    const feeds = modelFeeds(built, batchFeeds(b, built.masks));
     for (const v of built.graph.inputs) {
       const d = params.get(v.name);
       if (d) feeds[v.name] = { dtype: "F32", shape: v.shape as number[], data: d };
-    }
-    for (const m of built.masks) {
-      const shape = m.value.shape.map((d) => (typeof d === "number" ? d : b.rows));
-      feeds[m.value.name] = {
-        dtype: "F32",
-        shape,
-        data: new Float32Array(shape.reduce((a, c) => a * c, 1)).fill(1 - p),
-      };
     }
     const out = await session.run(feeds);
     lossSum += Number(out[built.loss!.name]!.data[0]) * b.rows;

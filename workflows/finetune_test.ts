@@ -221,3 +221,17 @@ Deno.test("bias and modules_to_save are trained, saved in PEFT's layout, and mer
   const { report } = await exportAdapter(model, adapter, { out });
   assertEquals(report!.verdict, "pass");
 });
+
+Deno.test("finetune() names a bad training config's field, and a missing output folder", async () => {
+  const model = await openSafetensorsModel(MODEL);
+  await assertRejects(
+    () => finetune(model, toyData(8), { trainConfig: { rank: 0 }, outDir: "unused" }),
+    TypeError,
+    'Invalid training config "trainConfig": field "rank"',
+  );
+  await assertRejects(
+    () => finetune(model, toyData(8), { trainConfig: { rank: 2 } }),
+    TypeError,
+    'pass outDir, or set "out" in the training config',
+  );
+});

@@ -1,7 +1,7 @@
 /**
  * The training configuration file (`--config train.json`): every option `ffwd train` has as a
- * flag, validated with zod so a bad value names its field. Flags given on the command line win
- * over the file.
+ * flag, validated with zod so a bad value names its field. Flags given on the command line, and
+ * options given to `finetune()`, win over the file (see `train_options.ts`).
  *
  * ```json
  * {

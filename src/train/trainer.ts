@@ -5,14 +5,14 @@
  * the step computes), evaluation with early stopping, and checkpoints that make a resumed run
  * reproduce the uninterrupted one exactly.
  *
- * Reproducibility: the epoch order comes from `Rng(seed + epoch)` (so a resumed run recomputes
+ * Reproducibility: the epoch order comes from `Rng(seed + 1 + epoch)` (so a resumed run recomputes
  * it), and dropout masks come from one generator whose state is checkpointed.
  *
  * @module
  */
 
 import { Rng, type RngState } from "../rng.ts";
-import type { Tensor } from "../tensor.ts";
+import { numel, type Tensor } from "../tensor.ts";
 import {
   Optimizer,
   type OptimizerName,
@@ -21,10 +21,31 @@ import {
 } from "./optim.ts";
 import { learningRate, type ScheduleName } from "./schedule.ts";
 import type { TrainStep } from "./step.ts";
-import { batchBuffers, type Dataset, sliceBatch } from "../data/dataset.ts";
-import type { MaskInput } from "../engine/ops/dropout.ts";
+import { type Batch, batchBuffers, type Dataset, sliceBatch } from "../data/dataset.ts";
+import { dropoutMask, type MaskInput } from "../engine/ops/dropout.ts";
 
 export type { MaskInput };
+
+/**
+ * The loop's defaults, for the options of {@link TrainerOptions} a run leaves unset; `ffwd train`
+ * and `finetune()` start from these too.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { TRAINER_DEFAULTS } from "./trainer.ts";
+ * strictEqual(TRAINER_DEFAULTS.batchSize, 32);
+ * ```
+ */
+export const TRAINER_DEFAULTS = {
+  epochs: 1,
+  batchSize: 32,
+  lr: 1e-3,
+  optimizer: "adamw",
+  seed: 0,
+  shuffle: true,
+  gradAccum: 1,
+} as const satisfies TrainerOptions;
 
 /** Loop settings. */
 export interface TrainerOptions {
@@ -122,12 +143,24 @@ export interface TrainResult {
   readonly seconds: number;
 }
 
+/** What {@link train} takes besides the step and the data. */
+export interface TrainOptions extends TrainerOptions {
+  /** The trained parameters, by name: updated in place. */
+  readonly params: Map<string, Float32Array>;
+  /** Metrics, checkpoints and evaluation. */
+  readonly hooks?: TrainerHooks;
+  /** Dropout inputs of the step, fed a fresh mask each micro-batch (see {@link batchFeeds}). */
+  readonly masks?: readonly MaskInput[];
+  /** Continue from this checkpoint: parameters, optimizer, generator and position. */
+  readonly resume?: TrainerState;
+}
+
 /**
- * Trains `params` in place: `step` computes the loss and gradients of a batch, and `masks` are
- * dropout inputs fed a fresh mask each micro-batch. `resume` continues from a checkpoint.
+ * Trains `options.params` in place: `step` computes the loss and gradients of a batch of `data`.
  *
  * @example
  * ```ts
+ * import { ok } from "node:assert/strict";
  * import { train } from "./trainer.ts";
  * // A stand-in for a compiled step: loss (w - 3)², whatever the batch.
  * const step = {
@@ -144,27 +177,32 @@ export interface TrainResult {
  *   x: new Float32Array(4),
  *   y: { kind: "targets" as const, data: new Float32Array(4), width: 1 },
  * };
- * await train(step, params, data, { epochs: 50, batchSize: 4, lr: 0.1, optimizer: "sgd" });
- * params.get("w")![0]; // about 3
+ * const result = await train(step, data, {
+ *   params,
+ *   epochs: 50,
+ *   batchSize: 4,
+ *   lr: 0.1,
+ *   optimizer: "sgd",
+ * });
+ * ok(result.steps === 50 && Math.abs(params.get("w")![0]! - 3) < 1e-3);
  * ```
  */
 export async function train(
   step: Pick<TrainStep, "run">,
-  params: Map<string, Float32Array>,
   data: Dataset,
-  opts: TrainerOptions = {},
-  hooks: TrainerHooks = {},
-  masks: readonly MaskInput[] = [],
-  resume?: TrainerState,
+  options: TrainOptions,
 ): Promise<TrainResult> {
-  const batchSize = opts.batchSize ?? 32;
-  const accum = opts.gradAccum ?? 1;
-  const seed = opts.seed ?? 0;
+  const { params, hooks = {}, masks = [], resume, ...opts } = options;
+  const D = TRAINER_DEFAULTS;
+  const batchSize = opts.batchSize ?? D.batchSize;
+  const accum = opts.gradAccum ?? D.gradAccum;
+  const seed = opts.seed ?? D.seed;
+  const shuffle = opts.shuffle ?? D.shuffle;
   const batchesPerEpoch = Math.ceil(data.rows / batchSize);
   const stepsPerEpoch = Math.ceil(batchesPerEpoch / accum);
-  const epochs = opts.epochs ?? 1;
+  const epochs = opts.epochs ?? D.epochs;
   const totalSteps = opts.maxSteps ?? epochs * stepsPerEpoch;
-  const opt = new Optimizer(opts.optimizer ?? "adamw", opts.optimizerOptions);
+  const opt = new Optimizer(opts.optimizer ?? D.optimizer, opts.optimizerOptions);
   let rng = new Rng(seed);
   let stepNo = 0, epoch = 0, position = 0, bestEval: number | null = null, badEvals = 0;
   if (resume) {
@@ -191,7 +229,7 @@ export async function train(
   outer: while (
     stepNo < lastStep && epoch < Math.max(epochs, Math.ceil(totalSteps / stepsPerEpoch))
   ) {
-    const order = opts.shuffle === false ? null : new Rng(seed + 1 + epoch).permutation(data.rows);
+    const order = shuffle ? new Rng(seed + 1 + epoch).permutation(data.rows) : null;
     while (position < batchesPerEpoch && stepNo < lastStep) {
       const tStep = performance.now();
       const sum = new Map<string, Float32Array>();
@@ -199,9 +237,7 @@ export async function train(
       for (; micro < accum && position < batchesPerEpoch; micro++, position++) {
         const batch = sliceBatch(data, order, position * batchSize, batchSize, buffers);
         rows += batch.rows;
-        const feeds: Record<string, Tensor> = { ...batch.feeds };
-        for (const m of masks) feeds[m.value.name] = dropoutMask(rng, batch.rows, m);
-        const r = await step.run(feeds, params);
+        const r = await step.run(batchFeeds(batch, masks, { rng }), params);
         if (!Number.isFinite(r.loss)) throw new NonFiniteError(stepNo + 1, "the loss");
         // The step's sum of squares is finite exactly when every gradient is (NaN and ±Inf
         // propagate), unless it overflows: only then are the gradients scanned here.
@@ -223,7 +259,7 @@ export async function train(
         const coef = opts.clipNorm / (gradNorm + 1e-6);
         if (coef < 1) gradScale *= coef;
       }
-      const lr = learningRate(opts.lr ?? 1e-3, stepNo, {
+      const lr = learningRate(opts.lr ?? D.lr, stepNo, {
         schedule: opts.schedule,
         warmupSteps: opts.warmupSteps,
         totalSteps,
@@ -287,14 +323,48 @@ function checkedSumOfSquares(grads: ReadonlyMap<string, Float32Array>, step: num
   throw new NonFiniteError(step, `the gradient of "${bad}"`);
 }
 
-/** A 0/1 mask for one dropout input, drawn from the trainer's generator. */
-function dropoutMask(rng: Rng, rows: number, m: MaskInput): Tensor<"F32"> {
-  const shape = m.value.shape.map((d) => (typeof d === "number" ? d : rows));
-  let n = 1;
-  for (const d of shape) n *= d;
-  const data = new Float32Array(n);
-  for (let i = 0; i < n; i++) data[i] = rng.uniform() < m.p ? 0 : 1;
-  return { dtype: "F32", shape, data };
+/** Options of {@link batchFeeds}. */
+export interface BatchFeedsOptions {
+  /** Draws the dropout masks (training); without it dropout is off (evaluation). */
+  readonly rng?: Rng;
+}
+
+/**
+ * The feeds of one batch: its tensors, plus one mask per dropout input (symbolic dimensions
+ * take the batch's rows). With `rng` each mask is 0/1 drawn from it, as in training; without, it
+ * is filled with 1 − p, which inverted dropout's 1 / (1 − p) turns back into the identity.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { Graph } from "../engine/graph.ts";
+ * import { sliceBatch } from "../data/dataset.ts";
+ * import { batchFeeds } from "./trainer.ts";
+ * const mask = { value: new Graph().input("mask", "F32", ["batch", 2]), p: 0.5 };
+ * const data = {
+ *   rows: 1,
+ *   width: 1,
+ *   x: new Float32Array([7]),
+ *   y: { kind: "labels" as const, data: new BigInt64Array([1n]) },
+ * };
+ * const feeds = batchFeeds(sliceBatch(data, null, 0, 1), [mask]);
+ * deepStrictEqual(Object.keys(feeds), ["x", "labels", "mask"]);
+ * deepStrictEqual([...feeds.mask!.data], [0.5, 0.5]);
+ * ```
+ */
+export function batchFeeds(
+  batch: Batch,
+  masks: readonly MaskInput[],
+  options: BatchFeedsOptions = {},
+): Record<string, Tensor> {
+  const feeds: Record<string, Tensor> = { ...batch.feeds };
+  for (const m of masks) {
+    const shape = m.value.shape.map((d) => (typeof d === "number" ? d : batch.rows));
+    feeds[m.value.name] = options.rng
+      ? dropoutMask(options.rng, shape, m.p)
+      : { dtype: "F32", shape, data: new Float32Array(numel(shape)).fill(1 - m.p) };
+  }
+  return feeds;
 }
 
 function round(x: number): number {

@@ -82,9 +82,9 @@ Deno.test("train() with 2 accumulated micro-batches of 4 equals one batch of 8",
     const d = data(8);
     const opts = { optimizer: "sgd" as const, lr: 0.1, shuffle: false, maxSteps: 1 };
     const one = new Map([["w", W0()]]);
-    await train(step, one, d, { ...opts, batchSize: 8 });
+    await train(step, d, { ...opts, params: one, batchSize: 8 });
     const two = new Map([["w", W0()]]);
-    await train(step, two, d, { ...opts, batchSize: 4, gradAccum: 2 });
+    await train(step, d, { ...opts, params: two, batchSize: 4, gradAccum: 2 });
     const expected = W0().map((w, i) => w - 0.1 * mseGrad(d, W0(), 0, 8)[i]!);
     assert(maxDiff(one.get("w")!, expected) < 1e-7, `batch 8 differs from the closed form`);
     assert(maxDiff(two.get("w")!, expected) < 1e-7, `accumulation differs from batch 8`);
@@ -104,14 +104,16 @@ Deno.test("train() clips the global gradient norm and reports the unclipped norm
     const lines: MetricLine[] = [];
     const run = async (clipNorm?: number) => {
       const p = new Map([["w", W0()]]);
-      await train(step, p, d, {
+      await train(step, d, {
+        params: p,
         optimizer: "sgd",
         lr: 0.1,
         shuffle: false,
         maxSteps: 1,
         batchSize: 8,
         clipNorm,
-      }, { onMetric: (l) => void lines.push(l) });
+        hooks: { onMetric: (l) => void lines.push(l) },
+      });
       return p.get("w")!;
     };
     // A bound above the norm changes nothing; a bound of a quarter of it scales the step.
@@ -162,7 +164,8 @@ Deno.test("a non-finite gradient stops training naming the parameter and the ste
   const p = new Map([["w", new Float32Array(3)]]);
   for (const bad of [NaN, Infinity, -Infinity]) {
     const err = await assertRejects(
-      () => train(fixedStep(new Float32Array([1, bad, 2]), bad), p, data(4), { batchSize: 4 }),
+      () =>
+        train(fixedStep(new Float32Array([1, bad, 2]), bad), data(4), { params: p, batchSize: 4 }),
       NonFiniteError,
       'the gradient of "w"',
     );
@@ -172,7 +175,8 @@ Deno.test("a non-finite gradient stops training naming the parameter and the ste
   // Accumulated micro-batches are checked too.
   await assertRejects(
     () =>
-      train(fixedStep(new Float32Array([1, NaN, 2]), NaN), p, data(4), {
+      train(fixedStep(new Float32Array([1, NaN, 2]), NaN), data(4), {
+        params: p,
         batchSize: 2,
         gradAccum: 2,
       }),
@@ -184,11 +188,13 @@ Deno.test("a non-finite gradient stops training naming the parameter and the ste
 Deno.test("finite gradients whose float32 sum of squares overflows still train", async () => {
   const p = new Map([["w", new Float32Array(2)]]);
   const lines: MetricLine[] = [];
-  await train(fixedStep(new Float32Array([3e20, 4e20]), Infinity), p, data(4), {
+  await train(fixedStep(new Float32Array([3e20, 4e20]), Infinity), data(4), {
+    params: p,
     batchSize: 4,
     optimizer: "sgd",
     lr: 1e-20,
-  }, { onMetric: (l) => void lines.push(l) });
+    hooks: { onMetric: (l) => void lines.push(l) },
+  });
   assert(maxDiff(p.get("w")!, [-3, -4]) < 1e-5, `${p.get("w")}`);
   const l = lines[0]!;
   // 3e20 and 4e20 are stored as the nearest float32 values: the norm is 5e20 to ~1e-7.
@@ -200,19 +206,23 @@ Deno.test("early stopping ends the run after `patience` evaluations without impr
   try {
     const evals = [1, 0.5, 0.6, 0.55, 0.4];
     let calls = 0;
-    const r = await train(step, new Map([["w", W0()]]), data(8), {
+    const r = await train(step, data(8), {
+      params: new Map([["w", W0()]]),
       batchSize: 4,
       epochs: 5,
       earlyStopping: { patience: 2 },
-    }, { evaluate: () => Promise.resolve({ loss: evals[calls++]! }) });
+      hooks: { evaluate: () => Promise.resolve({ loss: evals[calls++]! }) },
+    });
     // Epoch 2 sets the best (0.5), epochs 3 and 4 do not beat it: stop after 4 of 5 epochs.
     assertEquals([calls, r.stoppedEarly, r.steps], [4, true, 8]);
     calls = 0;
-    const patient = await train(step, new Map([["w", W0()]]), data(8), {
+    const patient = await train(step, data(8), {
+      params: new Map([["w", W0()]]),
       batchSize: 4,
       epochs: 5,
       earlyStopping: { patience: 3 },
-    }, { evaluate: () => Promise.resolve({ loss: evals[calls++]! }) });
+      hooks: { evaluate: () => Promise.resolve({ loss: evals[calls++]! }) },
+    });
     assertEquals([calls, patient.stoppedEarly, patient.steps], [5, false, 10]);
   } finally {
     await step.release();
@@ -238,7 +248,8 @@ Deno.test("the batch order is a function of the seed, and --no-shuffle keeps the
         });
       },
     };
-    await train(recorder, new Map([["w", new Float32Array(1)]]), d, {
+    await train(recorder, d, {
+      params: new Map([["w", new Float32Array(1)]]),
       batchSize: 4,
       epochs: 2,
       ...opts,

@@ -1,0 +1,289 @@
+/**
+ * The options of a training run in one place: what each one is, its default, and how a training
+ * config file (`ffwd train --config train.json`, see `train_config.ts`) combines with options
+ * given explicitly. Explicit options win over the file and the file over the defaults, for
+ * `ffwd train`'s flags and for `finetune()`'s options alike: both go through
+ * {@link resolveTrainOptions}.
+ *
+ * @module
+ */
+
+import { defaultPeftConfig, type PeftConfig } from "../adapters/config.ts";
+import { type Dataset, splitDataset } from "../src/data/dataset.ts";
+import { loadDataset } from "../src/data/files.ts";
+import type { LossName } from "../src/lora/adapted.ts";
+import { Rng } from "../src/rng.ts";
+import type { OptimizerName } from "../src/train/optim.ts";
+import { type MetricLine, TRAINER_DEFAULTS, type TrainerOptions } from "../src/train/trainer.ts";
+import type { TrainConfig } from "./train_config.ts";
+
+/**
+ * The defaults of a run's options: the loop's (`TRAINER_DEFAULTS`), LoRA of rank 8 and alpha
+ * 2 × rank on every linear layer, no dropout, no trained bias, and cross-entropy.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { TRAIN_DEFAULTS } from "./train_options.ts";
+ * strictEqual(TRAIN_DEFAULTS.alphaPerRank * TRAIN_DEFAULTS.rank, 16);
+ * ```
+ */
+export const TRAIN_DEFAULTS = {
+  ...TRAINER_DEFAULTS,
+  rank: 8,
+  /** The default alpha is this multiple of the rank. */
+  alphaPerRank: 2,
+  targets: "all-linear",
+  dropout: 0,
+  dora: false,
+  rslora: false,
+  bias: "none",
+  loss: "cross_entropy",
+} as const;
+
+/**
+ * The options of a training run: `ffwd train`'s flags (camelCase; a training config file holds
+ * the same in snake_case), the loop's settings, and callbacks. Every one is optional; see
+ * {@link TRAIN_DEFAULTS} for what an unset one means.
+ */
+export interface FinetuneOptions extends TrainerOptions {
+  /**
+   * A training config, or the path of its JSON file (`ffwd train --config`): it fills the
+   * options not given here.
+   */
+  readonly trainConfig?: TrainConfig | string;
+  /** The base model's file, recorded in the adapter's config (`ffwd train` opens it). */
+  readonly model?: string;
+  /** The block to adapt, in a model file with several (`ffwd train` opens it). */
+  readonly block?: string;
+  /** The training data's file (`ffwd train` reads it). */
+  readonly data?: string;
+  /** Folder for the adapter, metrics, checkpoints, summary and report (required). */
+  readonly outDir?: string;
+  /** Data evaluated after each epoch (loss, and accuracy for cross-entropy), dropout off. */
+  readonly evalData?: Dataset;
+  /** A file of evaluation data, read when `evalData` is not given. */
+  readonly evalFile?: string;
+  /** Without `evalData` or `evalFile`: hold out this fraction of the data for evaluation. */
+  readonly evalSplit?: number;
+  /** The label column of CSV data files (a header name or a 0-based index). */
+  readonly labelColumn?: string | number;
+  /**
+   * The adapter to train, whole (PEFT config). When given, the adapter options below and the
+   * file's adapter fields are not used.
+   */
+  readonly config?: PeftConfig;
+  /** LoRA rank. */
+  readonly rank?: number;
+  /** LoRA alpha (default: 2 × rank). */
+  readonly alpha?: number;
+  /** `"all-linear"`, module names, `"/regex/"`, or a comma-separated list of names. */
+  readonly targets?: string | readonly string[];
+  /** Train DoRA adapters. */
+  readonly dora?: boolean;
+  /** Scale by alpha / √rank (rsLoRA). */
+  readonly rslora?: boolean;
+  /** Which biases train with the adapter (PEFT's `bias`). */
+  readonly bias?: PeftConfig["bias"];
+  /** Layers trained whole and saved in the adapter (names, or a comma-separated list). */
+  readonly modulesToSave?: string | readonly string[];
+  /** LoRA dropout probability. */
+  readonly dropout?: number;
+  /** The loss appended to the model's first output; it decides the labels or targets fed. */
+  readonly loss?: LossName;
+  /** Optimizer steps between checkpoints in `<outDir>/checkpoint` (default: only at the end). */
+  readonly checkpointEvery?: number;
+  /** Continue from `<dir>/checkpoint` (or `<dir>` itself when it holds a checkpoint). */
+  readonly resume?: string;
+  /** Warm start from an adapter folder (ours, PEFT's or MLX's). */
+  readonly initAdapter?: string;
+  /** Intra-op threads of the sessions (default: the number of cores). */
+  readonly threads?: number;
+  /** Receives each line written to `metrics.jsonl`, as it is written. */
+  readonly onMetric?: (line: MetricLine) => void;
+  /** Receives advice that does not stop training (e.g. a rank above a layer's min(in, out)). */
+  readonly onWarning?: (message: string) => void;
+}
+
+/**
+ * Options with the file and the defaults applied: the adapter options folded into `config`,
+ * and the values a run records (loss, epochs, batch size, learning rate, optimizer, seed) set.
+ */
+export interface ResolvedTrainOptions extends
+  Omit<
+    FinetuneOptions,
+    | "trainConfig"
+    | "config"
+    | "rank"
+    | "alpha"
+    | "targets"
+    | "dora"
+    | "rslora"
+    | "bias"
+    | "modulesToSave"
+    | "dropout"
+    | "loss"
+  > {
+  /** The adapter to train: the given config, or one built from the adapter options. */
+  readonly config: PeftConfig;
+  /** The loss appended to the model's first output. */
+  readonly loss: LossName;
+  /** Passes over the data. */
+  readonly epochs: number;
+  /** Rows per micro-batch. */
+  readonly batchSize: number;
+  /** Base learning rate. */
+  readonly lr: number;
+  /** Update rule. */
+  readonly optimizer: OptimizerName;
+  /** Seeds initialisation, the epoch order, dropout and the evaluation split. */
+  readonly seed: number;
+  /** Visit rows in a new random order each epoch. */
+  readonly shuffle: boolean;
+}
+
+/**
+ * Applies a training config file and the defaults to `options`: an option given in `options`
+ * wins over the file's field, which wins over the default. The result leaves out what is unset
+ * everywhere.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { resolveTrainOptions } from "./train_options.ts";
+ * const file = { rank: 4, lr: 0.01, targets: "fc1,fc2", early_stopping: 3 };
+ * const o = resolveTrainOptions(file, { lr: 0.1, outDir: "runs/a" });
+ * deepStrictEqual(
+ *   [o.config.r, o.config.loraAlpha, o.config.targetModules, o.lr, o.earlyStopping],
+ *   [4, 8, ["fc1", "fc2"], 0.1, { patience: 3 }],
+ * );
+ * deepStrictEqual(
+ *   [o.outDir, o.batchSize, o.optimizer, o.loss],
+ *   ["runs/a", 32, "adamw", "cross_entropy"],
+ * );
+ * ```
+ */
+export function resolveTrainOptions(
+  file: TrainConfig,
+  options: FinetuneOptions = {},
+): ResolvedTrainOptions {
+  const D = TRAIN_DEFAULTS;
+  const {
+    trainConfig: _given, // read by the caller: it is `file`
+    rank: givenRank,
+    alpha,
+    targets,
+    dora,
+    rslora,
+    bias,
+    modulesToSave,
+    dropout,
+    ...o
+  } = options;
+  const model = o.model ?? file.model;
+  const rank = givenRank ?? file.rank ?? D.rank;
+  const config = o.config ?? defaultPeftConfig({
+    r: rank,
+    loraAlpha: alpha ?? file.alpha ?? D.alphaPerRank * rank,
+    targetModules: parseTargets(targets ?? file.targets ?? D.targets),
+    useDora: dora ?? file.dora ?? D.dora,
+    useRslora: rslora ?? file.rslora ?? D.rslora,
+    bias: bias ?? file.bias ?? D.bias,
+    modulesToSave: parseList(modulesToSave ?? file.modules_to_save) ?? null,
+    loraDropout: dropout ?? file.dropout ?? D.dropout,
+    layersToTransform: file.layers_to_transform ?? null,
+    rankPattern: file.rank_pattern ?? {},
+    alphaPattern: file.alpha_pattern ?? {},
+    initLoraWeights: file.init === "gaussian" ? "gaussian" : true,
+    baseModelNameOrPath: model ?? null,
+  });
+  const optimizerOptions = defined({
+    weightDecay: file.weight_decay,
+    momentum: file.momentum,
+    nesterov: file.nesterov,
+    ...defined(o.optimizerOptions ?? {}),
+  });
+  return defined({
+    ...o,
+    model,
+    block: o.block ?? file.block,
+    data: o.data ?? file.data,
+    outDir: o.outDir ?? file.out,
+    evalFile: o.evalFile ?? file.eval,
+    evalSplit: o.evalSplit ?? file.eval_split,
+    labelColumn: o.labelColumn ?? file.label_column,
+    config,
+    loss: o.loss ?? file.loss ?? D.loss,
+    epochs: o.epochs ?? file.epochs ?? D.epochs,
+    maxSteps: o.maxSteps ?? file.max_steps,
+    batchSize: o.batchSize ?? file.batch_size ?? D.batchSize,
+    gradAccum: o.gradAccum ?? file.grad_accum,
+    lr: o.lr ?? file.lr ?? D.lr,
+    schedule: o.schedule ?? file.schedule,
+    warmupSteps: o.warmupSteps ?? file.warmup_steps,
+    optimizer: o.optimizer ?? file.optimizer ?? D.optimizer,
+    optimizerOptions: Object.keys(optimizerOptions).length ? optimizerOptions : undefined,
+    clipNorm: o.clipNorm ?? file.clip_norm,
+    seed: o.seed ?? file.seed ?? D.seed,
+    shuffle: o.shuffle ?? file.shuffle ?? D.shuffle,
+    earlyStopping: o.earlyStopping ??
+      (file.early_stopping ? { patience: file.early_stopping } : undefined),
+    checkpointEvery: o.checkpointEvery ?? file.checkpoint_every,
+    initAdapter: o.initAdapter ?? file.init_adapter,
+    resume: o.resume ?? file.resume,
+    threads: o.threads ?? file.threads,
+  });
+}
+
+/**
+ * The training and evaluation sets of a run: `evalData` when given, else the rows of `evalFile`
+ * (read with the training data's width and `labelColumn`), else the last `evalSplit` of the
+ * data in the seed's permutation held out, else no evaluation.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { evalSets, resolveTrainOptions } from "./train_options.ts";
+ * const data = {
+ *   rows: 10,
+ *   width: 1,
+ *   x: new Float32Array(10),
+ *   y: { kind: "labels" as const, data: new BigInt64Array(10) },
+ * };
+ * const sets = await evalSets(data, resolveTrainOptions({ eval_split: 0.2 }));
+ * deepStrictEqual([sets.data.rows, sets.evalData?.rows], [8, 2]);
+ * ```
+ */
+export async function evalSets(
+  data: Dataset,
+  options: ResolvedTrainOptions,
+): Promise<{ data: Dataset; evalData?: Dataset }> {
+  const { evalData, evalFile, evalSplit, labelColumn, seed } = options;
+  if (evalData) return { data, evalData };
+  if (evalFile) {
+    return { data, evalData: await loadDataset(evalFile, { width: data.width, labelColumn }) };
+  }
+  if (!evalSplit) return { data };
+  const [train, held] = splitDataset(data, evalSplit, new Rng(seed).permutation(data.rows));
+  return { data: train, evalData: held };
+}
+
+/** `all-linear`, `/regex/` (the regular expression), or a comma-separated list of names. */
+function parseTargets(raw: string | readonly string[]): string | string[] {
+  if (typeof raw !== "string") return [...raw];
+  const s = raw.trim();
+  if (s === "all-linear") return "all-linear";
+  if (s.length > 1 && s.startsWith("/") && s.endsWith("/")) return s.slice(1, -1);
+  return parseList(s)!;
+}
+
+function parseList(raw: string | readonly string[] | undefined): string[] | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "string") return [...raw];
+  return raw.split(",").map((t) => t.trim()).filter(Boolean);
+}
+
+/** `o` without its undefined fields. */
+function defined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
