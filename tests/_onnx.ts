@@ -26,10 +26,11 @@ import {
 import { valueInfo } from "../src/engine/emit.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { dtypeOfOnnx } from "../src/engine/ops/cast.ts";
-import { fromOrt, Session, toOrt } from "../src/engine/runtime.ts";
+import { fromOrt, toOrt } from "../src/engine/runtime.ts";
 import type { BuildOptions } from "../src/models/model.ts";
 import type { Tensor } from "../src/tensor.ts";
 import type { OnnxModel } from "../src/models/onnx/import.ts";
+import { runGraph } from "./_ops.ts";
 
 /** The realdata folder and its tests' registration, shared by the whole suite. */
 export { REALDATA, realdataTest } from "./_realdata.ts";
@@ -174,15 +175,10 @@ export async function runImported(
 ): Promise<Record<string, Tensor>> {
   const g = new Graph();
   const built = m.build(g, opts);
-  const s = await Session.compile(g);
-  try {
-    const named: Record<string, Tensor> = {};
-    built.inputs.forEach((v, i) => (named[v.name] = feeds[m.inputs[i]!.name]!));
-    const out = await s.run(named);
-    return Object.fromEntries(built.outputs.map((v, i) => [m.outputs[i]!.name, out[v.name]!]));
-  } finally {
-    await s.release();
-  }
+  const named: Record<string, Tensor> = {};
+  built.inputs.forEach((v, i) => (named[v.name] = feeds[m.inputs[i]!.name]!));
+  const out = await runGraph(g, named);
+  return Object.fromEntries(built.outputs.map((v, i) => [m.outputs[i]!.name, out[v.name]!]));
 }
 
 /** Runs the original file in onnxruntime. */
@@ -199,16 +195,4 @@ export async function runOriginal(
   } finally {
     await s.release();
   }
-}
-
-/** Largest absolute difference between two float tensors of one shape. */
-export function maxDiff(a: Tensor, b: Tensor): number {
-  if (a.shape.join() !== b.shape.join()) {
-    throw new Error(`Shapes differ: [${a.shape}] vs [${b.shape}]`);
-  }
-  let m = 0;
-  for (let i = 0; i < a.data.length; i++) {
-    m = Math.max(m, Math.abs(Number(a.data[i]) - Number(b.data[i])));
-  }
-  return m;
 }

@@ -1,42 +1,50 @@
 /**
- * Helpers for the op tests in this folder: compile a graph, run it once, read numbers back.
+ * Running a graph in onnxruntime, for tests: compile, run, release. The one test helper that
+ * loads onnxruntime, so it stays out of `_assert.ts` (which holds every other helper).
  *
  * @module
  */
 
 import type { Graph } from "../src/engine/graph.ts";
-import { Session } from "../src/engine/runtime.ts";
+import { Session, type SessionOptions } from "../src/engine/runtime.ts";
 import type { Tensor } from "../src/tensor.ts";
 
-/** An F32 tensor of `shape` holding `values`. */
-export function f32(shape: readonly number[], values: readonly number[]): Tensor<"F32"> {
-  return { dtype: "F32", shape, data: Float32Array.from(values) };
-}
+/** Feeds of one run, by input name. */
+export type Feeds = Record<string, Tensor>;
 
-/** Compiles `g` (single-threaded), runs it once per feed set and returns each run's outputs. */
-export async function runGraph(
+/**
+ * Compiles `g` once (one thread unless `options.threads` says otherwise), runs it on each feed
+ * set in turn and returns each run's outputs (`options.outputs`, or the graph's) by name. With
+ * `float64`, F32 feeds are widened to F64 for the float64 twin; F64 feeds go as they are.
+ */
+export async function runGraphEach(
   g: Graph,
-  ...feeds: Record<string, Tensor>[]
+  feedSets: readonly Feeds[],
+  options: SessionOptions = {},
 ): Promise<Record<string, Tensor>[]> {
-  const s = await Session.compile(g, { threads: 1 });
+  const s = await Session.compile(g, { threads: 1, ...options });
+  const widen = (t: Tensor): Tensor =>
+    options.float64 && t.dtype === "F32"
+      ? { ...t, dtype: "F64", data: Float64Array.from(t.data as Float32Array) }
+      : t;
   try {
     const out = [];
-    for (const f of feeds) out.push(await s.run(f));
+    for (const feeds of feedSets) {
+      out.push(
+        await s.run(Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, widen(t)]))),
+      );
+    }
     return out;
   } finally {
     await s.release();
   }
 }
 
-/** The elements of a tensor as plain numbers. */
-export function values(t: Tensor | undefined): number[] {
-  if (!t) throw new Error("Missing output tensor");
-  return Array.from(t.data as ArrayLike<number | bigint>, Number);
-}
-
-/** Throws unless `actual` and `expected` agree element-wise within `tol`. */
-export function assertClose(actual: readonly number[], expected: readonly number[], tol = 1e-6) {
-  const bad = actual.length !== expected.length ||
-    actual.some((v, i) => !(Math.abs(v - expected[i]!) <= tol));
-  if (bad) throw new Error(`Expected [${expected.join(", ")}], got [${actual.join(", ")}]`);
+/** {@link runGraphEach} with one feed set: compiles `g`, runs it once, returns its outputs by name. */
+export async function runGraph(
+  g: Graph,
+  feeds: Feeds,
+  options: SessionOptions = {},
+): Promise<Record<string, Tensor>> {
+  return (await runGraphEach(g, [feeds], options))[0]!;
 }

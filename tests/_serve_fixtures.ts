@@ -12,7 +12,7 @@ import { defaultPeftConfig } from "../adapters/config.ts";
 import { savePeftAdapter } from "../adapters/peft.ts";
 import { predictFile } from "../cli/predict.ts";
 import { Rng } from "../src/rng.ts";
-import type { Tensor } from "../src/tensor.ts";
+import { randomTensor } from "./_assert.ts";
 
 /** The base model of the tests. */
 export const MODEL = new URL("../fixtures/hf/fc_mlp/model.safetensors", import.meta.url).pathname;
@@ -30,15 +30,12 @@ export async function writeAdapter(dir: string, seed: number): Promise<void> {
   const r = 1 + seed % 4;
   const useDora = seed % 3 === 0;
   const targets = seed % 2 ? ["fc1", "fc2", "fc3"] : ["fc1", "fc3"];
-  const t = (shape: number[], lo: number, hi: number): Tensor<"F32"> => ({
-    dtype: "F32",
-    shape,
-    data: rng.fillUniform(new Float32Array(shape[0]! * (shape[1] ?? 1)), lo, hi) as Float32Array,
-  });
+  const half = { lo: -0.5, hi: 0.5 };
   const layers = new Map(targets.map((m) => {
     const [din, dout] = SIZES[m]!;
-    const magnitude = useDora ? t([dout], 0.5, 1.5) : undefined;
-    return [m, { A: t([r, din], -0.5, 0.5), B: t([dout, r], -0.5, 0.5), magnitude }];
+    const magnitude = useDora ? randomTensor([dout], rng, { lo: 0.5, hi: 1.5 }) : undefined;
+    const A = randomTensor([r, din], rng, half);
+    return [m, { A, B: randomTensor([dout, r], rng, half), magnitude }];
   }));
   const config = defaultPeftConfig({ r, loraAlpha: 2 * r, targetModules: targets, useDora });
   const name = dir.split("/").pop()!;

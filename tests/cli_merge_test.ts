@@ -5,6 +5,7 @@
  */
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { withTempDir } from "./_assert.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const MAIN = new URL("cli/main.ts", ROOT).pathname;
@@ -37,17 +38,8 @@ async function ffwd(...args: string[]): Promise<Run> {
   return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
 }
 
-async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd_cli_merge_" });
-  try {
-    await run(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 Deno.test("ffwd merge writes the merged model and prints the verdict and where the report is", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const base = `${PEFT}mlp_lora/base.safetensors`;
     const r = await ffwd(
       "merge",
@@ -70,7 +62,7 @@ Deno.test("ffwd merge writes the merged model and prints the verdict and where t
 });
 
 Deno.test("ffwd merge --json combines adapters by SVD and prints the report with each layer's error", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const a = `${PEFT}legacy`;
     const r = await ffwd(
       "merge",
@@ -100,7 +92,7 @@ Deno.test("ffwd merge --json combines adapters by SVD and prints the report with
 });
 
 Deno.test("ffwd export --mode adapter-inputs writes an ONNX file with A and B as inputs", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const a = `${PEFT}mlp_dora`;
     const r = await ffwd(
       "export",
@@ -123,7 +115,7 @@ Deno.test("ffwd export --mode adapter-inputs writes an ONNX file with A and B as
 });
 
 Deno.test("ffwd merge and export exit 2 on usage errors and 1 with one error line on failures", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const base = `${PEFT}mlp_lora/base.safetensors`;
     const usage = [
       ["merge", "--model", base, "--out", `${dir}/m.onnx`],

@@ -4,9 +4,8 @@
  * metadata `block`), all made by `fixtures/hf/make_fixtures.py`.
  */
 
-import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { Graph } from "../src/engine/graph.ts";
-import { Session } from "../src/engine/runtime.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import type { Tensor } from "../src/tensor.ts";
 import {
@@ -14,6 +13,8 @@ import {
   type SafetensorsModel,
 } from "../src/models/blocks/safetensors_model.ts";
 import { detectSafetensorsBlocks } from "../src/models/blocks/safetensors_model.ts";
+import { assertRejects, relError } from "./_assert.ts";
+import { runGraph } from "./_ops.ts";
 
 const HF = new URL("../fixtures/hf/", import.meta.url).pathname;
 
@@ -22,42 +23,7 @@ async function forward(model: SafetensorsModel, x: Tensor): Promise<Tensor> {
   const g = new Graph();
   const { inputs, outputs } = model.build(g);
   g.output(outputs[0]!);
-  const session = await Session.compile(g);
-  try {
-    const out = await session.run({ [inputs[0]!.name]: x });
-    return out[outputs[0]!.name]!;
-  } finally {
-    await session.release();
-  }
-}
-
-/** The error `f` rejects with, checked to be a `cls`. */
-async function rejection(
-  f: () => Promise<unknown>,
-  cls: new (...args: never[]) => Error,
-): Promise<Error> {
-  let caught: unknown;
-  await rejects(async () => {
-    try {
-      await f();
-    } catch (e) {
-      caught = e;
-      throw e;
-    }
-  }, cls);
-  return caught as Error;
-}
-
-/** `|a - b| <= rtol · max|b|` element-wise: relative to the output's scale. */
-function assertClose(actual: Tensor, expected: Tensor, rtol = 1e-5): void {
-  assertEquals(actual.shape, expected.shape);
-  const a = actual.data as Float32Array;
-  const b = expected.data as Float32Array;
-  let scale = 0;
-  for (const v of b) scale = Math.max(scale, Math.abs(v));
-  let worst = 0;
-  for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-  assert(worst <= rtol * scale, `max error ${worst} exceeds ${rtol} × ${scale}`);
+  return (await runGraph(g, { [inputs[0]!.name]: x }))[outputs[0]!.name]!;
 }
 
 const LAYOUTS: Record<string, { layout?: string; first: string }> = {
@@ -93,7 +59,10 @@ for (const [dir, want] of Object.entries(LAYOUTS)) {
       }
       assertEquals(model.block, block === "" ? undefined : block);
       const y = await forward(model, golden.tensors.get("x")!);
-      assertClose(y, golden.tensors.get("y")!);
+      const expected = golden.tensors.get("y")!;
+      assertEquals(y.shape, expected.shape);
+      const err = relError(y.data as Float32Array, expected.data as Float32Array);
+      assert(err <= 1e-5, `max |y − PyTorch's y| is ${err} × max |PyTorch's y|, over 1e-5`);
     } finally {
       model.close();
     }
@@ -150,10 +119,10 @@ Deno.test("a file with three LLaMA layers lists its blocks and asks for one", as
   assertEquals(found.blocks.map((b) => b.name), names);
   assertEquals(found.modelType, "llama");
   assertEquals(JSON.parse(JSON.stringify(found)), found);
-  const e = await rejection(() => openSafetensorsModel(path), RangeError);
+  const e = await assertRejects(() => openSafetensorsModel(path), RangeError);
   assert(e.message.includes("3 feedforward blocks"), e.message);
   for (const n of names) assert(e.message.includes(`"${n}"`), e.message);
-  const u = await rejection(
+  const u = await assertRejects(
     () => openSafetensorsModel(path, { block: "model.layers.7.mlp" }),
     RangeError,
   );
@@ -170,7 +139,7 @@ Deno.test("a file with three LLaMA layers lists its blocks and asks for one", as
 });
 
 Deno.test("a file without a recognisable block says so and suggests a spec", async () => {
-  const e = await rejection(
+  const e = await assertRejects(
     () => openSafetensorsModel(`${HF}custom_seq/model.safetensors`),
     TypeError,
   );

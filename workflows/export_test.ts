@@ -17,19 +17,11 @@ import { adapterFeeds, ParityError } from "./parity.ts";
 import { planMerge } from "./merge.ts";
 import { randomAdapter } from "../tests/_random_adapter.ts";
 import { REALDATA, realdataTest } from "../tests/_realdata.ts";
+import { withTempDir } from "../tests/_assert.ts";
 
 const PEFT = new URL("../fixtures/peft/", import.meta.url).pathname;
 const HF = new URL("../fixtures/hf/", import.meta.url).pathname;
 const REAL = REALDATA;
-
-async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd_export_" });
-  try {
-    await run(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 async function names(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -57,7 +49,7 @@ function assertPass(
 }
 
 Deno.test("exportAdapter() writes merged ONNX and safetensors of every HF layout that pass parity", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     for await (const e of Deno.readDir(HF)) {
       if (!e.isDirectory) continue;
       const spec = e.name.startsWith("custom") ? `${HF}${e.name}/block.json` : undefined;
@@ -82,7 +74,7 @@ Deno.test("exportAdapter() writes merged ONNX and safetensors of every HF layout
 });
 
 Deno.test("exportAdapter() to safetensors keeps keys, dtypes, metadata and the other tensors' bytes", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = `${HF}llama_bf16/model.safetensors`;
     const model = await openSafetensorsModel(path);
     const adapter = randomAdapter(model, { r: 2, seed: 1, layers: ["model.layers.0.mlp.up_proj"] });
@@ -113,7 +105,7 @@ Deno.test("exportAdapter() to safetensors keeps keys, dtypes, metadata and the o
 });
 
 Deno.test("exportAdapter() of an ONNX base keeps its graph and replaces only the adapted initializers", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const model = await openModel(`${PEFT}mlp_lora/base.safetensors`);
     await exportAdapter(model, randomAdapter(model), { out: `${dir}/base.onnx` }); // an ONNX base
     const onnx = await openModel(`${dir}/base.onnx`);
@@ -146,7 +138,7 @@ Deno.test("exportAdapter() of an ONNX base keeps its graph and replaces only the
 });
 
 Deno.test("exportAdapter() replaces Constant weights and keeps an F16 initializer in F16", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const g = new Graph();
     const x = g.input("x", "F32", ["batch", 3]);
     const half = castFloat({
@@ -180,7 +172,7 @@ Deno.test("exportAdapter() replaces Constant weights and keeps an F16 initialize
 });
 
 Deno.test("exportAdapter() adapter-inputs: A and B are inputs by PEFT key and swap in a plain session", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const model = await openModel(`${PEFT}mlp_dora/base.safetensors`);
     const adapter = await loadAdapter(`${PEFT}mlp_dora`);
     const { report } = await exportAdapter(model, adapter, {
@@ -226,7 +218,7 @@ Deno.test("exportAdapter() adapter-inputs: A and B are inputs by PEFT key and sw
 });
 
 Deno.test("exportAdapter() leaves no file behind when the parity check fails", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const model = await openModel(`${PEFT}mlp_lora/base.safetensors`);
     const adapter = await loadAdapter(`${PEFT}mlp_lora`);
     await Deno.writeTextFile(`${dir}/merged.onnx`, "an older file");
@@ -248,7 +240,7 @@ Deno.test("exportAdapter() leaves no file behind when the parity check fails", a
 });
 
 Deno.test("exportAdapter() reads probe files and refuses what it cannot write", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const model = await openModel(`${PEFT}legacy/base.safetensors`);
     const adapter = await loadAdapter(`${PEFT}legacy`);
     await Deno.writeTextFile(
@@ -290,7 +282,7 @@ const REAL_BASES = [
 realdataTest(
   "exportAdapter() merges real ONNX bases (PyTorch, tf2onnx, keras2onnx, external data) with parity",
   async () => {
-    await withDir(async (dir) => {
+    await withTempDir(async (dir) => {
       for (const [i, rel] of REAL_BASES.entries()) {
         const model: BaseModel = await openModel(`${REAL}${rel}`);
         for (const dora of [false, true]) {

@@ -11,19 +11,10 @@ import { type Adapter, loadAdapter } from "../adapters/adapter.ts";
 import { layerHyper } from "../adapters/config.ts";
 import { mergeAdapter, planMerge, unmergeAdapter } from "./merge.ts";
 import { randomAdapter } from "../tests/_random_adapter.ts";
+import { relError } from "../tests/_assert.ts";
 
 const PEFT = new URL("../fixtures/peft/", import.meta.url).pathname;
 const HF = new URL("../fixtures/hf/", import.meta.url).pathname;
-
-/** max |a − b| / max |b| (the ∞-norm relative error). */
-function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0, s = 0;
-  for (let i = 0; i < b.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    s = Math.max(s, Math.abs(b[i]!));
-  }
-  return d / s;
-}
 
 const f32 = (t: Tensor) => toFloat32(t).data;
 

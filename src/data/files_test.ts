@@ -3,16 +3,7 @@ import { castFloat } from "../tensor.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import type { Dataset } from "./dataset.ts";
 import { loadDataset, loadInputs, saveDatasetSafetensors, writeJsonl } from "./files.ts";
-
-/** Runs `body` with a fresh folder, removed afterwards. */
-async function inTemp(body: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { withTempDir } from "../../tests/_assert.ts";
 
 /** Writes `text` to `dir/name` and returns the path. */
 async function file(dir: string, name: string, text: string): Promise<string> {
@@ -35,7 +26,7 @@ async function failsWith(
 }
 
 Deno.test("loadDataset() reads JSONL labels, skipping blank lines and CRLF endings", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = await file(dir, "a.jsonl", '{"x":[1,2],"y":0}\r\n\n  \n{"x":[3,4.5],"y":2}');
     const data = await loadDataset(path);
     strictEqual(data.rows, 2);
@@ -48,7 +39,7 @@ Deno.test("loadDataset() reads JSONL labels, skipping blank lines and CRLF endin
 });
 
 Deno.test("loadDataset() reads JSONL float targets", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = await file(dir, "t.ndjson", '{"x":[1],"y":[0.5,1]}\n{"x":[2],"y":[3,-4]}\n');
     const data = await loadDataset(path);
     deepStrictEqual(data.y, { kind: "targets", data: new Float32Array([0.5, 1, 3, -4]), width: 2 });
@@ -56,7 +47,7 @@ Deno.test("loadDataset() reads JSONL float targets", async () => {
 });
 
 Deno.test("loadDataset() names the row, the expected and the actual width", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = await file(dir, "train.jsonl", '{"x":[1,2],"y":0}\n\n{"x":[1],"y":0}\n');
     await failsWith(
       () => loadDataset(path),
@@ -72,7 +63,7 @@ Deno.test("loadDataset() names the row, the expected and the actual width", asyn
 });
 
 Deno.test("loadDataset() rejects JSONL garbage, naming the row and the value", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const cases: [string, new (...args: never[]) => Error, string][] = [
       [
         '{"x":[1,2],"y":0}\n{"x":[1,"a"],"y":0}',
@@ -107,7 +98,7 @@ Deno.test("loadDataset() rejects JSONL garbage, naming the row and the value", a
 });
 
 Deno.test("loadDataset() rejects mixed labels and targets, naming both rows", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = await file(dir, "mixed.jsonl", '{"x":[1],"y":1}\n{"x":[2],"y":[1]}\n');
     await failsWith(
       () => loadDataset(path),
@@ -124,7 +115,7 @@ Deno.test("loadDataset() rejects mixed labels and targets, naming both rows", as
 });
 
 Deno.test("loadInputs() reads JSONL rows with or without y", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = await file(dir, "in.jsonl", '{"x":[1,2]}\n{"x":[3,4],"y":[9]}\n');
     deepStrictEqual(await loadInputs(path), {
       rows: 2,
@@ -135,7 +126,7 @@ Deno.test("loadInputs() reads JSONL rows with or without y", async () => {
 });
 
 Deno.test("loadDataset() detects a CSV header and finds the label column by name or index", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const expected = {
       rows: 2,
       width: 2,
@@ -157,7 +148,7 @@ Deno.test("loadDataset() detects a CSV header and finds the label column by name
 });
 
 Deno.test("loadInputs() reads every CSV column, or all but the label column", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = await file(dir, "in.csv", "a,b,label\n1,2,0\n3,4,1\n");
     deepStrictEqual(await loadInputs(path, { labelColumn: "label" }), {
       rows: 2,
@@ -170,7 +161,7 @@ Deno.test("loadInputs() reads every CSV column, or all but the label column", as
 });
 
 Deno.test("loadDataset() names the CSV row and column of a bad cell, counting the header", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = await file(dir, "bad.csv", "y,a,b\n1,2,3\n\n0,4,5,6\n");
     await failsWith(
       () => loadDataset(path, { labelColumn: "y" }),
@@ -206,7 +197,7 @@ Deno.test("loadDataset() names the CSV row and column of a bad cell, counting th
 });
 
 Deno.test("loadDataset() explains a CSV label column it cannot find", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const head = await file(dir, "h.csv", "a,b\n1,2\n");
     const bare = await file(dir, "b.csv", "1,2\n");
     await failsWith(
@@ -233,7 +224,7 @@ Deno.test("loadDataset() explains a CSV label column it cannot find", async () =
 });
 
 Deno.test("loadDataset() fails clearly on empty files and unknown formats", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     for (
       const [name, text, why] of [
         ["e.jsonl", "", "the file is empty"],
@@ -264,7 +255,7 @@ Deno.test("loadDataset() fails clearly on empty files and unknown formats", asyn
 });
 
 Deno.test("saveDatasetSafetensors() then loadDataset() gives back the same dataset", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const x = new Float32Array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]);
     const sets: Dataset[] = [
       {
@@ -290,7 +281,7 @@ Deno.test("saveDatasetSafetensors() then loadDataset() gives back the same datas
 });
 
 Deno.test("loadDataset() converts safetensors inputs to F32 and checks shapes and values", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = `${dir}/d.safetensors`;
     const x32 = { dtype: "F32" as const, shape: [2, 2, 2], data: new Float32Array(8).fill(0.5) };
     await writeSafetensors(path, {
@@ -331,7 +322,7 @@ Deno.test("loadDataset() converts safetensors inputs to F32 and checks shapes an
 });
 
 Deno.test("writeJsonl() writes typed arrays as the shortest float32 decimals", async () => {
-  await inTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = `${dir}/out.jsonl`;
     const y = new Float32Array([0.1, 1 / 3, 1e-8, 2]);
     await writeJsonl(path, [{ y: y.subarray(0, 2) }, { y: y.subarray(2), label: 3n }]);

@@ -1,6 +1,7 @@
 import { deepStrictEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import * as ort from "onnxruntime-node";
-import { Rng } from "../rng.ts";
+import { assertClose, randomTensor, withTempDir } from "../../tests/_assert.ts";
+import { runGraph } from "../../tests/_ops.ts";
 import { fromBytes, type Tensor } from "../tensor.ts";
 import { saveOnnx, serializeOnnx, toModelProto } from "./emit.ts";
 import { Graph, int, ints, type Value } from "./graph.ts";
@@ -10,31 +11,7 @@ import { matmul } from "./ops/matmul.ts";
 import { reduceMean, reduceSum } from "./ops/reduce.ts";
 import { grad } from "./autograd.ts";
 import { cast } from "./ops/shape.ts";
-import { fromOrt, Session, toOrt } from "./runtime.ts";
-
-function rand(shape: number[], seed: number): Tensor<"F32"> {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  new Rng(seed).fillUniform(data, -1, 1);
-  return { dtype: "F32", shape, data };
-}
-
-async function run(g: Graph, feeds: Record<string, Tensor>, opts = {}) {
-  const s = await Session.compile(g, { threads: 1, ...opts });
-  try {
-    return await s.run(feeds);
-  } finally {
-    await s.release();
-  }
-}
-
-function closeTo(a: Tensor, b: Tensor, tol: number): void {
-  deepStrictEqual(a.shape, b.shape);
-  for (let i = 0; i < a.data.length; i++) {
-    const x = Number(a.data[i]);
-    const y = Number(b.data[i]);
-    ok(Math.abs(x - y) <= tol * Math.max(1, Math.abs(y)), `element ${i}: ${x} vs ${y}`);
-  }
-}
+import { fromOrt, toOrt } from "./runtime.ts";
 
 /** ReduceMean over axis 1, ReduceMax over axis 2 (both with an axes attribute), ReduceMean over all. */
 function reductions(): Graph {
@@ -66,9 +43,9 @@ Deno.test("reductions emitted at opset 17 and at opset 20 run in onnxruntime and
   const axesInputs = at20.proto.graph!.node.map((n) => n.input.length);
   deepStrictEqual(axesInputs, [2, 2, 2]);
   ok(at20.proto.graph!.node.every((n) => !n.attribute.some((a) => a.name === "axes")));
-  const x = rand([2, 3, 4], 1);
-  const r17 = await run(reductions(), { x }, { opset: 17 });
-  const r20 = await run(g20, { x });
+  const x = randomTensor([2, 3, 4], 1);
+  const r17 = await runGraph(reductions(), { x }, { opset: 17 });
+  const r20 = await runGraph(g20, { x });
   for (const k of Object.keys(r17)) deepStrictEqual(r20[k], r17[k]);
   // Spot-check the mean over axis 1 against JS.
   const m = r17[Object.keys(r17)[0]!]!.data as Float32Array;
@@ -81,9 +58,9 @@ Deno.test("the backward of ReduceMean gives the same gradient at opset 17 and 20
   const x = g.input("x", "F32", ["batch", 3, 4]);
   const [dx] = grad(reduceSum(reduceMean(mul(x, x), [1, 2])), [x]);
   g.output(dx!);
-  const feeds = { x: rand([2, 3, 4], 11) };
-  const at17 = await run(g, feeds, { opset: 17 });
-  deepStrictEqual(await run(g, feeds, { opset: 20 }), at17);
+  const feeds = { x: randomTensor([2, 3, 4], 11) };
+  const at17 = await runGraph(g, feeds, { opset: 17 });
+  deepStrictEqual(await runGraph(g, feeds, { opset: 20 }), at17);
   const d = at17[dx!.name]!.data as Float32Array;
   ok(Math.abs(d[5]! - (2 * feeds.x.data[5]!) / 12) < 1e-6);
 });
@@ -114,8 +91,11 @@ Deno.test("a reduction with constant axes as an input becomes an attribute below
   const node = toModelProto(g, { opset: 17 }).proto.graph!.node[0]!;
   deepStrictEqual(node.input, ["x"]);
   deepStrictEqual(node.attribute.find((a) => a.name === "axes")?.ints, [1n]);
-  const t = rand([2, 3], 2);
-  deepStrictEqual(await run(g, { x: t }, { opset: 17 }), await run(g, { x: t }, { opset: 18 }));
+  const t = randomTensor([2, 3], 2);
+  deepStrictEqual(
+    await runGraph(g, { x: t }, { opset: 17 }),
+    await runGraph(g, { x: t }, { opset: 18 }),
+  );
   const h = new Graph();
   const y = h.input("y", "F32", [2, 3]);
   const axes = h.input("axes", "I64", [1]);
@@ -132,13 +112,13 @@ function everyFloatSource(): Graph {
   const g = new Graph();
   const x = g.input("x", "F32", ["batch", 3]);
   const i = g.input("i", "I64", ["batch", 3]);
-  const w = g.initializer("w", rand([3, 3], 3));
+  const w = g.initializer("w", randomTensor([3, 3], 3));
   const half = g.initializer("half", {
     dtype: "F16",
     shape: [3],
     data: new Uint16Array([0x3c00, 0x3800, 0xb400]), // 1, 0.5, -0.25
   });
-  const c = constantNode(g, rand([3], 4));
+  const c = constantNode(g, randomTensor([3], 4));
   const fill = constantOfShape(shapeOf(x), 0.1, "F32", x.shape);
   const y = add(add(matmul(x, w), mul(cast(i, "F32"), 1e-3)), mul(cast(half, "F32"), c));
   g.output(mul(y, fill));
@@ -160,30 +140,28 @@ Deno.test("the float64 twin converts every float32 source and matches float32 wi
       if (n.opType === "Cast" && a.name === "to") equal(a.i === 11n || a.i === 7n, true);
     }
   }
-  const x = rand([4, 3], 5);
+  const x = randomTensor([4, 3], 5);
   const i: Tensor<"I64"> = {
     dtype: "I64",
     shape: [4, 3],
     data: BigInt64Array.from({ length: 12 }, (_, k) => BigInt(k * 37 - 200)),
   };
-  const single = await run(g, { x, i });
-  const double = await run(g, { x: { ...x, dtype: "F64", data: Float64Array.from(x.data) }, i }, {
-    float64: true,
-  });
+  const single = await runGraph(g, { x, i });
+  const double = await runGraph(g, { x, i }, { float64: true }); // x widened to F64
   for (const k of Object.keys(single)) {
     equal(double[k]!.dtype, "F64");
-    closeTo(single[k]!, double[k]!, 1e-6);
+    assertClose(single[k]!, double[k]!, { rtol: 1e-6, what: k });
   }
 });
 
 function twoLayers(): { g: Graph; feeds: Record<string, Tensor> } {
   const g = new Graph();
   const x = g.input("x", "F32", ["batch", 16]);
-  const w1 = g.initializer("w1", rand([16, 64], 6)); // 4 KiB
-  const w2 = g.initializer("w2", rand([64, 8], 7)); // 2 KiB
-  const b = g.initializer("b", rand([8], 8));
+  const w1 = g.initializer("w1", randomTensor([16, 64], 6)); // 4 KiB
+  const w2 = g.initializer("w2", randomTensor([64, 8], 7)); // 2 KiB
+  const b = g.initializer("b", randomTensor([8], 8));
   g.output(add(matmul(matmul(x, w1), w2), b));
-  return { g, feeds: { x: rand([3, 16], 9) } };
+  return { g, feeds: { x: randomTensor([3, 16], 9) } };
 }
 
 Deno.test("spillThreshold moves large initializers to a side file, aligned, and the session agrees", async () => {
@@ -196,9 +174,9 @@ Deno.test("spillThreshold moves large initializers to a side file, aligned, and 
   const external = emitted.proto.graph!.initializer.filter((t) => t.externalData.length);
   deepStrictEqual(external.map((t) => t.name), ["w1", "w2"]);
   throws(() => serializeOnnx(g, { spillThreshold: 2048 }), /saveOnnx/);
-  const inline = await run(g, feeds);
-  deepStrictEqual(await run(g, feeds, { spillThreshold: 2048 }), inline);
-  deepStrictEqual(await run(g, feeds, { spillThreshold: 0, float64: false }), inline);
+  const inline = await runGraph(g, feeds);
+  deepStrictEqual(await runGraph(g, feeds, { spillThreshold: 2048 }), inline);
+  deepStrictEqual(await runGraph(g, feeds, { spillThreshold: 0, float64: false }), inline);
 });
 
 Deno.test("initializers over the inline limit are spilled largest first without a threshold", async () => {
@@ -209,11 +187,11 @@ Deno.test("initializers over the inline limit are spilled largest first without 
   deepStrictEqual(names(10_000), []);
   deepStrictEqual(names(5000), ["w1"]);
   deepStrictEqual(names(1000), ["w1", "w2"]);
-  deepStrictEqual(await run(g, feeds, { inlineLimit: 1000 }), await run(g, feeds));
+  deepStrictEqual(await runGraph(g, feeds, { inlineLimit: 1000 }), await runGraph(g, feeds));
   // Over the limit, every initializer of 1 MiB or more goes, not just the largest.
   const h = new Graph();
   const x = h.input("x", "F32", [1, 512]);
-  const w = [0, 1, 2].map((k) => h.initializer(`w${k}`, rand([512, 512], k))); // 1 MiB each
+  const w = [0, 1, 2].map((k) => h.initializer(`w${k}`, randomTensor([512, 512], k))); // 1 MiB each
   h.output(matmul(matmul(matmul(x, w[0]!), w[1]!), w[2]!));
   const spilled = (limit: number) =>
     toModelProto(h, { inlineLimit: limit }).proto.graph!.initializer
@@ -224,8 +202,7 @@ Deno.test("initializers over the inline limit are spilled largest first without 
 
 Deno.test("saveOnnx() writes <name>.onnx and <name>.onnx.data that onnxruntime loads", async () => {
   const { g, feeds } = twoLayers();
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir(async (dir) => {
     const saved = await saveOnnx(`${dir}/mlp.onnx`, g, { spillThreshold: 2048 });
     deepStrictEqual(saved, { model: `${dir}/mlp.onnx`, data: `${dir}/mlp.onnx.data` });
     const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
@@ -234,15 +211,13 @@ Deno.test("saveOnnx() writes <name>.onnx and <name>.onnx.data that onnxruntime l
     const s = await ort.InferenceSession.create(saved.model);
     const out = await s.run({ x: toOrt(feeds.x!) });
     await s.release();
-    deepStrictEqual(fromOrt(out[s.outputNames[0]!]!), Object.values(await run(g, feeds))[0]);
+    deepStrictEqual(fromOrt(out[s.outputNames[0]!]!), Object.values(await runGraph(g, feeds))[0]);
     // Saving a model that needs no side file removes the stale one.
     deepStrictEqual(await saveOnnx(`${dir}/mlp.onnx`, g), { model: `${dir}/mlp.onnx`, data: null });
     deepStrictEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["mlp.onnx"]);
     await rejects(saveOnnx(`${dir}/missing/m.onnx`, g), Deno.errors.NotFound);
     await rejects(saveOnnx(`${dir}/m.onnx`, g, { spillFile: "../x" }), /invalid side file name/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 // --- A model over protobuf's 2 GiB limit, end to end. Slow and memory-hungry: FFWD_BIG_TESTS=1.
@@ -283,12 +258,11 @@ Deno.test({
     };
     const t1 = performance.now();
     console.log(`built in ${((t1 - t0) / 1000).toFixed(1)} s, RSS ${rss()}`);
-    const out = await run(g, feeds);
+    const out = await runGraph(g, feeds);
     outs.forEach((o, k) => deepStrictEqual([...out[o.name]!.data as Float32Array], want(k)));
     const t2 = performance.now();
     console.log(`compiled and ran in ${((t2 - t1) / 1000).toFixed(1)} s, RSS ${rss()}`);
-    const dir = await Deno.makeTempDir();
-    try {
+    await withTempDir(async (dir) => {
       const saved = await saveOnnx(`${dir}/big.onnx`, g, { sync: false });
       ok(Deno.statSync(saved.data!).size > 2 ** 31);
       ok(Deno.statSync(saved.model).size < 2 ** 20); // every weight went to the side file
@@ -303,21 +277,16 @@ Deno.test({
         `build ${sec(t0, t1)} s, compile+run ${sec(t1, t2)} s, save ${sec(t2, t3)} s, ` +
           `load+run ${sec(t3, t4)} s, RSS ${rss()}`,
       );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
 Deno.test("fromBytes() views of a saved side file match the spilled tensor", async () => {
   const { g } = twoLayers();
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir(async (dir) => {
     const saved = await saveOnnx(`${dir}/m.onnx`, g, { spillThreshold: 4096, sync: false });
     const bytes = await Deno.readFile(saved.data!);
     const w1 = g.initializers.get(g.find("w1")!) as Tensor<"F32">;
     deepStrictEqual(fromBytes("F32", [16, 64], bytes.subarray(0, 4096)).data, w1.data);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

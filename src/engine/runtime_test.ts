@@ -1,6 +1,7 @@
 import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
 import * as ort from "onnxruntime-node";
-import { Rng } from "../rng.ts";
+import { maxDiff, randomTensor, withTempDir } from "../../tests/_assert.ts";
+import { runGraph } from "../../tests/_ops.ts";
 import type { Tensor } from "../tensor.ts";
 import { saveOnnx, toModelProto } from "./emit.ts";
 import { type ExternalTensor, Graph } from "./graph.ts";
@@ -9,30 +10,6 @@ import { matmul } from "./ops/matmul.ts";
 import { reshape, transpose } from "./ops/shape.ts";
 import { fromOrt, ortSessionOptions, Session, toOrt, writeModelFolder } from "./runtime.ts";
 import { stage } from "./_stage.ts";
-
-function rand(shape: number[], seed: number): Tensor<"F32"> {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  new Rng(seed).fillUniform(data, -1, 1);
-  return { dtype: "F32", shape, data };
-}
-
-async function run(g: Graph, feeds: Record<string, Tensor>, opts = {}) {
-  const s = await Session.compile(g, { threads: 1, ...opts });
-  try {
-    return await s.run(feeds);
-  } finally {
-    await s.release();
-  }
-}
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-runtime-test-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /**
  * Writes a safetensors file (8-byte little-endian header length, JSON header, raw bytes) whose
@@ -73,9 +50,9 @@ async function writeSafetensors(
   return refs;
 }
 
-const WEIGHT = rand([3, 4], 1);
-const BIAS = rand([3], 2);
-const X = rand([2, 4], 3);
+const WEIGHT = randomTensor([3, 4], 1);
+const BIAS = randomTensor([3], 2);
+const X = randomTensor([2, 4], 3);
 
 /** `x Wᵀ + b` with W and b from `init`. */
 function linear(init: (g: Graph, name: string, t: Tensor<"F32">) => void): Graph {
@@ -102,13 +79,10 @@ Deno.test("an F32 weight inside a safetensors file is read in place and equals t
     const staged = await stage(g, {});
     equal(staged.tempDir, null); // nothing written, nothing copied
     equal(staged.folder, await Deno.realPath(dir));
-    const want = await run(inlineLinear(), { x: X });
-    deepStrictEqual(await run(g, { x: X }), want);
-    const f64 = await run(g, { x: { ...X, dtype: "F64", data: Float64Array.from(X.data) } }, {
-      float64: true,
-    });
-    const [a, b] = [Object.values(f64)[0]!.data, Object.values(want)[0]!.data];
-    for (let i = 0; i < a.length; i++) ok(Math.abs(Number(a[i]) - Number(b[i])) < 1e-6);
+    const want = await runGraph(inlineLinear(), { x: X });
+    deepStrictEqual(await runGraph(g, { x: X }), want);
+    const f64 = await runGraph(g, { x: X }, { float64: true }); // X widened to F64
+    ok(maxDiff(Object.values(f64)[0]!, Object.values(want)[0]!) < 1e-6);
   });
 });
 
@@ -123,10 +97,10 @@ Deno.test("external data behind symbolic links and in several folders, with spil
       "fc.weight": { ...w["fc.weight"]!, path: `${dir}/b/link/w.safetensors` },
       "fc.bias": b["fc.bias"]!,
     };
-    const want = await run(inlineLinear(), { x: X });
-    deepStrictEqual(await run(externalLinear(refs), { x: X }), want);
+    const want = await runGraph(inlineLinear(), { x: X });
+    deepStrictEqual(await runGraph(externalLinear(refs), { x: X }), want);
     // A spilled initializer too: its temporary side file joins the referenced folders.
-    const square = rand([3, 3], 4);
+    const square = randomTensor([3, 3], 4);
     const withSquare = (g: Graph) => {
       const y = g.outputs.pop()!;
       g.output(matmul(y, g.initializer("square", square)));
@@ -138,8 +112,8 @@ Deno.test("external data behind symbolic links and in several folders, with spil
       1,
     );
     deepStrictEqual(
-      await run(withSquare(externalLinear(refs)), { x: X }, opts),
-      await run(withSquare(inlineLinear()), { x: X }),
+      await runGraph(withSquare(externalLinear(refs)), { x: X }, opts),
+      await runGraph(withSquare(inlineLinear()), { x: X }),
     );
   });
 });
@@ -198,7 +172,7 @@ Deno.test("saveOnnx() copies external tensors so the saved model stands alone", 
     const s = await ort.InferenceSession.create(saved.model);
     const out = fromOrt((await s.run({ x: toOrt(X) }))[s.outputNames[0]!]!);
     await s.release();
-    deepStrictEqual(out, Object.values(await run(inlineLinear(), { x: X }))[0]);
+    deepStrictEqual(out, Object.values(await runGraph(inlineLinear(), { x: X }))[0]);
     const path = await writeModelFolder(inlineLinear(), `${dir}/out`, { spillThreshold: 16 });
     equal(path, `${dir}/out/model.onnx`);
     ok(Deno.statSync(`${dir}/out/model.onnx.data`).size >= 48);
@@ -215,7 +189,7 @@ function twoInputs(): Graph {
 
 Deno.test("feeds are checked before running: names, dtypes and shapes appear in the errors", async () => {
   const s = await Session.compile(twoInputs(), { threads: 1 });
-  const t = (shape: number[], seed = 1) => rand(shape, seed);
+  const t = (shape: number[], seed = 1) => randomTensor(shape, seed);
   try {
     await rejects(s.run({ x: t([2, 3]) }), {
       name: "TypeError",
@@ -251,12 +225,12 @@ Deno.test("an onnxruntime failure is wrapped with the feeds' shapes", async () =
   g.output(reshape(x, [2, -1])); // fails at run time unless 2 divides 3n
   const s = await Session.compile(g, { threads: 1 });
   try {
-    await rejects(s.run({ x: rand([1, 3], 1) }), (e: Error) => {
+    await rejects(s.run({ x: randomTensor([1, 3], 1) }), (e: Error) => {
       ok(/^Cannot run graph: .+ \(feeds: x F32 \[1, 3\]\)$/s.test(e.message), e.message);
       ok(e.cause instanceof Error);
       return true;
     });
-    equal((await s.run({ x: rand([2, 3], 1) }))[g.outputs[0]!.name]!.shape.join(), "2,3");
+    equal((await s.run({ x: randomTensor([2, 3], 1) }))[g.outputs[0]!.name]!.shape.join(), "2,3");
   } finally {
     await s.release();
   }
@@ -269,7 +243,10 @@ Deno.test("an onnxruntime failure is wrapped with the feeds' shapes", async () =
 
 Deno.test("threads: 1 and 2 give the same results, and invalid counts are refused", async () => {
   const g = inlineLinear();
-  deepStrictEqual(await run(g, { x: X }, { threads: 2 }), await run(g, { x: X }, { threads: 1 }));
+  deepStrictEqual(
+    await runGraph(g, { x: X }, { threads: 2 }),
+    await runGraph(g, { x: X }, { threads: 1 }),
+  );
   for (const threads of [0, -1, 1.5]) {
     await rejects(Session.compile(g, { threads }), {
       name: "RangeError",
@@ -281,8 +258,8 @@ Deno.test("threads: 1 and 2 give the same results, and invalid counts are refuse
 Deno.test("release() frees the session: 200 compile and release cycles do not grow memory", async () => {
   const g = new Graph();
   const x = g.input("x", "F32", ["batch", 256]);
-  g.output(matmul(x, g.initializer("w", rand([256, 1024], 5)))); // 1 MiB of weights
-  const feeds = { x: rand([2, 256], 6) };
+  g.output(matmul(x, g.initializer("w", randomTensor([256, 1024], 5)))); // 1 MiB of weights
+  const feeds = { x: randomTensor([2, 256], 6) };
   const cycle = async () => {
     const s = await Session.compile(g, { threads: 1 });
     await s.run(feeds);

@@ -17,6 +17,7 @@ import {
   serializeSafetensors,
   writeSafetensors,
 } from "./safetensors.ts";
+import { withTempDir } from "../../tests/_assert.ts";
 
 const enc = new TextEncoder();
 
@@ -36,15 +37,6 @@ function fileOf(header: unknown, data: Uint8Array = new Uint8Array(0)): Uint8Arr
   out.set(json, 8);
   out.set(data, 8 + json.length);
   return out;
-}
-
-async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd_st_" });
-  try {
-    await run(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 function sameTensor(a: Tensor, b: Tensor, label: string): void {
@@ -130,7 +122,7 @@ Deno.test("the header lists __metadata__ first and sorts its keys", () => {
 // --- round trips ------------------------------------------------------------------------------
 
 Deno.test("every dtype round-trips through a file, with rank-0 and empty tensors", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const input = new Map<string, Tensor>();
     DTYPES.forEach((dtype, i) => {
       input.set(`${dtype}.matrix`, patterned(dtype, [3, 5], i));
@@ -164,7 +156,7 @@ Deno.test("64-bit integers, BOOL, BF16 and F8 keep their exact values", () => {
 });
 
 Deno.test("a file with no tensors and no metadata round-trips", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     await writeSafetensors(`${dir}/empty.safetensors`, []);
     const back = await readSafetensors(`${dir}/empty.safetensors`);
     strictEqual(back.tensors.size, 0);
@@ -174,7 +166,7 @@ Deno.test("a file with no tensors and no metadata round-trips", async () => {
 });
 
 Deno.test("fileOffset points at each tensor's bytes in the file", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = `${dir}/offsets.safetensors`;
     const input = {
       a: patterned("F32", [7, 3]),
@@ -198,7 +190,7 @@ Deno.test("fileOffset points at each tensor's bytes in the file", async () => {
 // --- streaming and laziness ---------------------------------------------------------------
 
 Deno.test("lazy tensors are loaded once each, in file order, from an async iterable", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const loads: string[] = [];
     const lazy = (name: string, dtype: DType, shape: number[]): LazyTensor => ({
       dtype,
@@ -223,7 +215,7 @@ Deno.test("lazy tensors are loaded once each, in file order, from an async itera
 });
 
 Deno.test("an open file's lazyTensor() streams one file into another unchanged", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const input = {
       w: patterned("BF16", [16, 8]),
       b: patterned("F32", [8]),
@@ -247,7 +239,7 @@ Deno.test("an open file's lazyTensor() streams one file into another unchanged",
 });
 
 Deno.test("a lazy tensor that loads the wrong shape fails and leaves no file", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = `${dir}/bad.safetensors`;
     await rejects(
       writeSafetensors(path, {
@@ -264,7 +256,7 @@ Deno.test("a lazy tensor that loads the wrong shape fails and leaves no file", a
 });
 
 Deno.test("reads of one open file may overlap and still get their own bytes", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const input: Record<string, Tensor> = {};
     for (let i = 0; i < 20; i++) input[`t${i}`] = patterned("F32", [64 + i], i);
     await writeSafetensors(`${dir}/many.safetensors`, input);
@@ -276,7 +268,7 @@ Deno.test("reads of one open file may overlap and still get their own bytes", as
 });
 
 Deno.test("a tensor beyond 4 GiB is read by seeking, without reading what comes before", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = `${dir}/sparse.safetensors`;
     const big = 5 * 2 ** 30; // 5 GiB of U8, never written: the file is sparse
     const header = fileOf({
@@ -300,7 +292,7 @@ Deno.test("a tensor beyond 4 GiB is read by seeking, without reading what comes 
 // --- errors of the API ----------------------------------------------------------------------
 
 Deno.test("readTensor() names the file and the missing tensor", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = `${dir}/one.safetensors`;
     await writeSafetensors(path, { "fc1.weight": tensor("F32", [1]) });
     using file = await openSafetensors(path);
@@ -317,7 +309,7 @@ Deno.test("readTensor() names the file and the missing tensor", async () => {
 });
 
 Deno.test("openSafetensors() reports a missing file and a folder by path", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     await rejects(openSafetensors(`${dir}/nope.safetensors`), (e) => {
       ok(e instanceof Deno.errors.NotFound);
       strictEqual(e.message, `Cannot read "${dir}/nope.safetensors": no such file`);

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { TensorProtoSchema } from "../../onnx/gen/onnx_pb.ts";
 import { bf16BitsToNumber, f16BitsToNumber, toFloat32 } from "../../tensor.ts";
+import { assertEquals, withTempDir } from "../../../tests/_assert.ts";
 import {
   external,
   f32,
@@ -15,12 +16,6 @@ import { openOnnxModel } from "../../models/onnx/import.ts";
 import { inspectOnnx } from "../../models/onnx/inspect.ts";
 import { loadTensor, readOnnxFile } from "./read.ts";
 import { tensorFromProto } from "./tensor_proto.ts";
-
-function assertEquals(actual: unknown, expected: unknown, what = ""): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: expected ${e}, got ${a}`);
-}
 
 async function assertRejects(
   p: Promise<unknown>,
@@ -150,8 +145,7 @@ realdataTest(
 );
 
 Deno.test("absolute and escaping external locations of hand-made files are refused", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
-  try {
+  await withTempDir(async (dir) => {
     // The bytes exist and are readable: only the location rule may stop them.
     await Deno.writeFile(`${dir}/w.bin`, new Uint8Array(16));
     const sub = `${dir}/sub`;
@@ -183,14 +177,11 @@ Deno.test("absolute and escaping external locations of hand-made files are refus
     });
     const m = await openOnnxModel(await writeModel(sub, "ok.onnx", ok));
     assertEquals([...(await m.readTensor("w")).data], [1, 2, 3, 4]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("external data of the wrong length fails naming the file, tensor, expected and actual", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
-  try {
+  await withTempDir(async (dir) => {
     await Deno.writeFile(`${dir}/w.bin`, new Uint8Array(12));
     const m = model({
       nodes: [node("Add", ["x", "w"], ["y"])],
@@ -203,9 +194,7 @@ Deno.test("external data of the wrong length fails naming the file, tensor, expe
       RangeError,
       /short\.onnx": tensor "w": external data in "w\.bin" at offset 0 has 12 bytes, expected 16 for F32 \[4\]/,
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 realdataTest("files that are not ONNX fail with a SyntaxError", async () => {
@@ -226,8 +215,7 @@ Deno.test("f32() helper and Float32 initializers round-trip", () => {
 });
 
 Deno.test("an external Constant tensor with an absolute location is refused too", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
-  try {
+  await withTempDir(async (dir) => {
     const value = external("", [4], 1, { location: "/etc/passwd" });
     const m = model({
       nodes: [node("Constant", [], ["c"], { value: { t: value } }, { name: "evil" })],
@@ -239,7 +227,5 @@ Deno.test("an external Constant tensor with an absolute location is refused too"
       RangeError,
       /const\.onnx": tensor "evil \(attribute\)": external data location "\/etc\/passwd" is absolute/,
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

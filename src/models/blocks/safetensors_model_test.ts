@@ -9,6 +9,8 @@ import { transpose } from "../../engine/ops/shape.ts";
 import type { LinearHook } from "../model.ts";
 import { Rng } from "../../rng.ts";
 import type { Tensor } from "../../tensor.ts";
+import { randomTensor } from "../../../tests/_assert.ts";
+import { runGraph } from "../../../tests/_ops.ts";
 import { openSafetensorsModel } from "./safetensors_model.ts";
 
 const HF = new URL("../../../fixtures/hf/", import.meta.url).pathname;
@@ -59,19 +61,15 @@ Deno.test("layer names are module paths, so PEFT adapter keys line up", async ()
 for (const dir of ["llama", "gpt2", "bert", "t5_gated"]) {
   Deno.test(`${dir}: LoRA with B = 0 leaves the base output unchanged`, async () => {
     const model = await openSafetensorsModel(`${HF}${dir}/model.safetensors`);
-    const golden = new Rng(1);
-    const x: Tensor = { dtype: "F32", shape: [4, 8], data: new Float32Array(32) };
-    golden.fillUniform(x.data as Float32Array, -1, 1);
+    const x = randomTensor([4, 8], 1);
     const outputs: Float32Array[] = [];
     for (const adapted of [false, true]) {
       const g = new Graph();
       const params: Value[] = [];
       const built = model.build(g, adapted ? { hook: loraHook(g, params) } : {});
       g.output(built.outputs[0]!);
-      const s = await Session.compile(g);
-      const out = await s.run(feedsFor(params, x, true, false));
+      const out = await runGraph(g, feedsFor(params, x, true, false));
       outputs.push(out[built.outputs[0]!.name]!.data as Float32Array);
-      await s.release();
     }
     deepStrictEqual(outputs[1], outputs[0]);
     model.close();
@@ -94,9 +92,7 @@ Deno.test("LoRA gradients through a SwiGLU block match finite differences (float
   g.output(loss);
   for (const d of grads) g.output(d);
   const s = await Session.compile(g, { float64: true, threads: 1 });
-  const x: Tensor = { dtype: "F32", shape: [2, 8], data: new Float32Array(16) };
-  new Rng(4).fillUniform(x.data as Float32Array, -1, 1);
-  const feeds = feedsFor(params, x, false, true);
+  const feeds = feedsFor(params, randomTensor([2, 8], 4), false, true);
   const analytic = await s.run(feeds);
   const eps = 1e-6;
   for (const [k, p] of params.entries()) {

@@ -1,6 +1,7 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import { Graph, type Value } from "../../engine/graph.ts";
-import { Session } from "../../engine/runtime.ts";
+import { randomTensor, values } from "../../../tests/_assert.ts";
+import { runGraph } from "../../../tests/_ops.ts";
+import { Graph } from "../../engine/graph.ts";
 import { mul } from "../../engine/ops/elementwise.ts";
 import type { LinearSite } from "../model.ts";
 import { Rng } from "../../rng.ts";
@@ -10,19 +11,14 @@ import type { BlockSpec } from "./spec.ts";
 import { buildBlock } from "./templates.ts";
 
 const rng = new Rng(5);
-const rand = (...shape: number[]): Tensor<"F32"> => {
-  const t = tensor("F32", shape);
-  rng.fillUniform(t.data, -1, 1);
-  return t;
-};
 
 const weights = new Map<string, Tensor>([
-  ["ffn.gate.weight", rand(16, 8)],
-  ["ffn.up.weight", rand(16, 8)],
-  ["ffn.down.weight", rand(8, 16)],
-  ["ffn.down.bias", rand(8)],
-  ["ffn.ln.weight", rand(8)],
-  ["ffn.ln.bias", rand(8)],
+  ["ffn.gate.weight", randomTensor([16, 8], rng)],
+  ["ffn.up.weight", randomTensor([16, 8], rng)],
+  ["ffn.down.weight", randomTensor([8, 16], rng)],
+  ["ffn.down.bias", randomTensor([8], rng)],
+  ["ffn.ln.weight", randomTensor([8], rng)],
+  ["ffn.ln.bias", randomTensor([8], rng)],
 ]);
 const infos = new Map<string, TensorInfo>([...weights].map(([k, t]) => [k, { name: k, ...t }]));
 const spec: BlockSpec = {
@@ -36,17 +32,7 @@ const spec: BlockSpec = {
   norm: { kind: "layer_norm", weight: "ffn.ln.weight", bias: "ffn.ln.bias" },
 };
 const block = resolveBlock(spec, infos, "memory");
-const x = rand(3, 8);
-
-async function run(g: Graph, out: Value, feeds: Record<string, Tensor>): Promise<Float32Array> {
-  g.output(out);
-  const s = await Session.compile(g);
-  try {
-    return (await s.run(feeds))[out.name]!.data as Float32Array;
-  } finally {
-    await s.release();
-  }
-}
+const x = randomTensor([3, 8], rng);
 
 Deno.test("buildBlock() calls the hook on every linear layer, in forward order", () => {
   const g = new Graph();
@@ -64,14 +50,13 @@ Deno.test("buildBlock() calls the hook on every linear layer, in forward order",
 
 Deno.test("buildBlock() uses the hook's value as the layer's output", async () => {
   const plain = new Graph();
-  const base = await run(plain, buildBlock(plain, block, (k) => weights.get(k)!).outputs[0]!, {
-    x,
-  });
+  const plainOut = buildBlock(plain, block, (k) => weights.get(k)!).outputs[0]!;
+  const base = values((await runGraph(plain, { x }, { outputs: [plainOut] }))[plainOut.name]);
   const hooked = new Graph();
   const out = buildBlock(hooked, block, (k) => weights.get(k)!, {
     hook: ({ layer, y }) => (layer.name === "ffn.down" ? mul(y, 2) : y),
   }).outputs[0]!;
-  const shifted = await run(hooked, out, { x });
+  const shifted = values((await runGraph(hooked, { x }, { outputs: [out] }))[out.name]);
   ok(shifted.some((v, i) => Math.abs(v - base[i]!) > 1e-3));
 });
 
@@ -83,12 +68,14 @@ Deno.test("buildBlock() declares trainable tensors as inputs and uses overrides"
   });
   deepStrictEqual(g.inputs.map((v) => v.name), ["x", "ffn.up.weight"]);
   strictEqual(inputs[0]!.name, "x");
-  const zeroBias = await run(g, outputs[0]!, { x, "ffn.up.weight": weights.get("ffn.up.weight")! });
+  const feeds = { x, "ffn.up.weight": weights.get("ffn.up.weight")! };
+  const zeroBias = values((await runGraph(g, feeds, { outputs: [outputs[0]!] }))[outputs[0]!.name]);
 
   const h = new Graph();
   const spec2 = { ...spec, down: { name: "ffn.down", bias: null } };
   const noBias = resolveBlock(spec2, infos, "memory");
-  const expected = await run(h, buildBlock(h, noBias, (k) => weights.get(k)!).outputs[0]!, { x });
+  const y = buildBlock(h, noBias, (k) => weights.get(k)!).outputs[0]!;
+  const expected = values((await runGraph(h, { x }, { outputs: [y] }))[y.name]);
   deepStrictEqual(zeroBias, expected);
 });
 

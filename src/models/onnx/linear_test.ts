@@ -11,14 +11,9 @@ import {
   t32,
   writeModel,
 } from "../../../tests/_onnx.ts";
+import { assertEquals, withTempDir } from "../../../tests/_assert.ts";
 import { openOnnxModel } from "./import.ts";
 import { layerName } from "./linear.ts";
-
-function assertEquals(actual: unknown, expected: unknown, what = ""): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${what}: expected ${e}, got ${a}`);
-}
 
 const summary = async (path: string) =>
   (await openOnnxModel(REALDATA + path)).layers.map((l) =>
@@ -99,8 +94,7 @@ Deno.test("layerName() reads PyTorch module paths, node scopes and Keras layer n
 });
 
 Deno.test("layer names are unique, and tied weights give two layers", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
-  try {
+  await withTempDir(async (dir) => {
     const m = model({
       nodes: [
         node("MatMul", ["x", "w"], ["h"], {}, { name: "a" }),
@@ -112,14 +106,11 @@ Deno.test("layer names are unique, and tied weights give two layers", async () =
     });
     const mm = await openOnnxModel(await writeModel(dir, "tied.onnx", m));
     assertEquals(mm.layers.map((l) => `${l.name}:${l.weightKey}`), ["w:w", "w_1:w"]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("Gemm alpha and beta: the hook sees y = alpha·x·Wᵀ + beta·b and the weight as stored", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
-  try {
+  await withTempDir(async (dir) => {
     const m = model({
       nodes: [node("Gemm", ["x", "fc.weight", "fc.bias"], ["y"], {
         alpha: { f: 2 },
@@ -146,7 +137,5 @@ Deno.test("Gemm alpha and beta: the hook sees y = alpha·x·Wᵀ + beta·b and t
     const g = new Graph();
     mm.build(g, { hook: ({ y }) => add(y, 1) });
     if (g.outputs.length !== 1) throw new Error("expected one output");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -1,10 +1,10 @@
 import { Rng } from "../../rng.ts";
-import { numel, type Tensor } from "../../tensor.ts";
+import type { Tensor } from "../../tensor.ts";
+import { maxDiff, randomTensor, withTempDir } from "../../../tests/_assert.ts";
 import {
   f32,
   i64,
   io,
-  maxDiff,
   model,
   type ModelParts,
   node,
@@ -16,16 +16,12 @@ import { openOnnxModel } from "./import.ts";
 import { supportedOps } from "./op_map.ts";
 
 const rng = new Rng(99);
-const rand = (shape: number[]): Tensor => ({
-  dtype: "F32",
-  shape,
-  data: Float32Array.from({ length: numel(shape) }, () => rng.uniform() * 4 - 2),
-});
+/** Feeds are drawn from [-2, 2). */
+const WIDE = { lo: -2, hi: 2 };
 
 /** Imports a hand-made model and checks it against the original file run in onnxruntime. */
 async function parity(name: string, parts: ModelParts, feeds: Record<string, Tensor>) {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
-  try {
+  return await withTempDir(async (dir) => {
     const path = await writeModel(dir, `${name}.onnx`, model(parts));
     const m = await openOnnxModel(path);
     const got = await runImported(m, feeds);
@@ -35,9 +31,7 @@ async function parity(name: string, parts: ModelParts, feeds: Record<string, Ten
       if (!(d <= 1e-5)) throw new Error(`${name}: output "${o.name}" differs by ${d}`);
     }
     return m;
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 }
 
 const x3 = io("x", ["N", 2, 3]);
@@ -66,7 +60,7 @@ for (const opset of [11, 13]) {
         i64("zero_axis", [1], [0]),
       ],
       opset,
-    }, { x: rand([3, 2, 3]) });
+    }, { x: randomTensor([3, 2, 3], rng, WIDE) });
     if (m.outputs[0]!.shape[0] !== "N") {
       throw new Error(`batch not symbolic: ${m.outputs[0]!.shape}`);
     }
@@ -98,7 +92,7 @@ for (const opset of [11, 13, 18]) {
       outputs: [io("y", ["N", 1, 3])],
       inits: [i64("axes1", [1], [1]), i64("axes2", [1], [2])],
       opset,
-    }, { x: rand([2, 2, 3]) });
+    }, { x: randomTensor([2, 2, 3], rng, WIDE) });
   });
 }
 
@@ -114,7 +108,7 @@ Deno.test("Slice bounds as attributes (opset 9) and as inputs with steps (opset 
     inputs: [x3],
     outputs: [io("y", ["N", 1, 2])],
     opset: 9,
-  }, { x: rand([2, 2, 3]) });
+  }, { x: randomTensor([2, 2, 3], rng, WIDE) });
   await parity("slice13", {
     nodes: [node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"])],
     inputs: [x3],
@@ -126,11 +120,11 @@ Deno.test("Slice bounds as attributes (opset 9) and as inputs with steps (opset 
       i64("steps", [1], [-2]),
     ],
     opset: 13,
-  }, { x: rand([2, 2, 3]) });
+  }, { x: randomTensor([2, 2, 3], rng, WIDE) });
 });
 
 Deno.test("Clip bounds as attributes (opset 6) and as optional inputs (opset 13)", async () => {
-  const x = rand([2, 2, 3]);
+  const x = randomTensor([2, 2, 3], rng, WIDE);
   await parity("clip6", {
     nodes: [node("Clip", ["x"], ["y"], { min: { f: -0.5 }, max: { f: 1 } })],
     inputs: [x3],
@@ -159,7 +153,7 @@ for (const opset of [11, 13, 18]) {
       outputs: [io("ra", []), io("nb", [])],
       inits: [i64("sizes", [2], [1, 2])],
       opset,
-    }, { x: rand([2, 2, 3]) });
+    }, { x: randomTensor([2, 2, 3], rng, WIDE) });
   });
 }
 
@@ -173,7 +167,7 @@ for (const opset of [11, 13]) {
       inputs: [x3],
       outputs: [io("p", ["N", 2, 3]), io("lp", ["N", 2, 3])],
       opset,
-    }, { x: rand([2, 2, 3]) });
+    }, { x: randomTensor([2, 2, 3], rng, WIDE) });
   });
 }
 
@@ -216,7 +210,7 @@ Deno.test("activations, element-wise ops, Where, Dropout, Pad and BatchNormaliza
       f32("bn.var", [2], [2, 0.5]),
     ],
     opset: 15,
-  }, { x: rand([2, 2, 3]) });
+  }, { x: randomTensor([2, 2, 3], rng, WIDE) });
 });
 
 Deno.test("com.microsoft Gelu and FastGelu (with bias) map to the standard GELUs", async () => {
@@ -230,12 +224,11 @@ Deno.test("com.microsoft Gelu and FastGelu (with bias) map to the standard GELUs
     inits: [f32("bias", [3], [0.5, -0.5, 1])],
     opset: 17,
     domains: { "com.microsoft": 1 },
-  }, { x: rand([2, 2, 3]) });
+  }, { x: randomTensor([2, 2, 3], rng, WIDE) });
 });
 
 Deno.test("Gather on data fails with its reason; the supported list has the required ops", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
-  try {
+  await withTempDir(async (dir) => {
     const path = await writeModel(
       dir,
       "embed.onnx",
@@ -253,9 +246,7 @@ Deno.test("Gather on data fails with its reason; the supported list has the requ
     ) {
       throw new Error(`Unexpected: ${e}`);
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
   const required =
     "Gemm MatMul Add Sub Mul Div Relu LeakyRelu Sigmoid Tanh Erf Gelu Softmax LogSoftmax " +
     "Sqrt Pow Exp Log Neg Reshape Transpose Flatten Identity Cast Concat Split Slice Squeeze Unsqueeze " +
@@ -266,8 +257,7 @@ Deno.test("Gather on data fails with its reason; the supported list has the requ
 });
 
 Deno.test("opset 6 Add with broadcast = 1 and axis aligns b at that axis", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
-  try {
+  await withTempDir(async (dir) => {
     const path = await writeModel(
       dir,
       "legacy.onnx",
@@ -284,14 +274,11 @@ Deno.test("opset 6 Add with broadcast = 1 and axis aligns b at that axis", async
     const x: Tensor = { dtype: "F32", shape: [1, 2, 2], data: Float32Array.from([1, 2, 3, 4]) };
     const y = (await runImported(m, { x }))["y"]!;
     if ([...y.data].join() !== "11,12,23,24") throw new Error(`got ${[...y.data]}`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("half-precision casts compute in float32", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-onnx-" });
-  try {
+  await withTempDir(async (dir) => {
     const path = await writeModel(
       dir,
       "half.onnx",
@@ -312,7 +299,5 @@ Deno.test("half-precision casts compute in float32", async () => {
     const x: Tensor = { dtype: "F32", shape: [1, 2], data: Float32Array.from([-1, 1.0001]) };
     const y = (await runImported(m, { x }))["y"]!;
     if ([...y.data].join() !== `0,${Math.fround(1.0001)}`) throw new Error(`got ${[...y.data]}`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
