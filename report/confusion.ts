@@ -39,8 +39,9 @@ export interface Confusion {
  * @example
  * ```ts
  * import { parseConfusion } from "./confusion.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const c = parseConfusion({ labels: ["no", "yes"], matrix: [[8, 2], [1, 9]] });
- * c.matrix[1]![1]; // 9
+ * strictEqual(c.matrix[1]![1], 9);
  * ```
  */
 export function parseConfusion(json: unknown, source = "confusion.json"): Confusion {
@@ -119,8 +120,9 @@ function shade(stops: readonly string[], share: number): string {
  * @example
  * ```ts
  * import { confusionTable } from "./confusion.ts";
+ * import { ok } from "node:assert/strict";
  * const html = confusionTable({ labels: ["no", "yes"], matrix: [[8, 2], [1, 9]] });
- * html.includes("<table"); // true
+ * ok(html.includes("<table"));
  * ```
  */
 export function confusionTable(c: Confusion): string {

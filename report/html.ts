@@ -43,8 +43,9 @@ export interface ReportOptions {
  * @example
  * ```ts
  * import { renderReport } from "./html.ts";
+ * import { ok } from "node:assert/strict";
  * const html = await renderReport("fixtures/report_run");
- * html.startsWith("<!DOCTYPE html>"); // true
+ * ok(html.startsWith("<!DOCTYPE html>"));
  * ```
  */
 export async function renderReport(runDir: string, options: ReportOptions = {}): Promise<string> {
@@ -58,9 +59,10 @@ export async function renderReport(runDir: string, options: ReportOptions = {}):
  * @example
  * ```ts
  * import { writeReport } from "./html.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const dir = await Deno.makeTempDir();
  * await Deno.writeTextFile(`${dir}/metrics.jsonl`, '{"step":1,"loss":0.7,"lr":0.001}\n');
- * const path = await writeReport(dir); // `${dir}/report.html`
+ * strictEqual(await writeReport(dir), `${dir}/report.html`);
  * ```
  */
 export async function writeReport(runDir: string, options: ReportOptions = {}): Promise<string> {

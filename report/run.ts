@@ -71,9 +71,10 @@ export interface Run {
  * @example
  * ```ts
  * import { parseMetrics } from "./run.ts";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
  * const m = parseMetrics('{"step":1,"loss":2.3,"lr":0.001}\n{"step":2,"loss":NaN,"lr":0.001}\n');
- * m.steps.length; // 2
- * m.notes; // ["1 non-finite value (NaN or Inf) skipped: loss at step 2"]
+ * strictEqual(m.steps.length, 2);
+ * deepStrictEqual(m.notes, ["1 non-finite value (NaN or Inf) skipped: loss at step 2"]);
  * ```
  */
 export function parseMetrics(text: string, source = "metrics.jsonl"): Metrics {
@@ -164,8 +165,9 @@ function listed(items: readonly string[], max = 5): string {
  * @example
  * ```ts
  * import { readRun } from "./run.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const run = await readRun("fixtures/report_run");
- * run.metrics.steps.length; // 300
+ * strictEqual(run.metrics.steps.length, 300);
  * ```
  */
 export async function readRun(dir: string): Promise<Run> {

@@ -75,11 +75,12 @@ const CHAR_PX = 7; // tick labels are 12px system-ui: about 7px per character
  * @example
  * ```ts
  * import { lineChart } from "./svg.ts";
+ * import { ok } from "node:assert/strict";
  * const svg = lineChart(
  *   [{ id: "loss", points: [[1, 2.3], [2, 1.1], [3, 0.7]], color: "#0072B2" }],
  *   { label: "Loss per step", xLabel: "step", yLabel: "loss", xInteger: true },
  * );
- * svg.startsWith("<svg"); // true
+ * ok(svg.startsWith("<svg"));
  * ```
  */
 export function lineChart(

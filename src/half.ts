@@ -14,8 +14,9 @@ const u32 = new Uint32Array(f32.buffer);
  * @example
  * ```ts
  * import { f16BitsToNumber } from "./half.ts";
- * f16BitsToNumber(0x3c00); // 1
- * f16BitsToNumber(0x0001); // 2 ** -24, the smallest subnormal
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(f16BitsToNumber(0x3c00), 1);
+ * strictEqual(f16BitsToNumber(0x0001), 2 ** -24); // the smallest subnormal
  * ```
  */
 export function f16BitsToNumber(h: number): number {
@@ -34,8 +35,9 @@ export function f16BitsToNumber(h: number): number {
  * @example
  * ```ts
  * import { numberToF16Bits } from "./half.ts";
- * numberToF16Bits(1); // 0x3c00
- * numberToF16Bits(65520); // 0x7c00 (Infinity)
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(numberToF16Bits(1), 0x3c00);
+ * strictEqual(numberToF16Bits(65520), 0x7c00); // rounds up to Infinity
  * ```
  */
 export function numberToF16Bits(x: number): number {
@@ -81,7 +83,8 @@ function roundHalfEven(v: number): number {
  * @example
  * ```ts
  * import { bf16BitsToNumber } from "./half.ts";
- * bf16BitsToNumber(0x3f80); // 1
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(bf16BitsToNumber(0x3f80), 1);
  * ```
  */
 export function bf16BitsToNumber(h: number): number {
@@ -96,8 +99,9 @@ export function bf16BitsToNumber(h: number): number {
  * @example
  * ```ts
  * import { numberToBf16Bits } from "./half.ts";
- * numberToBf16Bits(1); // 0x3f80
- * numberToBf16Bits(1 + 2 ** -8); // 0x3f80: a tie, rounded to the even neighbour
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(numberToBf16Bits(1), 0x3f80);
+ * strictEqual(numberToBf16Bits(1 + 2 ** -8), 0x3f80); // a tie, rounded to the even neighbour
  * ```
  */
 export function numberToBf16Bits(x: number): number {

@@ -17,10 +17,12 @@ export type RngState = readonly [number, number, number, number];
  * @example
  * ```ts
  * import { Rng } from "./rng.ts";
+ * import { ok, strictEqual } from "node:assert/strict";
  * const rng = new Rng(42);
- * const x = rng.uniform(); // in [0, 1)
+ * const x = rng.uniform();
+ * ok(x >= 0 && x < 1);
  * const saved = rng.state();
- * const again = Rng.fromState(saved).uniform() === rng.uniform(); // true
+ * strictEqual(Rng.fromState(saved).uniform(), rng.uniform());
  * ```
  */
 export class Rng {

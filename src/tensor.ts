@@ -43,29 +43,29 @@ export type DType = typeof DTYPES[number];
 
 /** The typed array that holds each dtype's elements. */
 export interface DataOf {
-  /** 64-bit floats. */
+  /** ONNX `DOUBLE`. */
   F64: Float64Array;
-  /** 32-bit floats. */
+  /** ONNX `FLOAT`. */
   F32: Float32Array;
   /** IEEE half precision, as raw 16-bit patterns (`Float16Array` does not cross into ORT). */
   F16: Uint16Array;
   /** bfloat16, as raw 16-bit patterns (the top half of a float32). */
   BF16: Uint16Array;
-  /** 64-bit signed integers. */
+  /** ONNX `INT64`; class labels are I64. */
   I64: BigInt64Array;
-  /** 32-bit signed integers. */
+  /** ONNX `INT32`. */
   I32: Int32Array;
-  /** 16-bit signed integers. */
+  /** ONNX `INT16`. */
   I16: Int16Array;
-  /** 8-bit signed integers. */
+  /** ONNX `INT8`. */
   I8: Int8Array;
-  /** 64-bit unsigned integers. */
+  /** ONNX `UINT64`. */
   U64: BigUint64Array;
-  /** 32-bit unsigned integers. */
+  /** ONNX `UINT32`. */
   U32: Uint32Array;
-  /** 16-bit unsigned integers. */
+  /** ONNX `UINT16`. */
   U16: Uint16Array;
-  /** Bytes. */
+  /** ONNX `UINT8`. */
   U8: Uint8Array;
   /** Booleans, one byte each (0 or 1). */
   BOOL: Uint8Array;
@@ -117,7 +117,7 @@ const CTORS = {
 
 /** A dense, row-major tensor on the host. */
 export interface Tensor<D extends DType = DType> {
-  /** Element type. */
+  /** Element type; it fixes which typed array `data` is (see {@linkcode DataOf}). */
   readonly dtype: D;
   /** Dimensions, outermost first (`[]` for a scalar). */
   readonly shape: readonly number[];
@@ -131,8 +131,9 @@ export interface Tensor<D extends DType = DType> {
  * @example
  * ```ts
  * import { isDType } from "./tensor.ts";
- * isDType("BF16"); // true
- * isDType("float32"); // false
+ * import { ok, strictEqual } from "node:assert/strict";
+ * ok(isDType("BF16"));
+ * strictEqual(isDType("float32"), false);
  * ```
  */
 export function isDType(s: string): s is DType {
@@ -145,7 +146,8 @@ export function isDType(s: string): s is DType {
  * @example
  * ```ts
  * import { numel } from "./tensor.ts";
- * numel([2, 3]); // 6
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(numel([2, 3]), 6);
  * ```
  */
 export function numel(shape: readonly number[]): number {
@@ -160,7 +162,8 @@ export function numel(shape: readonly number[]): number {
  * @example
  * ```ts
  * import { allocData } from "./tensor.ts";
- * allocData("I64", 3); // BigInt64Array [0n, 0n, 0n]
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(allocData("I64", 3), new BigInt64Array([0n, 0n, 0n]));
  * ```
  */
 export function allocData<D extends DType>(dtype: D, n: number): DataOf[D] {
@@ -205,8 +208,9 @@ export function tensor<D extends DType>(
  * @example
  * ```ts
  * import { fromBytes } from "./tensor.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const t = fromBytes("U16", [2], new Uint8Array([1, 0, 2, 0]));
- * t.data; // Uint16Array [1, 2]
+ * deepStrictEqual(t.data, new Uint16Array([1, 2]));
  * ```
  */
 export function fromBytes<D extends DType>(
@@ -234,7 +238,8 @@ export function fromBytes<D extends DType>(
  * @example
  * ```ts
  * import { tensor, toBytes } from "./tensor.ts";
- * toBytes(tensor("U16", [1], new Uint16Array([258]))); // Uint8Array [2, 1]
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(toBytes(tensor("U16", [1], new Uint16Array([258]))), new Uint8Array([2, 1]));
  * ```
  */
 export function toBytes(t: Tensor): Uint8Array {
@@ -250,8 +255,9 @@ export function toBytes(t: Tensor): Uint8Array {
  * @example
  * ```ts
  * import { tensor, toFloat32 } from "./tensor.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const h = tensor("BF16", [1], new Uint16Array([0x3f80]));
- * toFloat32(h).data[0]; // 1
+ * strictEqual(toFloat32(h).data[0], 1);
  * ```
  */
 export function toFloat32(t: Tensor): Tensor<"F32"> {
@@ -295,7 +301,8 @@ export function toFloat32(t: Tensor): Tensor<"F32"> {
  * @example
  * ```ts
  * import { castFloat, tensor } from "./tensor.ts";
- * castFloat(tensor("F32", [1], new Float32Array([1])), "BF16").data[0]; // 0x3f80
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(castFloat(tensor("F32", [1], new Float32Array([1])), "BF16").data[0], 0x3f80);
  * ```
  */
 export function castFloat<D extends "F64" | "F32" | "F16" | "BF16">(
@@ -334,8 +341,9 @@ export function castFloat<D extends "F64" | "F32" | "F16" | "BF16">(
  * @example
  * ```ts
  * import { isFloat } from "./tensor.ts";
- * isFloat("BF16"); // true
- * isFloat("F8_E4M3"); // false: stored as bytes only
+ * import { ok, strictEqual } from "node:assert/strict";
+ * ok(isFloat("BF16"));
+ * strictEqual(isFloat("F8_E4M3"), false); // stored as bytes only
  * ```
  */
 export function isFloat(dtype: DType): boolean {

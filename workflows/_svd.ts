@@ -18,7 +18,11 @@
  * @example
  * ```ts
  * import { qr } from "./_svd.ts";
- * const { Q, R } = qr(new Float64Array([3, 4]), 2, 1); // Q ≈ [-0.6, -0.8], R ≈ [-5]
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const { Q, R } = qr(new Float64Array([3, 4]), 2, 1);
+ * const round = (a: Float64Array) => Array.from(a, (v) => Number(v.toFixed(12)));
+ * deepStrictEqual(round(Q), [-0.6, -0.8]);
+ * deepStrictEqual(round(R), [-5]);
  * ```
  */
 export function qr(m: Float64Array, rows: number, cols: number): {
@@ -73,7 +77,8 @@ export function qr(m: Float64Array, rows: number, cols: number): {
  * @example
  * ```ts
  * import { svd } from "./_svd.ts";
- * svd(new Float64Array([0, 2, 3, 0]), 2, 2).S; // [3, 2]
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(svd(new Float64Array([0, 2, 3, 0]), 2, 2).S, new Float64Array([3, 2]));
  * ```
  */
 export function svd(m: Float64Array, rows: number, cols: number): {
@@ -154,7 +159,11 @@ function rotate(
  * @example
  * ```ts
  * import { transpose } from "./_svd.ts";
- * transpose(new Float64Array([1, 2, 3, 4, 5, 6]), 2, 3); // [1, 4, 2, 5, 3, 6]
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(
+ *   transpose(new Float64Array([1, 2, 3, 4, 5, 6]), 2, 3),
+ *   new Float64Array([1, 4, 2, 5, 3, 6]),
+ * );
  * ```
  */
 export function transpose(m: Float64Array, rows: number, cols: number): Float64Array {
@@ -169,7 +178,11 @@ export function transpose(m: Float64Array, rows: number, cols: number): Float64A
  * @example
  * ```ts
  * import { matmul } from "./_svd.ts";
- * matmul(new Float64Array([1, 2]), new Float64Array([3, 4]), 1, 2, 1); // [11]
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(
+ *   matmul(new Float64Array([1, 2]), new Float64Array([3, 4]), 1, 2, 1),
+ *   new Float64Array([11]),
+ * );
  * ```
  */
 export function matmul(a: Float64Array, b: Float64Array, n: number, k: number, m: number) {

@@ -59,6 +59,7 @@ export async function writeCheckpoint(
  * import { finetune, readCheckpoint } from "./finetune.ts";
  * import { defaultPeftConfig } from "../adapters/config.ts";
  * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors");
  * const data = {
  *   rows: 4,
@@ -69,7 +70,7 @@ export async function writeCheckpoint(
  * const outDir = await Deno.makeTempDir();
  * const config = defaultPeftConfig({ r: 2, loraAlpha: 4, targetModules: ["fc3"] });
  * await finetune(model, data, { config, loss: "cross_entropy", outDir, batchSize: 4 });
- * (await readCheckpoint(outDir)).step; // 1: the final checkpoint
+ * strictEqual((await readCheckpoint(outDir)).step, 1); // the final checkpoint
  * model.close();
  * ```
  */

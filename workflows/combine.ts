@@ -51,9 +51,10 @@ export interface Combined {
  * ```ts
  * import { combineAdapters } from "./combine.ts";
  * import { loadAdapter } from "../adapters/adapter.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const a = await loadAdapter("fixtures/peft/legacy");
  * const { adapter } = combineAdapters([a, a], { method: "cat", weights: [0.7, 0.3] });
- * adapter.layers.get("fc1")!.A.shape; // [4, 6]: rank 2 + 2
+ * deepStrictEqual(adapter.layers.get("fc1")!.A.shape, [4, 6]); // rank 2 + 2
  * ```
  */
 export function combineAdapters(adapters: readonly Adapter[], opts: CombineOptions = {}): Combined {

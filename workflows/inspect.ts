@@ -21,7 +21,7 @@ import { checkAdapter, listFolder } from "../adapters/folder.ts";
 
 /** The description of an adapter folder. */
 export interface AdapterSummary {
-  /** The folder's format. */
+  /** Told from the weights file's name (see {@linkcode detectAdapterKind}). */
   readonly kind: AdapterKind;
   /** The folder, as given. */
   readonly path: string;

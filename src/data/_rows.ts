@@ -11,9 +11,9 @@ import { fileError } from "../fs/file_errors.ts";
 
 /** Inputs only: what `ffwd predict` reads. */
 export interface DataInputs {
-  /** Number of rows. */
+  /** The first dimension of `x`. */
   readonly rows: number;
-  /** Input width. */
+  /** Values per row of `x`: the model's input features. */
   readonly width: number;
   /** `[rows, width]`, row-major. */
   readonly x: Float32Array;

@@ -9,9 +9,9 @@ import type { Tensor } from "../tensor.ts";
 
 /** A dataset of `rows` examples. */
 export interface Dataset {
-  /** Number of examples. */
+  /** The first dimension of `x` and `y`. */
   readonly rows: number;
-  /** Input width. */
+  /** Values per row of `x`: the model's input features. */
   readonly width: number;
   /** `[rows, width]`, row-major. */
   readonly x: Float32Array;
@@ -33,8 +33,9 @@ export interface Batch {
  * @example
  * ```ts
  * import { sliceBatch } from "./dataset.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const data = { rows: 2, width: 1, x: new Float32Array([1, 2]), y: { kind: "labels" as const, data: new BigInt64Array([0n, 1n]) } };
- * sliceBatch(data, null, 0, 2).feeds.x!.shape; // [2, 1]
+ * deepStrictEqual(sliceBatch(data, null, 0, 2).feeds.x!.shape, [2, 1]);
  * ```
  */
 export function sliceBatch(
@@ -91,6 +92,7 @@ export function batchBuffers(data: Dataset, size: number): BatchBuffers {
  * ```ts
  * import { splitDataset } from "./dataset.ts";
  * import { Rng } from "../rng.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const data = {
  *   rows: 4,
  *   width: 1,
@@ -98,7 +100,7 @@ export function batchBuffers(data: Dataset, size: number): BatchBuffers {
  *   y: { kind: "labels" as const, data: new BigInt64Array([0n, 1n, 0n, 1n]) },
  * };
  * const [train, evalSet] = splitDataset(data, 0.25, new Rng(0).permutation(4));
- * [train.rows, evalSet.rows]; // [3, 1]
+ * deepStrictEqual([train.rows, evalSet.rows], [3, 1]);
  * ```
  */
 export function splitDataset(
@@ -119,8 +121,9 @@ export function splitDataset(
  * @example
  * ```ts
  * import { takeRows } from "./dataset.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const data = { rows: 3, width: 1, x: new Float32Array([1, 2, 3]), y: { kind: "labels" as const, data: new BigInt64Array([0n, 1n, 2n]) } };
- * takeRows(data, [2, 0]).x; // Float32Array [3, 1]
+ * deepStrictEqual(takeRows(data, [2, 0]).x, new Float32Array([3, 1]));
  * ```
  */
 export function takeRows(data: Dataset, idx: ArrayLike<number>): Dataset {

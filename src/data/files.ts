@@ -25,7 +25,7 @@ import { readSafetensorsData, writeSafetensorsData } from "./_safetensors.ts";
 
 export type { DataInputs };
 
-/** The data file formats. */
+/** A data file's layout (see the module documentation); by default, from the file's extension. */
 export type DataFormat = "jsonl" | "csv" | "safetensors";
 
 /** Options of {@linkcode loadInputs}. */
@@ -55,11 +55,12 @@ export interface LoadDatasetOptions extends LoadInputsOptions {
  * @example
  * ```ts
  * import { loadDataset } from "./files.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const path = (await Deno.makeTempDir()) + "/train.jsonl";
  * await Deno.writeTextFile(path, '{"x": [0.5, 1], "y": 1}\n{"x": [2, 0], "y": 0}\n');
  * const data = await loadDataset(path, { width: 2 });
- * data.rows; // 2
- * data.y.kind; // "labels"
+ * strictEqual(data.rows, 2);
+ * strictEqual(data.y.kind, "labels");
  * ```
  */
 export async function loadDataset(
@@ -91,10 +92,12 @@ export async function loadDataset(
  * @example
  * ```ts
  * import { loadInputs } from "./files.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const path = (await Deno.makeTempDir()) + "/inputs.csv";
  * await Deno.writeTextFile(path, "a,b\n0.5,1\n2,0\n");
  * const { rows, width, x } = await loadInputs(path);
- * [rows, width]; // [2, 2]
+ * deepStrictEqual([rows, width], [2, 2]);
+ * deepStrictEqual(x, new Float32Array([0.5, 1, 2, 0]));
  * ```
  */
 export async function loadInputs(
@@ -126,11 +129,12 @@ export async function loadInputs(
  * @example
  * ```ts
  * import { loadDataset, saveDatasetSafetensors } from "./files.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const path = (await Deno.makeTempDir()) + "/data.safetensors";
  * const x = new Float32Array([1, 2, 3, 4]);
  * const y = { kind: "labels" as const, data: new BigInt64Array([0n, 1n]), classes: 10 };
  * await saveDatasetSafetensors(path, { rows: 2, width: 2, x, y });
- * (await loadDataset(path)).y; // { kind: "labels", data: BigInt64Array [0n, 1n], classes: 10 }
+ * deepStrictEqual((await loadDataset(path)).y, y);
  * ```
  */
 export async function saveDatasetSafetensors(
@@ -149,10 +153,11 @@ export async function saveDatasetSafetensors(
  * @example
  * ```ts
  * import { writeJsonl } from "./files.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const path = (await Deno.makeTempDir()) + "/predictions.jsonl";
  * const y = new Float32Array([0.1, 0.9, 0.7, 0.3]); // [rows, 2]
  * await writeJsonl(path, [0, 1].map((r) => ({ y: y.subarray(2 * r, 2 * r + 2) })));
- * await Deno.readTextFile(path); // '{"y":[0.1,0.9]}\n{"y":[0.7,0.3]}\n'
+ * strictEqual(await Deno.readTextFile(path), '{"y":[0.1,0.9]}\n{"y":[0.7,0.3]}\n');
  * ```
  */
 export async function writeJsonl(
@@ -204,7 +209,8 @@ function plain(_key: string, value: unknown): unknown {
  * @example
  * ```ts
  * import { shortestFloat32 } from "./files.ts";
- * shortestFloat32(Math.fround(0.1)); // 0.1
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(shortestFloat32(Math.fround(0.1)), 0.1);
  * ```
  */
 export function shortestFloat32(v: number): number {

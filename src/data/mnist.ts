@@ -8,9 +8,7 @@
 import { Rng } from "../rng.ts";
 import { type Dataset, takeRows } from "./dataset.ts";
 
-/** Image side. */
 export const SIDE = 28;
-/** Pixels per image. */
 export const PIXELS = SIDE * SIDE;
 
 /**
@@ -18,8 +16,10 @@ export const PIXELS = SIDE * SIDE;
  *
  * @example
  * ```ts ignore
+ * import { loadMnist } from "./mnist.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const all = await loadMnist();
- * all.rows; // 10000
+ * strictEqual(all.rows, 10000);
  * ```
  */
 export async function loadMnist(): Promise<Dataset> {

@@ -102,9 +102,10 @@ export async function withAtomicFile<T>(
  * @example
  * ```ts
  * import { writeFileAtomic } from "./atomic.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const path = (await Deno.makeTempDir()) + "/data.bin";
  * await writeFileAtomic(path, [new Uint8Array([1, 2]), new Uint8Array([3])]);
- * (await Deno.readFile(path)).length; // 3
+ * deepStrictEqual(await Deno.readFile(path), new Uint8Array([1, 2, 3]));
  * ```
  */
 export async function writeFileAtomic(

@@ -12,11 +12,15 @@
  * @example
  * ```ts
  * import { fileError } from "./file_errors.ts";
- * try {
- *   await Deno.open("/no/such/file");
- * } catch (e) {
- *   fileError(e, `Cannot read "/no/such/file"`).message; // 'Cannot read "/no/such/file": no such file'
- * }
+ * import { rejects } from "node:assert/strict";
+ * const read = (path: string) =>
+ *   Deno.readFile(path).catch((e) => {
+ *     throw fileError(e, `Cannot read "${path}"`);
+ *   });
+ * await rejects(read("/no/such/file"), {
+ *   name: "NotFound",
+ *   message: 'Cannot read "/no/such/file": no such file',
+ * });
  * ```
  */
 export function fileError(error: unknown, where: string): Error {

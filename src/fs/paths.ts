@@ -12,7 +12,8 @@
  * @example
  * ```ts
  * import { absolutePath } from "./paths.ts";
- * absolutePath("/models/a/../mlp.onnx"); // "/models/mlp.onnx"
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(absolutePath("/models/a/../mlp.onnx"), "/models/mlp.onnx");
  * ```
  */
 export function absolutePath(path: string): string {
@@ -32,8 +33,9 @@ export function absolutePath(path: string): string {
  * @example
  * ```ts
  * import { isInside } from "./paths.ts";
- * isInside("/srv/adapters/a", "/srv/adapters"); // true
- * isInside("/srv/adapters2/a", "/srv/adapters"); // false
+ * import { ok, strictEqual } from "node:assert/strict";
+ * ok(isInside("/srv/adapters/a", "/srv/adapters"));
+ * strictEqual(isInside("/srv/adapters2/a", "/srv/adapters"), false);
  * ```
  */
 export function isInside(path: string, root: string): boolean {

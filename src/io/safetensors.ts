@@ -110,10 +110,13 @@ export function openSafetensors(path: string | URL): Promise<SafetensorsFile> {
  * ```ts
  * import { readSafetensors, writeSafetensors } from "./safetensors.ts";
  * import { tensor } from "../tensor.ts";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
  * const path = (await Deno.makeTempDir()) + "/adapter_model.safetensors";
  * await writeSafetensors(path, { a: tensor("F32", [8, 4]) }, { metadata: { format: "pt" } });
  *
- * const { tensors, metadata } = await readSafetensors(path); // metadata.format === "pt"
+ * const { tensors, metadata } = await readSafetensors(path);
+ * deepStrictEqual(tensors.get("a")!.shape, [8, 4]);
+ * strictEqual(metadata.format, "pt");
  * ```
  */
 export async function readSafetensors(path: string | URL): Promise<SafetensorsContents> {
@@ -148,10 +151,13 @@ export interface SafetensorsSummary {
  * ```ts
  * import { inspectSafetensors, writeSafetensors } from "./safetensors.ts";
  * import { tensor } from "../tensor.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const path = (await Deno.makeTempDir()) + "/model.safetensors";
  * await writeSafetensors(path, { w: tensor("F16", [3, 2]), b: tensor("F16", [3]) });
  *
- * const { tensors, parameters } = await inspectSafetensors(path); // parameters === 9
+ * const { tensors, parameters } = await inspectSafetensors(path);
+ * strictEqual(tensors.length, 2);
+ * strictEqual(parameters, 9);
  * ```
  */
 export async function inspectSafetensors(path: string | URL): Promise<SafetensorsSummary> {
@@ -181,8 +187,10 @@ export async function inspectSafetensors(path: string | URL): Promise<Safetensor
  * ```ts
  * import { parseSafetensorsHeader, serializeSafetensors } from "./safetensors.ts";
  * import { tensor } from "../tensor.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const bytes = serializeSafetensors({ w: tensor("F32", [2]) });
- * parseSafetensorsHeader(bytes).tensors[0]!.fileOffset; // 72
+ * // 8 length bytes, then the JSON header padded to a multiple of 8 (56 bytes here)
+ * strictEqual(parseSafetensorsHeader(bytes).tensors[0]!.fileOffset, 64);
  * ```
  */
 export function parseSafetensorsHeader(
@@ -213,8 +221,9 @@ export function parseSafetensorsHeader(
  * ```ts
  * import { deserializeSafetensors, serializeSafetensors } from "./safetensors.ts";
  * import { tensor } from "../tensor.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const bytes = serializeSafetensors({ b: tensor("I64", [], new BigInt64Array([7n])) });
- * deserializeSafetensors(bytes).tensors.get("b")!.data[0]; // 7n
+ * strictEqual(deserializeSafetensors(bytes).tensors.get("b")!.data[0], 7n);
  * ```
  */
 export function deserializeSafetensors(

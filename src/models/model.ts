@@ -56,9 +56,9 @@ export type LinearHook = (site: LinearSite) => Value;
 
 /** A graph input or output of a model. */
 export interface ModelIO {
-  /** Name of the graph input or output. */
+  /** The ONNX file's own name; `"x"` and `"y"` for a safetensors block. */
   readonly name: string;
-  /** Element type. */
+  /** `F32` for safetensors and TF.js models; the declared type for ONNX. */
   readonly dtype: DType;
   /** Dimensions; strings are symbolic (`"batch"`). */
   readonly shape: Shape;

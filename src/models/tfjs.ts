@@ -52,8 +52,9 @@ interface ManifestGroup {
  * @example
  * ```ts
  * import { openTfjsModel } from "./tfjs.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const model = await openTfjsModel("fixtures/tfjs/dense/model.json");
- * model.layers.map((l) => l.name); // ["fc1", "fc2", "fc3"]
+ * deepStrictEqual(model.layers.map((l) => l.name), ["fc1", "fc2", "fc3"]);
  * ```
  */
 export async function openTfjsModel(path: string): Promise<BaseModel> {

@@ -41,7 +41,7 @@ export interface InitializerInfo {
   readonly name: string;
   /** Element type as stored in the file. */
   readonly dtype: DType;
-  /** Dimensions. */
+  /** ONNX's int64 dims as numbers; `[]` for a scalar. */
   readonly shape: readonly number[];
   /** Size of the data in bytes (elements × item size). */
   readonly bytes: number;

@@ -40,7 +40,8 @@ const DTYPE_OF_CODE: Readonly<Record<number, DType>> = {
  * @example
  * ```ts
  * import { dtypeOfCode } from "./tensor_proto.ts";
- * dtypeOfCode(10, "model.onnx: tensor \"w\""); // "F16"
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(dtypeOfCode(10, "model.onnx: tensor \"w\""), "F16");
  * ```
  */
 export function dtypeOfCode(code: number, what: string): DType {
@@ -63,7 +64,8 @@ export function dtypeOfCode(code: number, what: string): DType {
  * import { create } from "@bufbuild/protobuf";
  * import { TensorProtoSchema } from "../../onnx/gen/onnx_pb.ts";
  * import { dimsOf } from "./tensor_proto.ts";
- * dimsOf(create(TensorProtoSchema, { dims: [2n, 3n] })); // [2, 3]
+ * import { deepStrictEqual } from "node:assert/strict";
+ * deepStrictEqual(dimsOf(create(TensorProtoSchema, { dims: [2n, 3n] })), [2, 3]);
  * ```
  */
 export function dimsOf(tp: TensorProto): number[] {
@@ -78,7 +80,8 @@ export function dimsOf(tp: TensorProto): number[] {
  * import { create } from "@bufbuild/protobuf";
  * import { TensorProtoSchema } from "../../onnx/gen/onnx_pb.ts";
  * import { isExternal } from "./tensor_proto.ts";
- * isExternal(create(TensorProtoSchema, { dataLocation: 1 })); // true
+ * import { ok } from "node:assert/strict";
+ * ok(isExternal(create(TensorProtoSchema, { dataLocation: 1 })));
  * ```
  */
 export function isExternal(tp: TensorProto): boolean {
@@ -95,8 +98,9 @@ export function isExternal(tp: TensorProto): boolean {
  * import { create } from "@bufbuild/protobuf";
  * import { TensorProtoSchema } from "../../onnx/gen/onnx_pb.ts";
  * import { tensorFromProto } from "./tensor_proto.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const tp = create(TensorProtoSchema, { dims: [2n], dataType: 1, floatData: [1, 2] });
- * tensorFromProto(tp, "example").data; // Float32Array [1, 2]
+ * deepStrictEqual(tensorFromProto(tp, "example").data, new Float32Array([1, 2]));
  * ```
  */
 export function tensorFromProto(tp: TensorProto, what: string): Tensor {

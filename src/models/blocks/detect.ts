@@ -98,11 +98,12 @@ interface Candidate {
  * @example
  * ```ts
  * import { detectBlocks } from "./detect.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const names = [0, 1].flatMap((i) =>
  *   ["gate_proj", "up_proj", "down_proj"].map((m) => `model.layers.${i}.mlp.${m}.weight`)
  * );
  * const found = detectBlocks(names, { hidden_act: "silu" });
- * found.blocks.map((b) => b.name); // ["model.layers.0.mlp", "model.layers.1.mlp"]
+ * deepStrictEqual(found.blocks.map((b) => b.name), ["model.layers.0.mlp", "model.layers.1.mlp"]);
  * ```
  */
 export function detectBlocks(

@@ -17,7 +17,7 @@ export interface TensorInfo {
   readonly shape: readonly number[];
 }
 
-/** The normalisation of a resolved block. */
+/** A block's LayerNorm or RMSNorm, with the keys of its tensors in the file. */
 export interface ResolvedNorm {
   /** LayerNorm (mean and variance) or RMSNorm (root mean square only). */
   readonly kind: "layer_norm" | "rms_norm";
@@ -62,6 +62,7 @@ const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
  * @example
  * ```ts
  * import { resolveBlock } from "./resolve.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const tensors = new Map([
  *   ["fc1.weight", { name: "fc1.weight", dtype: "F32" as const, shape: [16, 8] }],
  *   ["fc2.weight", { name: "fc2.weight", dtype: "F32" as const, shape: [4, 16] }],
@@ -70,7 +71,7 @@ const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
  *   form: "sequential",
  *   layers: [{ name: "fc1", activation: "relu" }, { name: "fc2" }],
  * }, tensors, "mlp.safetensors");
- * block.inFeatures; // 8
+ * strictEqual(block.inFeatures, 8);
  * ```
  */
 export function resolveBlock(
@@ -177,7 +178,8 @@ export function resolveBlock(
  * @example
  * ```ts
  * import { blockLabel } from "./resolve.ts";
- * blockLabel(""); // "(root)"
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(blockLabel(""), "(root)");
  * ```
  */
 export function blockLabel(name: string): string {

@@ -61,8 +61,13 @@ export interface SafetensorsModel extends BaseModel {
  * ```ts
  * import { openSafetensorsModel } from "./safetensors_model.ts";
  * import { Graph } from "../../engine/graph.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const model = await openSafetensorsModel("fixtures/hf/llama/model.safetensors");
- * model.layers.map((l) => l.name); // ["model.layers.0.mlp.gate_proj", …]
+ * deepStrictEqual(model.layers.map((l) => l.name), [
+ *   "model.layers.0.mlp.gate_proj",
+ *   "model.layers.0.mlp.up_proj",
+ *   "model.layers.0.mlp.down_proj",
+ * ]);
  * const g = new Graph();
  * g.output(model.build(g).outputs[0]!);
  * model.close();
@@ -88,8 +93,13 @@ export async function openSafetensorsModel(
  * @example
  * ```ts
  * import { detectSafetensorsBlocks } from "./safetensors_model.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const found = await detectSafetensorsBlocks("fixtures/hf/llama_3layers/model.safetensors");
- * found.blocks.map((b) => b.name); // ["model.layers.0.mlp", "model.layers.1.mlp", …]
+ * deepStrictEqual(found.blocks.map((b) => b.name), [
+ *   "model.layers.0.mlp",
+ *   "model.layers.1.mlp",
+ *   "model.layers.2.mlp",
+ * ]);
  * ```
  */
 export async function detectSafetensorsBlocks(

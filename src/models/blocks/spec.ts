@@ -79,8 +79,9 @@ export type ActivationFn = typeof ACTIVATIONS[ActivationName];
  * @example
  * ```ts
  * import { isActivation } from "./spec.ts";
- * isActivation("gelu_pytorch_tanh"); // true
- * isActivation("relu6"); // false
+ * import { ok, strictEqual } from "node:assert/strict";
+ * ok(isActivation("gelu_pytorch_tanh"));
+ * strictEqual(isActivation("relu6"), false);
  * ```
  */
 export function isActivation(name: string): name is ActivationName {
@@ -142,11 +143,9 @@ type InferredBlockSpec = z.infer<typeof BlockSpecSchema>;
 
 /** A block spec (see the module documentation for the format). */
 export type BlockSpec = InferredBlockSpec;
-/** One linear layer of a spec. */
 export type LayerSpec = z.infer<typeof layer>;
 /** A layer of a sequential spec, with the activation applied to its output. */
 export type SequentialLayerSpec = z.infer<typeof sequentialLayer>;
-/** The normalisation of a spec. */
 export type NormSpec = z.infer<typeof norm>;
 
 /**
@@ -155,11 +154,12 @@ export type NormSpec = z.infer<typeof norm>;
  * @example
  * ```ts
  * import { parseBlockSpec } from "./spec.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const spec = parseBlockSpec({
  *   form: "sequential",
  *   layers: [{ name: "enc", activation: "relu" }, { name: "dec" }],
  * });
- * spec.form; // "sequential"
+ * strictEqual(spec.form, "sequential");
  * ```
  */
 export function parseBlockSpec(json: unknown, source = "block spec"): BlockSpec {
