@@ -4,7 +4,7 @@ import { deepStrictEqual } from "node:assert/strict";
 import { dirname, join, normalize } from "node:path";
 
 const ROOT = normalize(join(dirname(new URL(import.meta.url).pathname), ".."));
-const SKIP = new Set(["node_modules", "runs", ".bench", ".git", "fixtures"]);
+const SKIP = new Set(["node_modules", "runs", ".bench", ".git", "fixtures", ".scratch"]);
 const GENERATED = "src/onnx/gen/";
 const MAX_LINES = 500;
 
