@@ -47,7 +47,7 @@ function onnxTable(path: string, s: OnnxSummary): string[] {
     "",
     ...linearLines(s),
     "",
-    `unsupported: ${s.unsupported.map(printable).join(", ") || "none"}`,
+    `frozen context (no gradient crosses it): ${s.frozen.map(printable).join(", ") || "none"}`,
     ...(s.notes.length === 0 ? ["notes: none"] : ["notes:", ...s.notes.map((n) => `  - ${n}`)]),
   ];
 }

@@ -53,15 +53,16 @@
  *     "name": "fc1", "inFeatures": 784, "outFeatures": 256, "orientation": "out_in",
  *     "weightKey": "fc1.weight", "biasKey": "fc1.bias", "dtype": "F32", "node": "Gemm_0"
  *   }],
- *   "unsupported": [],
+ *   "frozen": [],
  *   "notes": []
  * }
  * ```
  *
  * `ops` counts nodes by op type, `external` appears only on initializers stored outside the
  * model (its `length` only when the model gives one), `orientation` is `out_in` for a PyTorch
- * `[out, in]` weight and `in_out` for `[in, out]`, `unsupported` names the nodes ffwd cannot
- * import (`node "name" (Op)`) and `notes` what the importer would change or assume.
+ * `[out, in]` weight and `in_out` for `[in, out]`, `frozen` names the nodes that run as frozen
+ * context (`node "name" (Op)`: ops ffwd has no builder for, carried as the file wrote them, which no
+ * gradient crosses) and `notes` what the importer would change or assume.
  *
  * **tfjs** (a `*.json` file, or a folder holding `model.json`), opened by the TF.js loader, so
  * graph models and unsupported layers fail with its error:

@@ -12,6 +12,7 @@ import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { tensor } from "../src/tensor.ts";
 import { REALDATA, realdataTest as sharedRealdataTest } from "./_realdata.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
+import { withTempDir } from "./_assert.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const MAIN = new URL("cli/main.ts", ROOT).pathname;
@@ -53,7 +54,7 @@ async function ffwd(...args: string[]): Promise<Run> {
 }
 
 async function withModel(run: (path: string, dir: string) => Promise<void>): Promise<void> {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     const path = `${dir}/model.safetensors`;
     await writeSafetensors(path, {
       "fc1.weight": tensor("F32", [4, 3]),
@@ -90,15 +91,6 @@ async function inspectError(...args: string[]): Promise<string> {
   strictEqual(stdout, "");
   ok(stderr.startsWith("error: ") && stderr.indexOf("\n") === stderr.length - 1, stderr);
   return stderr.trimEnd();
-}
-
-async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ffwd_cli_" });
-  try {
-    await run(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 /** A test of the file `path` under ../shared/realdata (see tests/_realdata.ts). */
@@ -277,7 +269,7 @@ Deno.test("ffwd inspect of an ONNX file shows producer, ops, initializers and li
     ops: { Gemm: 3, Relu: 2, Identity: 1 },
     inputs: [{ name: "x", dtype: "F32", shape: ["batch", 784] }],
     outputs: ["y"],
-    unsupported: [],
+    frozen: [],
     notes: [],
   });
   const inits = initializers as { name: string; dtype: string; shape: number[]; bytes: number }[];
@@ -309,7 +301,11 @@ Deno.test("ffwd inspect of an ONNX file shows producer, ops, initializers and li
     "  fc1.weight  F32    [256, 784]  802,816",
     "  fc1   784  256  out_in       F32    fc1.weight  fc1.bias  Gemm_0",
   );
-  deepStrictEqual(lines.slice(-3), ["unsupported: none", "notes: none", ""]);
+  deepStrictEqual(lines.slice(-3), [
+    "frozen context (no gradient crosses it): none",
+    "notes: none",
+    "",
+  ]);
 });
 
 realdataTest(
@@ -446,7 +442,7 @@ realdataTest(
 );
 
 Deno.test("ffwd inspect rejects TF.js graph models, unsupported layers and unknown folders", async () => {
-  await withDir(async (dir) => {
+  await withTempDir(async (dir) => {
     await Deno.mkdir(`${dir}/graph`);
     await Deno.writeTextFile(
       `${dir}/graph/model.json`,

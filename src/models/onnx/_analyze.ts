@@ -10,9 +10,17 @@ import type { Dim } from "../../engine/graph.ts";
 import type { NodeProto, TensorProto, ValueInfoProto } from "../../onnx/gen/onnx_pb.ts";
 import type { DType, Tensor } from "../../tensor.ts";
 import { attrInt, attrTensor } from "./_attrs.ts";
-import { cutPostProcessing, domainOf, neededNodes, qualifiedOp, sortNodes } from "./_graph.ts";
+import {
+  cutPostProcessing,
+  domainOf,
+  neededNodes,
+  qualifiedOp,
+  readsOf,
+  sortNodes,
+} from "./_graph.ts";
 import { type ConstInfo, findLinearLayers, type LinearMatch } from "./linear.ts";
 import { handlerOf } from "./op_map.ts";
+import type { Probed } from "./_probe.ts";
 import { type InitializerInfo, initializerInfo, type OnnxFile } from "../../io/onnx/read.ts";
 import { dimsOf, dtypeOfCode, tensorFromProto } from "../../io/onnx/tensor_proto.ts";
 
@@ -50,10 +58,15 @@ export interface Analysis {
   readonly nodes: readonly NodeProto[];
   /** Linear layers the outputs need, by the node that produces the layer's output. */
   readonly linear: ReadonlyMap<NodeProto, LinearMatch>;
-  /** Needed nodes no handler exists for. */
-  readonly unsupported: readonly NodeProto[];
+  /**
+   * Needed nodes no builder exists for: the frozen context, carried into the graph as they are
+   * (their output shapes are probed, see `_probe.ts`; no gradient can cross them).
+   */
+  readonly carried: readonly NodeProto[];
   /** Position of each node in the file, for messages about unnamed nodes. */
   readonly index: ReadonlyMap<NodeProto, number>;
+  /** Dtype and shape of each output of the carried nodes, probed in onnxruntime (`_probe.ts`). */
+  readonly probed?: ReadonlyMap<string, Probed>;
   /** Op histogram of the whole file (`Op` or `domain.Op` → count). */
   readonly histogram: Readonly<Record<string, number>>;
   readonly notes: readonly string[];
@@ -139,7 +152,7 @@ export function analyze(file: OnnxFile): Analysis {
   const finals = new Map(matches.map((m) => [m.biasAdd ?? m.anchor, m]));
   const depsOf = (n: NodeProto): readonly string[] => {
     const m = finals.get(n);
-    return m ? [m.x, m.layer.weightKey, m.layer.biasKey ?? ""] : n.input;
+    return m ? [m.x, m.layer.weightKey, m.layer.biasKey ?? ""] : readsOf(n);
   };
   const needed = neededNodes(sorted, cut.outputs, depsOf, (name) => producer.get(name));
   const nodes = sorted.filter((n) => needed.has(n));
@@ -156,7 +169,7 @@ export function analyze(file: OnnxFile): Analysis {
     constants,
     nodes,
     linear: new Map([...finals].filter(([n]) => needed.has(n))),
-    unsupported: nodes.filter((n) => !finals.has(n) && !handlerOf(domainOf(n), n.opType)),
+    carried: nodes.filter((n) => !finals.has(n) && !handlerOf(domainOf(n), n.opType)),
     index: new Map(g.node.map((n, i) => [n, i])),
     histogram,
     notes,

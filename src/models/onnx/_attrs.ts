@@ -6,6 +6,7 @@
  */
 
 import { isFieldSet } from "@bufbuild/protobuf";
+import type { Attr } from "../../engine/graph.ts";
 import {
   type AttributeProto,
   AttributeProto_AttributeType as AT,
@@ -96,4 +97,35 @@ export function attrTensor(node: NodeProto, name: string): TensorProto | undefin
   if (!a) return undefined;
   if (attrType(a) !== AT.TENSOR || !a.t) wrong(node, a, "TENSOR");
   return a.t;
+}
+
+/**
+ * A node's attributes for a node carried as it is: numbers, strings and their lists in ffwd's own
+ * form (the emitter rewrites `axes` across opsets), everything else (tensors, subgraphs, sparse
+ * tensors, types) as the file wrote it.
+ */
+export function carriedAttrs(node: NodeProto): Record<string, Attr> {
+  const attrs: Record<string, Attr> = {};
+  for (const a of node.attribute) {
+    switch (attrType(a)) {
+      case AT.INT:
+        attrs[a.name] = { type: "int", value: Number(a.i) };
+        break;
+      case AT.FLOAT:
+        attrs[a.name] = { type: "float", value: a.f };
+        break;
+      case AT.STRING:
+        attrs[a.name] = { type: "string", value: new TextDecoder().decode(a.s) };
+        break;
+      case AT.INTS:
+        attrs[a.name] = { type: "ints", value: a.ints.map(Number) };
+        break;
+      case AT.FLOATS:
+        attrs[a.name] = { type: "floats", value: [...a.floats] };
+        break;
+      default:
+        attrs[a.name] = { type: "onnx", value: a };
+    }
+  }
+  return attrs;
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { NodeProto } from "../../onnx/gen/onnx_pb.ts";
+import type { GraphProto, NodeProto } from "../../onnx/gen/onnx_pb.ts";
 
 /** The default domain is written `""` or `"ai.onnx"`. */
 export function domainOf(node: NodeProto): string {
@@ -25,6 +25,27 @@ export function describeNode(node: NodeProto, index: number): string {
 }
 
 /**
+ * The values a node reads: its inputs, and the outer-scope names its subgraphs (If's branches,
+ * Loop's and Scan's bodies) read without defining them, which ONNX leaves implicit.
+ */
+export function readsOf(node: NodeProto): string[] {
+  const outer = node.attribute.flatMap((a) => [...(a.g ? [a.g] : []), ...a.graphs])
+    .flatMap((g) => outerNames(g));
+  return outer.length ? [...node.input, ...new Set(outer)] : [...node.input];
+}
+
+/** Names a subgraph reads from the scope around it. */
+function outerNames(g: GraphProto): string[] {
+  const defined = new Set([...g.input.map((v) => v.name), ...g.initializer.map((t) => t.name)]);
+  const out: string[] = [];
+  for (const n of g.node) {
+    for (const name of readsOf(n)) if (name && !defined.has(name)) out.push(name);
+    for (const o of n.output) defined.add(o);
+  }
+  return out;
+}
+
+/**
  * Sorts nodes so each comes after the producers of its inputs, keeping the file order where it
  * is already valid (Kahn's algorithm, always taking the earliest ready node). `available` holds
  * the graph inputs and initializers. Throws a `SyntaxError` naming the node for an input nobody
@@ -40,7 +61,7 @@ export function sortNodes(
   const waiting = nodes.map(() => 0);
   const consumers = nodes.map((): number[] => []);
   nodes.forEach((n, i) => {
-    for (const name of new Set(n.input)) {
+    for (const name of new Set(readsOf(n))) {
       if (name === "" || available.has(name)) continue;
       const p = producer.get(name);
       if (p === undefined) {

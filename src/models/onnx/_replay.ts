@@ -19,7 +19,8 @@ import { isFloat, type Tensor, toFloat32 } from "../../tensor.ts";
 import type { Analysis } from "./_analyze.ts";
 import { computeDtype, type OpContext, type OpResult } from "./_context.ts";
 import { type Folded, foldedOf, isIntDtype, isNumeric, tensorOf } from "./_fold.ts";
-import { describeNode, domainOf } from "./_graph.ts";
+import { describeNode, domainOf, readsOf } from "./_graph.ts";
+import { carriedAttrs } from "./_attrs.ts";
 import type { LinearMatch } from "./linear.ts";
 import { handlerOf } from "./op_map.ts";
 import type { NodeProto } from "../../onnx/gen/onnx_pb.ts";
@@ -116,6 +117,44 @@ export function replay(
     return opts.hook ? opts.hook({ layer: l, x, y, weight, bias }) : y;
   };
 
+  /**
+   * A node of the frozen context, carried as the file wrote it: its outputs take the probed dtypes
+   * and shapes, and the outer-scope values its subgraphs read keep their names in the graph.
+   */
+  const carry = (node: NodeProto, where: string): void => {
+    const inputs = node.input.map((name) => (name ? valueOf(name, where) : null));
+    const reads = readsOf(node).slice(node.input.length).map((name) => {
+      const v = valueOf(name, where);
+      if (v.name === name) return v;
+      if (g.has(name)) {
+        throw new TypeError(
+          `Cannot import ${file}: ${where}: its subgraph reads "${name}", a name the graph uses ` +
+            "for another value",
+        );
+      }
+      return identity(v, name);
+    });
+    const attrs = carriedAttrs(node);
+    if (reads.length) {
+      for (const [k, a] of Object.entries(attrs)) {
+        if (a.type === "onnx" && (a.value.g || a.value.graphs.length)) attrs[k] = { ...a, reads };
+      }
+    }
+    const last = node.output.findLastIndex((o) => o !== "");
+    const specs = node.output.slice(0, last + 1).map((o) => {
+      if (o === "") return { dtype: "F32" as const, shape: [] }; // an unused optional output
+      const p = a.probed?.get(o);
+      if (!p) {
+        throw new TypeError(`Cannot import ${file}: ${where}: the shape of "${o}" is unknown`);
+      }
+      return { dtype: computeDtype(p.dtype), shape: p.shape, name: free(o) };
+    });
+    const domain = domainOf(node);
+    if (domain) g.domains.set(domain, a.opsets.get(domain) ?? 1);
+    const outs = g.node(node.opType, inputs, attrs, specs, domain);
+    node.output.forEach((o, k) => o && entries.set(o, { value: outs[k]! }));
+  };
+
   a.nodes.forEach((node) => {
     const where = describeNode(node, a.index.get(node) ?? -1);
     const m = a.linear.get(node);
@@ -124,7 +163,11 @@ export function replay(
         entries.set(m.output, { value: linear(m) });
         return;
       }
-      const handler = handlerOf(domainOf(node), node.opType)!;
+      const handler = handlerOf(domainOf(node), node.opType);
+      if (!handler) {
+        carry(node, where);
+        return;
+      }
       const results = handler(context(node, where));
       node.output.forEach((o, k) => o && entries.set(o, entryOf(results[k], node.opType)));
     } catch (e) {

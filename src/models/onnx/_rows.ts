@@ -5,9 +5,10 @@
  * The check is structural and conservative. Values that carry the batch on axis 0 are followed
  * from the inputs; every node that reads one must be an op known to act per row with the
  * attributes it has: elementwise ops and activations, MatMul/Gemm with the batch on the left
- * and a weight on the right, normalisations and reductions over axes other than 0, Softmax over
+ * and a weight on the right, convolutions and pooling, normalisations and reductions over axes
+ * other than 0 (BatchNormalization in its inference form), Softmax over
  * an axis other than 0, Transpose keeping axis 0 first, Flatten after axis 0, a Reshape that copies
- * axis 0 (target `[0, …]`), Concat/Split/Slice/Squeeze/Unsqueeze away from axis 0, Gather on
+ * axis 0 (target `[0, …]`) or infers it from fixed row sizes (`[-1, 256]`), Concat/Split/Slice/Squeeze/Unsqueeze away from axis 0, Gather on
  * another axis. Anything else — a reduction over all axes, Softmax over axis 0, a Reshape to a
  * constant shape, an op this list does not know — keeps the declared batch.
  *
@@ -148,9 +149,13 @@ function perRow(
     case "Flatten":
       return attrInt(n, "axis", 1) >= 1;
     case "Reshape": {
+      // `[0, …]` copies axis 0. `[-1, fixed…]` (PyTorch's `x.view(-1, 256)`) keeps rows as rows
+      // when a row holds exactly the fixed part; the dry run's shape rule checks that, and the
+      // output must then lead with the batch.
       const shape = ints(n.input[1]);
-      return !carried[1] && shape !== undefined && shape[0] === 0 &&
-        attrInt(n, "allowzero", 0) === 0;
+      const rest = shape?.slice(1) ?? [];
+      return !carried[1] && shape !== undefined && attrInt(n, "allowzero", 0) === 0 &&
+        (shape[0] === 0 || (shape[0] === -1 && rest.every((d) => d > 0)));
     }
     case "Concat":
     case "Split":
@@ -167,6 +172,20 @@ function perRow(
     case "Gather":
       // Rows of the data must stay rows; batch-carrying indices (a lookup per row) are fine.
       return !carried[0] || attrInt(n, "axis", 0) >= 1;
+    // Convolutions, pooling and per-sample normalisation slide over the axes after the channel.
+    case "Conv":
+    case "ConvTranspose":
+    case "ConvInteger":
+    case "MaxPool":
+    case "AveragePool":
+    case "LpPool":
+    case "GlobalAveragePool":
+    case "GlobalMaxPool":
+    case "GlobalLpPool":
+    case "LRN":
+    case "InstanceNormalization":
+    case "BatchNormalization": // inference form: running statistics, no batch statistics
+      return !carried.slice(1).some(Boolean);
     default:
       return false;
   }

@@ -5,7 +5,10 @@
  * the linear hook on every layer.
  *
  * What is refused, and why: external data outside the model's folder (onnxruntime would read it
- * outside Deno's sandbox); ops outside `supportedOps()`, with the op, domain, node and the list.
+ * outside Deno's sandbox); a file onnxruntime cannot run. Ops without a builder (convolutions,
+ * pooling, recurrent layers, control flow, other domains) are the frozen context: carried into the
+ * graph as the file wrote them, their output shapes probed by running the file (`_probe.ts`); no
+ * gradient crosses them, so they may sit anywhere upstream of the adapters.
  * What is changed, with a note in `model.notes`: `ai.onnx.ml` post-processing after the network
  * (ZipMap, ArrayFeatureExtractor, …) is cut off; half-precision models compute in float32;
  * initializers that IR ≥ 4 graphs also list as inputs are imported as constants.
@@ -18,11 +21,11 @@ import type { ModelProto } from "../../onnx/gen/onnx_pb.ts";
 import type { BaseModel, BuildOptions, Built, ModelIO } from "../model.ts";
 import type { Tensor } from "../../tensor.ts";
 import { type Analysis, analyze } from "./_analyze.ts";
-import { describeNode, qualifiedOp } from "./_graph.ts";
+import { describeNode, qualifiedOp, readsOf } from "./_graph.ts";
+import { probeShapes } from "./_probe.ts";
 import { replay } from "./_replay.ts";
 import { rowMixer } from "./_rows.ts";
 import type { OnnxLinearLayer } from "./linear.ts";
-import { supportedOps } from "./op_map.ts";
 import { type InitializerInfo, loadTensor, readOnnxFile } from "../../io/onnx/read.ts";
 
 /** An opset import of a model. */
@@ -66,7 +69,7 @@ export interface OnnxModel extends BaseModel {
 
 /**
  * Opens an ONNX model as a base model. Fails before reading tensor data when an external data
- * location is unsafe, and before building when an op is unsupported.
+ * location is unsafe, and before building when onnxruntime cannot run the file's frozen context.
  *
  * @example
  * ```ts
@@ -83,32 +86,38 @@ export interface OnnxModel extends BaseModel {
 export async function openOnnxModel(path: string): Promise<OnnxModel> {
   const file = await readOnnxFile(path);
   const a = analyze(file);
-  assertSupported(a);
   const tensors = new Map<string, Tensor>();
   const reads = new Set(a.nodes.flatMap((n) => {
     const m = a.linear.get(n);
-    return m ? [m.x, m.layer.weightKey, m.layer.biasKey ?? ""] : n.input;
+    return m ? [m.x, m.layer.weightKey, m.layer.biasKey ?? ""] : readsOf(n);
   }));
   for (const name of [...reads, ...a.outputs]) {
     const tp = a.initializers.get(name);
     if (tp && !tensors.has(name)) tensors.set(name, await loadTensor(file, tp));
   }
   const notes = [...a.notes];
+  if (a.carried.length) notes.push(carriedNote(a));
+  const carriedOutputs = a.carried.flatMap((n) => n.output.filter((o) => o !== ""));
+  const described = a.carried.map((n) => describeNode(n, a.index.get(n) ?? -1));
+  const probe = async (inputs: Analysis["inputs"]) =>
+    carriedOutputs.length ? await probeShapes(file, inputs, carriedOutputs, described) : undefined;
   // A dry run validates every node's shapes now and gives the outputs' shapes. A fixed batch is
   // freed only if every node works per row, every shape rule passes and every output leads with it.
   if (a.freed) {
     const batched = a.freed.inputs.filter((i) => i.shape[0] === "batch").map((i) => i.name);
     const mixer = rowMixer(a.nodes, batched, new Map([...a.constants, ...tensors]), a.index);
-    const free = { ...a, inputs: a.freed.inputs };
+    const probed = mixer ? undefined : await probe(a.freed.inputs).catch(() => null);
+    const free = { ...a, inputs: a.freed.inputs, probed: probed ?? undefined };
     const freeNotes = [...notes, a.freed.note];
-    const built = mixer ? undefined : tryReplay(free, tensors, freeNotes);
+    const built = mixer || probed === null ? undefined : tryReplay(free, tensors, freeNotes);
     if (built?.outputs.every((o) => o.shape[0] === "batch")) {
       return new Model(free, tensors, freeNotes, built);
     }
     const why = mixer ? `${mixer} may combine rows` : "the graph's shapes depend on it";
     notes.push(`${a.freed.kept}: ${why}, so the model runs only on batches of that size`);
   }
-  return new Model(a, tensors, notes, replay(a, tensors, new Graph(), {}, notes));
+  const declared = { ...a, probed: await probe(a.inputs) };
+  return new Model(declared, tensors, notes, replay(declared, tensors, new Graph(), {}, notes));
 }
 
 /** The dry run, or `undefined` when some node's shape rule refuses the graph. */
@@ -120,20 +129,12 @@ function tryReplay(a: Analysis, tensors: ReadonlyMap<string, Tensor>, notes: str
   }
 }
 
-function assertSupported(a: Analysis): void {
-  const bad = a.unsupported;
-  if (bad.length === 0) return;
-  const n = bad[0]!;
-  const others = [...new Set(bad.slice(1).map((b) => qualifiedOp(b)))].filter((o) =>
-    o !== qualifiedOp(n)
-  );
-  throw new TypeError(
-    `Cannot import ONNX model "${a.file.path}": unsupported op ${n.opType} (domain "${
-      n.domain || "ai.onnx"
-    }") at ${describeNode(n, a.index.get(n) ?? -1)}${
-      others.length ? `; also unsupported: ${others.join(", ")}` : ""
-    }. Supported ops: ${supportedOps().join(", ")}`,
-  );
+/** The note that names the frozen context (ops carried as they are, which no gradient crosses). */
+function carriedNote(a: Analysis): string {
+  const ops = [...new Set(a.carried.map((n) => qualifiedOp(n)))];
+  const n = a.carried.length;
+  return `${n} ${n === 1 ? "node" : "nodes"} (${ops.join(", ")}) run as frozen context, as the ` +
+    "file wrote them: no gradient crosses them, so adapters go on linear layers after them";
 }
 
 class Model implements OnnxModel {

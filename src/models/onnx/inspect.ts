@@ -1,7 +1,7 @@
 /**
  * A JSON-able summary of an ONNX file for `ffwd inspect`: producer, opsets, op histogram,
- * inputs and outputs, initializers, linear layers with their orientation, unsupported ops and
- * import notes. Reads no tensor data, and works on files ffwd cannot import (it lists why).
+ * inputs and outputs, initializers, linear layers with their orientation, the frozen context (nodes
+ * without a builder, run as they are) and import notes. Reads no tensor data.
  *
  * @module
  */
@@ -56,8 +56,11 @@ export interface OnnxSummary {
     readonly dtype: string;
     readonly node: string;
   }[];
-  /** Needed nodes ffwd cannot import, as `node "name" (Op)`. */
-  readonly unsupported: readonly string[];
+  /**
+   * Needed nodes ffwd has no builder for, as `node "name" (Op)`: they run as frozen context, as the
+   * file wrote them, and no gradient crosses them.
+   */
+  readonly frozen: readonly string[];
   /** What an import would change or cut off, one sentence each. */
   readonly notes: readonly string[];
 }
@@ -109,7 +112,7 @@ export async function inspectOnnx(path: string): Promise<OnnxSummary> {
       dtype: l.dtype,
       node: l.node,
     })),
-    unsupported: a.unsupported.map((n) => describeNode(n, a.index.get(n) ?? -1)),
+    frozen: a.carried.map((n) => describeNode(n, a.index.get(n) ?? -1)),
     notes: [...a.notes],
   };
 }
