@@ -52,11 +52,11 @@ export interface BenchTrainResult {
   matmul_gflops: number;
   /** `gflops / matmul_gflops`. */
   ratio: number;
-  /** The layer widths benchmarked. */
+  /** `opts.dims`, echoed so that a saved `--json` result says what ran. */
   dims: number[];
-  /** The rows per step benchmarked. */
+  /** `opts.batch`, echoed like `dims`. */
   batch: number;
-  /** The LoRA rank benchmarked. */
+  /** `opts.rank`, echoed like `dims`. */
   rank: number;
   /** Mean time of the optimizer update per step, in ms. */
   optimizer_ms: number;
@@ -174,14 +174,18 @@ export function baseFlops(dims: readonly number[], batch: number): number {
 }
 
 /**
- * Runs the benchmark.
+ * Builds the step, runs `warmup` untimed steps, measures {@linkcode matmulRate} on this machine,
+ * then times `steps` steps.
  *
  * @example
  * ```ts
  * import { benchTrain } from "./train_step.ts";
+ * import { deepStrictEqual, ok } from "node:assert/strict";
  * // Realistic sizes are [784, 1024, 1024, 10] with batch 128; this one is quick.
  * const r = await benchTrain({ dims: [16, 8, 4], batch: 8, rank: 2, steps: 2, warmup: 1 });
- * r.ms_per_step; // mean ms per step
+ * deepStrictEqual([r.dims, r.batch, r.rank], [[16, 8, 4], 8, 2]);
+ * ok(r.ms_per_step > 0);
+ * ok(r.optimizer_fraction > 0 && r.optimizer_fraction < 1); // the rest is the session run
  * ```
  */
 export async function benchTrain(opts: BenchTrainOptions): Promise<BenchTrainResult> {

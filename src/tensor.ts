@@ -176,7 +176,9 @@ export function allocData<D extends DType>(dtype: D, n: number): DataOf[D] {
  * @example
  * ```ts
  * import { tensor } from "./tensor.ts";
- * const t = tensor("F32", [2, 2], new Float32Array([1, 2, 3, 4]));
+ * import { deepStrictEqual, throws } from "node:assert/strict";
+ * deepStrictEqual(tensor("F32", [2, 2]).data, new Float32Array(4)); // zeros without data
+ * throws(() => tensor("F32", [2, 2], new Float32Array(3)), TypeError);
  * ```
  */
 export function tensor<D extends DType>(

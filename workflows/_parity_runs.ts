@@ -47,8 +47,21 @@ export async function runModel(
  * The adapter's tensors as feeds of the unmerged graph, by PEFT key (float32).
  *
  * @example
- * ```ts ignore
- * const feeds = adapterFeeds(planMerge(model, adapter)); // {"base_model.model.fc1.lora_A.weight": …}
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { adapterFeeds } from "./parity.ts";
+ * import { planMerge } from "./merge.ts";
+ * import { loadAdapter } from "../adapters/adapter.ts";
+ * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
+ * const model = await openSafetensorsModel("fixtures/peft/mlp_lora/base.safetensors");
+ * const feeds = adapterFeeds(planMerge(model, await loadAdapter("fixtures/peft/mlp_lora")));
+ * deepStrictEqual(Object.entries(feeds).map(([key, t]) => [key, t.shape]), [
+ *   ["base_model.model.fc1.lora_A.weight", [4, 6]],
+ *   ["base_model.model.fc1.lora_B.weight", [8, 4]],
+ *   ["base_model.model.fc2.lora_A.weight", [2, 8]], // rank_pattern gives fc2 rank 2
+ *   ["base_model.model.fc2.lora_B.weight", [8, 2]],
+ * ]);
+ * model.close();
  * ```
  */
 export function adapterFeeds(plan: MergePlan): Record<string, Tensor<"F32">> {

@@ -45,9 +45,9 @@ import {
 import { graphOf, keepsGraph, writeGraphOnnx, writePatchedOnnx } from "./_export_onnx.ts";
 import { reopened, writeMergedSafetensors } from "./_export_safetensors.ts";
 
-/** Output formats. */
+/** The file an export writes; a safetensors export needs a safetensors base. */
 export type ExportFormat = "onnx" | "safetensors";
-/** What an ONNX export holds. */
+/** What an ONNX export holds: merged weights, or the base with A and B as graph inputs. */
 export type ExportMode = "merged" | "adapter-inputs";
 
 /** Options of {@linkcode exportAdapter}. */
@@ -62,7 +62,7 @@ export interface ExportOptions {
   readonly seed?: number;
   /** Default: from the extension of `out` (`.safetensors`, else ONNX). */
   readonly format?: ExportFormat;
-  /** Default `"merged"`. */
+  /** Default `"merged"`, the only mode of a safetensors export. */
   readonly mode?: ExportMode;
   /** The block spec the model was opened with, to open the written safetensors file the same way. */
   readonly spec?: string;
@@ -98,12 +98,13 @@ export interface ExportResult {
  * @example
  * ```ts
  * import { exportAdapter } from "./export.ts";
+ * import { strictEqual } from "node:assert/strict";
  * import { loadAdapter } from "../adapters/adapter.ts";
  * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/peft/mlp_lora/base.safetensors");
  * const out = (await Deno.makeTempDir()) + "/merged.onnx";
  * const { report } = await exportAdapter(model, await loadAdapter("fixtures/peft/mlp_lora"), { out });
- * report!.verdict; // "pass"
+ * strictEqual(report!.verdict, "pass");
  * model.close();
  * ```
  */

@@ -305,9 +305,18 @@ export async function mergeAdapter(
  * `modules_to_save` tensors cannot be restored from the merge and are not returned.
  *
  * @example
- * ```ts ignore
- * const merged = await mergeAdapter(model, adapter);
- * const restored = await unmergeAdapter(merged); // ≈ the base weights
+ * ```ts
+ * import { ok } from "node:assert/strict";
+ * import { mergeAdapter, unmergeAdapter } from "./merge.ts";
+ * import { loadAdapter } from "../adapters/adapter.ts";
+ * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
+ * const model = await openSafetensorsModel("fixtures/peft/mlp_lora/base.safetensors");
+ * const merged = await mergeAdapter(model, await loadAdapter("fixtures/peft/mlp_lora"));
+ * const restored = await unmergeAdapter(merged);
+ * const base = (await model.readTensor("fc1.weight")).data as Float32Array;
+ * const back = restored.get("fc1.weight")!.data as Float32Array;
+ * ok(back.every((v, i) => Math.abs(v - base[i]!) < 1e-6)); // the base weights, up to rounding
+ * model.close();
  * ```
  */
 export async function unmergeAdapter(

@@ -28,7 +28,10 @@ import type { JsonValue } from "../adapters/config.ts";
 
 export { adapterFeeds, runModel, runOnnxFile, runUnmerged } from "./_parity_runs.ts";
 
-/** Which model a run used. */
+/**
+ * One run of a parity check: the adapter unmerged, the base with merged weights, or the written
+ * file loaded fresh.
+ */
 export type Check = "unmerged" | "merged" | "file";
 
 /** Probe inputs by model input name. */
@@ -77,11 +80,11 @@ export interface ParityReport {
   readonly verdict: "pass" | "fail";
   /** Path of the base model's file. */
   readonly model: string;
-  /** Name of the adapter. */
+  /** The adapter's `name`: its folder's name when loaded, `a+b` for a combination. */
   readonly adapter: string;
-  /** Path of the exported file. */
+  /** Path of the exported file, as given in `out`. */
   readonly output: string;
-  /** Format of the exported file. */
+  /** `format` as given, or told from the extension of `out`. */
   readonly format: "onnx" | "safetensors";
   /** What the export holds: merged weights, or the base with A and B as inputs. */
   readonly mode: "merged" | "adapter-inputs";
@@ -132,7 +135,9 @@ const F32_TOLERANCE = 1e-5;
  * @example
  * ```ts
  * import { storageTolerance } from "./parity.ts";
- * storageTolerance(["BF16"]).relative; // 0.015625
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(storageTolerance(["F32", "BF16"]).relative, 2 ** -6);
+ * strictEqual(storageTolerance(["F32"]).relative, 1e-5);
  * ```
  */
 export function storageTolerance(dtypes: readonly DType[]): Tolerance {
@@ -164,8 +169,10 @@ export function storageTolerance(dtypes: readonly DType[]): Tolerance {
  * ```ts
  * import { makeProbe } from "./parity.ts";
  * import { openTfjsModel } from "../src/models/tfjs.ts";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
  * const probe = await makeProbe(await openTfjsModel("fixtures/tfjs/dense/model.json"), { rows: 4 });
- * probe.feeds.fc1_input!.shape; // [4, 8]
+ * deepStrictEqual(probe.feeds.fc1_input!.shape, [4, 8]);
+ * strictEqual(probe.source, "seeded normal (seed 0)");
  * ```
  */
 export async function makeProbe(model: BaseModel, opts: ProbeOptions = {}): Promise<Probe> {
@@ -215,8 +222,11 @@ export async function makeProbe(model: BaseModel, opts: ProbeOptions = {}): Prom
  * ```ts
  * import { compareRuns } from "./parity.ts";
  * const y = { dtype: "F32" as const, shape: [2], data: new Float32Array([1, 2]) };
+ * import { deepStrictEqual } from "node:assert/strict";
  * const [out] = compareRuns({ unmerged: [y], merged: [y] }, ["y"], 1e-5);
- * out!.pairs[0]!.pass; // true
+ * deepStrictEqual(out!.pairs, [
+ *   { pair: "unmerged vs merged", maxAbs: 0, maxRel: 0, tolerance: 1e-5, pass: true },
+ * ]);
  * ```
  */
 export function compareRuns(

@@ -82,7 +82,9 @@ export type TrainConfig = InferredTrainConfig;
  * @example
  * ```ts
  * import { parseTrainConfig } from "./train_config.ts";
- * parseTrainConfig({ rank: 8, lr: 0.001 }).rank; // 8
+ * import { strictEqual, throws } from "node:assert/strict";
+ * strictEqual(parseTrainConfig({ rank: 8, lr: 0.001 }).rank, 8);
+ * throws(() => parseTrainConfig({ rank: 0 }), /train\.json": field "rank"/);
  * ```
  */
 export function parseTrainConfig(json: unknown, source = "train.json"): TrainConfig {
@@ -99,9 +101,10 @@ export function parseTrainConfig(json: unknown, source = "train.json"): TrainCon
  * @example
  * ```ts
  * import { readTrainConfig } from "./train_config.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const path = (await Deno.makeTempDir()) + "/train.json";
  * await Deno.writeTextFile(path, JSON.stringify({ rank: 8, alpha: 16, targets: ["fc1"] }));
- * (await readTrainConfig(path)).alpha; // 16
+ * strictEqual((await readTrainConfig(path)).alpha, 16);
  * ```
  */
 export async function readTrainConfig(path: string): Promise<TrainConfig> {

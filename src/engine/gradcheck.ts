@@ -24,7 +24,7 @@ export interface CheckInput {
   offset?: number;
   /** Check the gradient of this input (default true for F32 inputs). */
   check?: boolean;
-  /** Non-float inputs (labels, indices). */
+  /** `"I64"` for labels and indices, which then need `data` (default `"F32"`). */
   dtype?: "F32" | "I64";
 }
 
@@ -51,7 +51,10 @@ export type GradcheckResult = Record<string, number>;
  * ```ts
  * import { gradcheck } from "./gradcheck.ts";
  * import { relu } from "./ops/activation.ts";
- * await gradcheck((x) => relu(x[0]!), { x: { shape: [3, 4] } }); // { x: 4e-12 } or so
+ * import { deepStrictEqual, ok } from "node:assert/strict";
+ * const errors = await gradcheck((x) => relu(x[0]!), { x: { shape: [3, 4] } });
+ * deepStrictEqual(Object.keys(errors), ["x"]);
+ * ok(errors.x! < 1e-10); // about 4e-12: far inside the default `tol` of 1e-6
  * ```
  */
 export async function gradcheck(

@@ -7,10 +7,16 @@
  * Each request brings its own snapshot, resolved when it arrived, so a batch may mix versions of
  * one adapter; rows never see a version other than their request's.
  *
+ * A request is a tensor `[rows, …]` per model input. Requests join a batch when their rows have
+ * the same shapes (a sequence model's requests of 7 and of 12 tokens run in separate batches);
+ * the oldest waiting request always runs in the next batch, with the requests shaped like it.
+ *
  * @module
  */
 
 import type { AdapterSnapshot, InferenceEngine } from "./engine.ts";
+import { formatShape, type Tensor } from "../tensor.ts";
+import { concatRows, sliceRows } from "./rows.ts";
 
 /** Options of {@linkcode Batcher}. */
 export interface BatcherOptions {
@@ -28,11 +34,13 @@ export interface BatcherOptions {
 }
 
 interface Pending {
-  readonly x: Float32Array; // [rows, in]
+  readonly feeds: Readonly<Record<string, Tensor>>; // [rows, …] each
   readonly rows: number;
+  /** Input names, dtypes and row shapes: requests with the same key can share a run. */
+  readonly key: string;
   readonly snap: AdapterSnapshot | null;
   readonly at: number;
-  readonly resolve: (y: Float32Array) => void;
+  readonly resolve: (y: Tensor) => void;
   readonly reject: (e: unknown) => void;
 }
 
@@ -57,11 +65,29 @@ export class BusyError extends Error {
  * Groups concurrent requests into engine runs.
  *
  * @example
- * ```ts ignore
- * const batcher = new Batcher(engine, { maxBatch: 64, maxWaitMs: 5 });
- * const [snap] = await engine.resolve(["rot45"]);
- * const y = await batcher.submit(new Float32Array(8), snap); // [1, out]
+ * ```ts
+ * import { Batcher } from "./batcher.ts";
+ * import { InferenceEngine } from "./engine.ts";
+ * import { loadAdapter } from "../../adapters/adapter.ts";
+ * import { engineWeights } from "../../adapters/weights.ts";
+ * import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
+ * const model = await openSafetensorsModel("fixtures/peft/legacy/base.safetensors"); // 6 → 3
+ * const engine = await InferenceEngine.create(model);
+ * const adapter = await loadAdapter("fixtures/peft/legacy");
+ * const snap = await engine.register("legacy", engineWeights(adapter, model));
+ * const batches: number[] = [];
+ * const batcher = new Batcher(engine, { maxWaitMs: 5, onBatch: (rows) => batches.push(rows) });
+ * const rows = (n: number) => ({ x: { dtype: "F32" as const, shape: [n, 6], data: new Float32Array(n * 6) } });
+ * const [y1, y2] = await Promise.all([
+ *   batcher.submit(rows(1), snap), // one row with the adapter
+ *   batcher.submit(rows(2), null), // two rows of the base
+ * ]);
+ * deepStrictEqual([y1.shape, y2.shape], [[1, 3], [2, 3]]); // [rows, out] each
+ * deepStrictEqual(batches, [3]); // both requests ran as one batch
  * await batcher.drain();
+ * await engine.close();
+ * model.close();
  * ```
  */
 export class Batcher {
@@ -75,7 +101,7 @@ export class Batcher {
   readonly #maxQueue: number;
 
   constructor(
-    private readonly engine: Pick<InferenceEngine, "runSnapshots" | "widths">,
+    private readonly engine: Pick<InferenceEngine, "runSnapshots">,
     private readonly opts: BatcherOptions = {},
   ) {
     this.#maxBatch = opts.maxBatch ?? 64;
@@ -94,12 +120,19 @@ export class Batcher {
     return this.#queuedRows;
   }
 
-  /** Queues `x` (`[rows, in]`, row-major) to run with `snap`; resolves to its `[rows, out]`. */
-  submit(x: Float32Array, snap: AdapterSnapshot | null): Promise<Float32Array> {
-    const rows = x.length / this.engine.widths[0];
-    if (!Number.isInteger(rows) || rows < 1) {
+  /**
+   * Queues a request, tensors `[rows, …]` by input name (as {@linkcode InferenceEngine.feeds}
+   * returns them), to run with `snap`; resolves to its rows of the output, `[rows, …]`.
+   */
+  submit(feeds: Readonly<Record<string, Tensor>>, snap: AdapterSnapshot | null): Promise<Tensor> {
+    const all = Object.values(feeds);
+    const rows = all[0]?.shape[0] ?? 0;
+    if (rows < 1 || all.some((t) => t.shape[0] !== rows)) {
       throw new TypeError(
-        `Cannot batch ${x.length} values: not a whole number of rows of ${this.engine.widths[0]}`,
+        `Cannot batch inputs of ${
+          Object.entries(feeds).map(([k, t]) => `"${k}" ${formatShape(t.shape)}`).join(", ") ||
+          "nothing"
+        }: expected one or more rows, the same number in each`,
       );
     }
     if (this.#queuedRows > 0 && this.#queuedRows + rows > this.#maxQueue) {
@@ -109,8 +142,10 @@ export class Batcher {
         ),
       );
     }
+    const key = Object.entries(feeds).map(([k, t]) => `${k}:${t.dtype}${formatShape(t.shape.slice(1))}`)
+      .join(",");
     return new Promise((resolve, reject) => {
-      this.#queue.push({ x, rows, snap, at: performance.now(), resolve, reject });
+      this.#queue.push({ feeds, rows, key, snap, at: performance.now(), resolve, reject });
       this.#queuedRows += rows;
       this.#schedule();
     });
@@ -137,31 +172,32 @@ export class Batcher {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     const batch: Pending[] = [];
+    const later: Pending[] = [];
+    const key = this.#queue[0]!.key;
     let rows = 0;
-    while (this.#queue.length) {
-      const next = this.#queue[0]!;
-      if (batch.length > 0 && rows + next.rows > this.#maxBatch) break;
-      batch.push(this.#queue.shift()!);
-      rows += next.rows;
+    let full = false;
+    for (const next of this.#queue) {
+      full ||= next.key === key && batch.length > 0 && rows + next.rows > this.#maxBatch;
+      if (full || next.key !== key) later.push(next);
+      else {
+        batch.push(next);
+        rows += next.rows;
+      }
     }
+    this.#queue = later;
     this.#queuedRows -= rows;
     this.#running = true;
     try {
-      const [din, dout] = this.engine.widths;
-      const x = batch.length === 1 ? batch[0]!.x : new Float32Array(rows * din);
+      const feeds: Record<string, Tensor> = {};
+      for (const name of Object.keys(batch[0]!.feeds)) {
+        feeds[name] = concatRows(batch.map((p) => p.feeds[name]!));
+      }
       const snaps: (AdapterSnapshot | null)[] = [];
+      for (const p of batch) for (let i = 0; i < p.rows; i++) snaps.push(p.snap);
+      const y = await this.engine.runSnapshots(feeds, snaps);
       let at = 0;
       for (const p of batch) {
-        if (x !== p.x) x.set(p.x, at * din);
-        for (let i = 0; i < p.rows; i++) snaps.push(p.snap);
-        at += p.rows;
-      }
-      const y =
-        (await this.engine.runSnapshots({ dtype: "F32", shape: [rows, din], data: x }, snaps))
-          .data as Float32Array;
-      at = 0;
-      for (const p of batch) {
-        p.resolve(y.subarray(at * dout, (at + p.rows) * dout));
+        p.resolve(sliceRows(y, at, p.rows));
         at += p.rows;
       }
       this.opts.onBatch?.(rows, batch.length);

@@ -91,12 +91,15 @@ export interface ParseHeaderOptions {
  * ```ts
  * import { openSafetensors, writeSafetensors } from "./safetensors.ts";
  * import { tensor } from "../tensor.ts";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
  * const path = (await Deno.makeTempDir()) + "/model.safetensors";
  * await writeSafetensors(path, { "fc1.weight": tensor("F32", [4, 3]) });
  *
  * using file = await openSafetensors(path);
- * const [entry] = file.header.tensors; // name, dtype, shape, dataOffsets, fileOffset
+ * const [entry] = file.header.tensors;
+ * deepStrictEqual([entry!.name, entry!.dtype, entry!.shape], ["fc1.weight", "F32", [4, 3]]);
  * const weight = await file.readTensor("fc1.weight"); // reads exactly entry.byteLength bytes
+ * strictEqual(weight.data.byteLength, entry!.byteLength);
  * ```
  */
 export function openSafetensors(path: string | URL): Promise<SafetensorsFile> {

@@ -208,7 +208,7 @@ function doraOutput(site: LinearSite, inputs: AdapterInputs, delta: Value, scale
   return bias ? add(out, bias) : out;
 }
 
-/** Initial adapter values. */
+/** Options of {@linkcode initAdapter}: how A is drawn (B always starts at zero). */
 export interface AdapterInit {
   /** `"kaiming"` (PEFT's default: A ~ U(±1/√in), B = 0), `"gaussian"` (A ~ N(0, 1/r)). */
   readonly method?: "kaiming" | "gaussian";
@@ -221,7 +221,7 @@ export interface AdapterInit {
  *
  * @example
  * ```ts
- * import { deepStrictEqual } from "node:assert/strict";
+ * import { deepStrictEqual, ok } from "node:assert/strict";
  * import { initAdapter, type LayerAdapter, Rng } from "./branch.ts";
  * const layer = {
  *   name: "fc1", inFeatures: 4, outFeatures: 3, orientation: "out_in", weightKey: "fc1.weight",
@@ -229,7 +229,7 @@ export interface AdapterInit {
  * } as const;
  * const ad: LayerAdapter = { layer, rank: 2, alpha: 4, scale: 2, dora: false };
  * const { A, B } = initAdapter(ad, new Rng(0));
- * deepStrictEqual(A.data.every((v) => Math.abs(v) <= 1 / 2), true); // U(±1/√in)
+ * ok(A.data.every((v) => Math.abs(v) <= 1 / 2)); // U(±1/√in)
  * deepStrictEqual([...B.data], [0, 0, 0, 0, 0, 0]);
  * ```
  */

@@ -38,18 +38,22 @@ export interface LayerWeights {
  *
  * @example
  * ```ts
- * import { deepStrictEqual } from "node:assert/strict";
+ * import { ok, strictEqual } from "node:assert/strict";
  * import { DoraRatios } from "./dora.ts";
  * import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/peft/mlp_dora/base.safetensors");
- * const layer = model.layers[0]!;
+ * const layer = model.layers[0]!; // stored [out, in]
  * const { inFeatures: n, outFeatures: m } = layer;
  * const dora = new DoraRatios(model);
  * const ratio = await dora.compute(layer, {
  *   A: new Float32Array(2 * n), B: new Float32Array(m * 2), rank: 2, scale: 2,
  *   magnitude: new Float32Array(m).fill(1),
- * }); // B = 0: 1 / ‖W‖ per output
- * deepStrictEqual(ratio.length, m);
+ * });
+ * strictEqual(ratio.length, m);
+ * // B = 0 and a magnitude of 1: the ratio is 1 / ‖W‖ of each output row
+ * const W = (await model.readTensor(layer.weightKey)).data as Float32Array;
+ * const norm = (i: number) => Math.hypot(...W.subarray(i * n, (i + 1) * n));
+ * ok(ratio.every((r, i) => Math.abs(r * norm(i) - 1) < 1e-6));
  * await dora.release();
  * model.close();
  * ```
@@ -65,7 +69,7 @@ export class DoraRatios {
    */
   constructor(readonly model: BaseModel) {}
 
-  /** The ratio `[out]` of one layer of an adapter. */
+  /** `m / ‖W + scale·B·A‖` of one layer, `[out]`; compiles the layer's session on first use. */
   async compute(layer: LinearLayer, lw: LayerWeights): Promise<Float32Array> {
     if (this.#released) throw new Error("Cannot compute DoRA ratios: the engine was closed");
     let p = this.#sessions.get(layer.name);
