@@ -33,6 +33,7 @@ export {
   fromBytes,
   numel,
   type Tensor,
+  type TensorData,
   tensor,
   toBytes,
   toFloat32,
@@ -74,7 +75,12 @@ export type {
   Orientation,
 } from "./src/models/model.ts";
 export { openModel, type OpenModelOptions } from "./src/models/open.ts";
-export { type OnnxModel, openOnnxModel, type OpsetImport } from "./src/models/onnx/import.ts";
+export {
+  type OnnxModel,
+  openOnnxModel,
+  type OpenOnnxOptions,
+  type OpsetImport,
+} from "./src/models/onnx/import.ts";
 export type { OnnxLinearLayer } from "./src/models/onnx/linear.ts";
 export type { ExternalLocation, InitializerInfo } from "./src/io/onnx/read.ts";
 export { inspectOnnx, type OnnxSummary } from "./src/models/onnx/inspect.ts";
@@ -126,7 +132,8 @@ export {
 export * as ops from "./src/engine/ops/mod.ts";
 
 // Training
-export { type Dataset, splitDataset } from "./src/data/dataset.ts";
+export { type Dataset, type RowTensor, splitDataset } from "./src/data/dataset.ts";
+export { type InputSpec, modelFeeds, rowWidth } from "./src/data/feeds.ts";
 export {
   type DataFormat,
   type DataInputs,

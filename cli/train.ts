@@ -27,6 +27,10 @@ export function registerTrain(program: Program): void {
     .description("train LoRA / rsLoRA / DoRA adapters on a frozen base model")
     .option("--model <file>", "base model (.onnx, .safetensors, TF.js model.json)")
     .option("--block <name>", "block to adapt in a file with several")
+    .option(
+      "--output <name>",
+      "ONNX: end the model at this value (another output, or the logits a final Softmax reads)",
+    )
     .option("--data <file>", "training data (.jsonl, .csv, .safetensors)")
     .option("--out <dir>", "output folder for the adapter, metrics and report")
     .option("--config <file>", "training config (JSON); flags win over it")
@@ -93,6 +97,7 @@ export function registerTrain(program: Program): void {
       const { readTrainConfig } = await import("../workflows/train_config.ts");
       const { evalSets, resolveTrainOptions } = await import("../workflows/train_options.ts");
       const { loadDataset } = await import("../src/data/files.ts");
+      const { rowWidth } = await import("../src/data/feeds.ts");
       const { openModel } = await import("../src/models/open.ts");
       const file = flags.config ? await readTrainConfig(flags.config) : {};
       const o = resolveTrainOptions(file, {
@@ -142,14 +147,15 @@ export function registerTrain(program: Program): void {
         });
         return;
       }
-      const model = await openModel(o.model, { block: o.block });
-      const width = model.inputs[0]?.shape.at(-1);
+      const model = await openModel(o.model, { block: o.block, output: flags.output });
       const { data, evalData } = await evalSets(
         await loadDataset(o.data, {
-          width: typeof width === "number" ? width : undefined,
+          width: model.inputs.length === 1 ? rowWidth(model.inputs[0]) : undefined,
+          inputs: model.inputs,
           labelColumn: o.labelColumn,
         }),
         o,
+        model.inputs,
       );
       const progress = new Progress(Math.ceil(data.rows / o.batchSize) * o.epochs, o.maxSteps);
       let result;

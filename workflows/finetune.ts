@@ -18,6 +18,8 @@ import type { BaseModel } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
 import { type Tensor, toFloat32 } from "../src/tensor.ts";
 import { type Dataset, sliceBatch } from "../src/data/dataset.ts";
+import { type InputSpec, modelFeeds } from "../src/data/feeds.ts";
+import { cacheDataset, planPrefix, stepInputs } from "../src/train/prefix_cache.ts";
 import { TrainStep } from "../src/train/step.ts";
 import { batchFeeds, train } from "../src/train/trainer.ts";
 import { type Adapter, loadAdapter, matchAdapter } from "../adapters/adapter.ts";
@@ -63,6 +65,11 @@ export interface FinetuneResult {
   readonly baseParams: number;
   /** Whether early stopping ended the run. */
   readonly stoppedEarly: boolean;
+  /**
+   * The frozen-prefix cache, when the run had one: the values cached, their bytes (training and
+   * evaluation data) and the seconds it took to compute them.
+   */
+  readonly prefixCache?: { values: number; bytes: number; seconds: number };
 }
 
 /**
@@ -105,7 +112,8 @@ export async function finetune(
     );
   }
   const opts: RunOptions = { ...resolved, outDir };
-  const { data: trainData, evalData } = await evalSets(data, opts);
+  refuseProbabilities(model, opts.loss);
+  const { data: trainData, evalData } = await evalSets(data, opts, model.inputs);
   const adapters = planAdapters(model, {
     ...toTargetOptions(opts.config, model.layers.map((l) => l.name)),
     onWarning: opts.onWarning,
@@ -116,6 +124,9 @@ export async function finetune(
     dropout: opts.config.loraDropout,
     trainable: new Set(extraKeys.keys()),
   });
+  // The data must fit the model's inputs before anything is compiled or written.
+  const where = `Cannot fine-tune "${model.source}"`;
+  modelFeeds(built.inputs, sliceBatch(trainData, null, 0, 1).feeds, where);
   const params = await initialParams(model, adapters, opts);
   for (const key of extraKeys.keys()) {
     params.set(key, toFloat32(await model.readTensor(key)).data.slice());
@@ -126,15 +137,30 @@ export async function finetune(
     ) => [i.A, i.B, ...(i.magnitude ? [i.magnitude] : [])]),
     ...built.graph.inputs.filter((v) => extraKeys.has(v.name)),
   ];
+  const forward = [built.loss!, built.output];
+  const plan = opts.cache === false ? undefined : planPrefix(built.graph, forward, built.inputs);
+  const fed = plan?.cached;
+  const stepSpecs = plan ? stepInputs(plan) : built.inputs;
+  const cacheStart = performance.now();
+  const cacheOpts = { threads: opts.threads, budget: opts.cacheBudget ?? defaultBudget() };
+  const [trainRows, evalRows] = plan
+    ? [
+      await cacheDataset(built.graph, plan, built.inputs, trainData, cacheOpts),
+      evalData && await cacheDataset(built.graph, plan, built.inputs, evalData, cacheOpts),
+    ]
+    : [trainData, evalData];
+  const cache = plan && {
+    values: plan.cached.length,
+    bytes: [...trainRows.inputs?.values() ?? [], ...evalRows?.inputs?.values() ?? []]
+      .reduce((n, t) => n + t.data.byteLength, 0),
+    seconds: (performance.now() - cacheStart) / 1000,
+  };
   const step = await TrainStep.compile(
     { graph: built.graph, loss: built.loss!, params: values },
-    { threads: opts.threads },
+    { threads: opts.threads, fed },
   );
-  const evalSession = evalData
-    ? await Session.compile(built.graph, {
-      threads: opts.threads,
-      outputs: [built.loss!, built.output],
-    })
+  const evalSession = evalRows
+    ? await Session.compile(built.graph, { threads: opts.threads, outputs: forward, fed })
     : null;
   await Deno.mkdir(opts.outDir, { recursive: true });
   const metricsPath = `${opts.outDir}/metrics.jsonl`;
@@ -145,9 +171,9 @@ export async function finetune(
   try {
     const renamed = {
       run: (batch: Record<string, Tensor>, p: ReadonlyMap<string, Float32Array>) =>
-        step.run(modelFeeds(built, batch), p),
+        step.run(modelFeeds(stepSpecs, batch, where), p),
     };
-    const result = await train(renamed, trainData, {
+    const result = await train(renamed, trainRows, {
       ...opts,
       params,
       masks: built.masks,
@@ -164,10 +190,9 @@ export async function finetune(
             toAdapter(opts, adapters, state.params, extraKeys),
             state,
           ),
-        evaluate: evalSession && evalData
-          ? async (
-            p,
-          ) => (lastEval = await evaluate(evalSession, built, evalData, p, opts.batchSize))
+        evaluate: evalSession && evalRows
+          ? async (p) =>
+            (lastEval = await evaluate(evalSession, built, stepSpecs, evalRows, p, opts.batchSize))
           : undefined,
       },
     });
@@ -191,6 +216,7 @@ export async function finetune(
       trainable_params: trainableParams,
       base_params: baseParams,
       stopped_early: result.stoppedEarly,
+      prefix_cache: cache ?? null,
     };
     await writeFileAtomic(`${opts.outDir}/summary.json`, json(summary));
     if (lastEval?.confusion) {
@@ -199,7 +225,7 @@ export async function finetune(
     }
     await writeReport(opts.outDir);
     const evalOut = lastEval ? { loss: lastEval.loss, accuracy: lastEval.accuracy } : undefined;
-    return { adapter, ...result, eval: evalOut, trainableParams, baseParams };
+    return { adapter, ...result, eval: evalOut, trainableParams, baseParams, prefixCache: cache };
   } finally {
     metrics.close();
     await step.release();
@@ -360,21 +386,31 @@ function trainedTensors(
 }
 
 /**
- * A batch's feeds under the model's names: the dataset's batches say `x`, the model's input may
- * be named otherwise (ONNX `input.1`).
+ * Cross-entropy and binary cross-entropy expect logits: on an output that is already a Softmax or
+ * a Sigmoid they train silently wrong (the gradient vanishes as probabilities saturate). A
+ * LogSoftmax output is fine for cross-entropy (log-softmax is idempotent).
  */
-function modelFeeds(
-  built: ReturnType<typeof buildAdapted>,
-  feeds: Record<string, Tensor>,
-): Record<string, Tensor> {
-  const { x, ...rest } = feeds;
-  return { ...rest, [built.input.name]: x! };
+function refuseProbabilities(model: BaseModel, loss: string): void {
+  const act = model.finalActivation;
+  if (!act || (loss !== "cross_entropy" && loss !== "bce")) return;
+  if (act.op === "LogSoftmax" && loss === "cross_entropy") return;
+  throw new TypeError(
+    `Cannot fine-tune "${model.source}" with ${loss}: its output "${model.outputs[0]?.name}" is ` +
+      `already a ${act.op} of "${act.input}", and ${loss} expects logits; train on the logits ` +
+      `with --output ${act.input} (library: openModel(path, { output: "${act.input}" }))`,
+  );
+}
+
+/** A quarter of the machine's memory: the default budget of the frozen-prefix cache. */
+function defaultBudget(): number {
+  return Deno.systemMemoryInfo().total / 4;
 }
 
 /** Loss and accuracy over a dataset, forward only, dropout off. */
 async function evaluate(
   session: Session,
   built: ReturnType<typeof buildAdapted>,
+  inputs: readonly InputSpec[],
   data: Dataset,
   params: ReadonlyMap<string, Float32Array>,
   batchSize: number,
@@ -385,7 +421,7 @@ async function evaluate(
   const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   for (let start = 0; start < data.rows; start += batchSize) {
     const b = sliceBatch(data, null, start, batchSize);
-    const feeds = modelFeeds(built, batchFeeds(b, built.masks));
+    const feeds = modelFeeds(inputs, batchFeeds(b, built.masks), "Cannot evaluate");
     for (const v of built.graph.inputs) {
       const d = params.get(v.name);
       if (d) feeds[v.name] = { dtype: "F32", shape: v.shape as number[], data: d };

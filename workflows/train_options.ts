@@ -11,6 +11,7 @@
 import { defaultPeftConfig, type PeftConfig } from "../adapters/config.ts";
 import { type Dataset, splitDataset } from "../src/data/dataset.ts";
 import { loadDataset } from "../src/data/files.ts";
+import type { InputSpec } from "../src/data/feeds.ts";
 import type { LossName } from "../src/lora/adapted.ts";
 import { Rng } from "../src/rng.ts";
 import type { OptimizerName } from "../src/train/optim.ts";
@@ -99,6 +100,14 @@ export interface FinetuneOptions extends TrainerOptions {
   readonly initAdapter?: string;
   /** Intra-op threads of the sessions (default: the number of cores). */
   readonly threads?: number;
+  /**
+   * Compute the frozen prefix (everything before the earliest adapter: convolutions, recurrent
+   * layers, embeddings) once per dataset and train on its outputs (default true). Exact: the
+   * numbers do not change.
+   */
+  readonly cache?: boolean;
+  /** Bytes the prefix cache may hold (default a quarter of the machine's memory). */
+  readonly cacheBudget?: number;
   /** Receives each line written to `metrics.jsonl`, as it is written. */
   readonly onMetric?: (line: MetricLine) => void;
   /** Receives advice that does not stop training (e.g. a rank above a layer's min(in, out)). */
@@ -257,11 +266,13 @@ export function resolveTrainOptions(
 export async function evalSets(
   data: Dataset,
   options: ResolvedTrainOptions,
+  inputs?: readonly InputSpec[],
 ): Promise<{ data: Dataset; evalData?: Dataset }> {
   const { evalData, evalFile, evalSplit, labelColumn, seed } = options;
   if (evalData) return { data, evalData };
   if (evalFile) {
-    return { data, evalData: await loadDataset(evalFile, { width: data.width, labelColumn }) };
+    const width = data.width || undefined;
+    return { data, evalData: await loadDataset(evalFile, { width, labelColumn, inputs }) };
   }
   if (!evalSplit) return { data };
   const [train, held] = splitDataset(data, evalSplit, new Rng(seed).permutation(data.rows));

@@ -11,34 +11,58 @@
  */
 
 import type { Dataset } from "./dataset.ts";
+import { NamedRows, type NamedSpec } from "./_named.ts";
 import { type DataInputs, openLines, RowsBuilder } from "./_rows.ts";
+
+/** Options of {@link readJsonl}. */
+interface JsonlOptions {
+  width?: number;
+  classes?: number;
+  /** The model's inputs, for rows that give them by name (`{"inputs": {...}}`). */
+  inputs?: readonly NamedSpec[];
+}
 
 /** Reads inputs and, when `withY`, labels or targets from a JSONL file. */
 export async function readJsonl(
   path: string | URL,
   where: string,
-  options: { width?: number; classes?: number; withY: true },
+  options: JsonlOptions & { withY: true },
 ): Promise<Dataset>;
 export async function readJsonl(
   path: string | URL,
   where: string,
-  options: { width?: number; withY: false },
+  options: JsonlOptions & { withY: false },
 ): Promise<DataInputs>;
 export async function readJsonl(
   path: string | URL,
   where: string,
-  options: { width?: number; classes?: number; withY: boolean },
+  options: JsonlOptions & { withY: boolean },
 ): Promise<Dataset | DataInputs> {
   const { bytes, lines } = await openLines(path, where);
-  const b = new RowsBuilder(where, bytes, options.width, options.classes);
+  let b: RowsBuilder | undefined;
+  let named: NamedRows | undefined;
   let line = 0;
   for await (const text of lines) {
     line++;
     if (text.trim() === "") continue;
     const row = parseRow(text, line, where);
-    const xs = row.x;
+    // The first row decides: inputs by name (x empty), or one "x" array a row.
+    b ??= row.inputs !== undefined
+      ? (named = new NamedRows(where, options.inputs ?? []),
+        new RowsBuilder(where, bytes, 0, options.classes))
+      : new RowsBuilder(where, bytes, options.width, options.classes);
+    if (named) {
+      if (row.inputs === undefined) {
+        throw new TypeError(`${where}: row ${line} has no "inputs", as the first row has`);
+      }
+      named.add(line, row.inputs);
+      b.addRow(line, 0, text.length + 1);
+      if (options.withY) readY(b, row.y, line);
+      continue;
+    }
+    const xs = Array.isArray(row.x) && Array.isArray(row.x[0]) ? row.x.flat(Infinity) : row.x;
     if (!Array.isArray(xs)) {
-      throw new TypeError(`${where}: row ${line} has no "x" array`);
+      throw new TypeError(`${where}: row ${line} has no "x" array (nor "inputs" by name)`);
     }
     const at = b.addRow(line, xs.length, text.length + 1);
     const x = b.x;
@@ -49,7 +73,9 @@ export async function readJsonl(
     }
     if (options.withY) readY(b, row.y, line);
   }
-  return options.withY ? b.dataset() : b.inputs();
+  if (!b) throw new SyntaxError(`${where}: the file has no rows`);
+  const read = options.withY ? b.dataset() : b.inputs();
+  return named ? { ...read, inputs: named.take(read.rows) } : read;
 }
 
 function parseRow(text: string, line: number, where: string): Record<string, unknown> {

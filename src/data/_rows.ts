@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Dataset } from "./dataset.ts";
+import type { Dataset, RowTensor } from "./dataset.ts";
 import { fileError } from "../fs/file_errors.ts";
 
 /** Inputs only: what `ffwd predict` reads. */
@@ -17,6 +17,8 @@ export interface DataInputs {
   readonly width: number;
   /** `[rows, width]`, row-major. */
   readonly x: Float32Array;
+  /** Inputs by the model's names, when the rows give them so (`x` is then empty). */
+  readonly inputs?: ReadonlyMap<string, RowTensor>;
 }
 
 /** Quotes text for an error message, cut to `max` characters. */

@@ -1,6 +1,7 @@
 /**
  * Datasets stored as safetensors (https://github.com/huggingface/safetensors): a float tensor `x`
- * `[rows, width]` (trailing dimensions are flattened: `[rows, 28, 28]` reads as `[rows, 784]`), and
+ * `[rows, width]` (trailing dimensions are flattened: `[rows, 28, 28]` reads as `[rows, 784]`), or
+ * one tensor per model input named as the input (`input_ids` I64 `[rows, seq]`, …), and
  * a tensor `y`: integer labels `[rows]` or float targets `[rows, k]`. The optional metadata entry
  * `classes` gives the number of classes.
  *
@@ -12,6 +13,7 @@ import { openSafetensors, type SafetensorsFile, writeSafetensors } from "../io/s
 import type { AtomicWriteOptions } from "../fs/atomic.ts";
 import type { Dataset } from "./dataset.ts";
 import type { DataInputs } from "./_rows.ts";
+import { type NamedSpec, namedTensors } from "./_named.ts";
 
 const INTEGER = new Set(["I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8"]);
 
@@ -21,10 +23,11 @@ const shape = (s: readonly number[]): string => `[${s.join(", ")}]`;
 export async function readSafetensorsData(
   path: string | URL,
   where: string,
-  options: { width?: number; classes?: number; withY: boolean },
+  options: { width?: number; classes?: number; withY: boolean; inputs?: readonly NamedSpec[] },
 ): Promise<Dataset | DataInputs> {
   using file = await openSafetensors(path);
-  const inputs = await readX(file, where, options.width);
+  const inputs = await readNamed(file, where, options.inputs) ??
+    await readX(file, where, options.width);
   if (!options.withY) return inputs;
   if (!file.has("y")) {
     throw new TypeError(
@@ -55,6 +58,19 @@ export async function readSafetensorsData(
       shape(e.shape)
     }, expected integer labels [${rows}] or float targets [${rows}, k]`,
   );
+}
+
+/** The tensors named after the model's inputs, when the file holds them instead of `x`. */
+async function readNamed(
+  file: SafetensorsFile,
+  where: string,
+  specs: readonly NamedSpec[] | undefined,
+): Promise<DataInputs | undefined> {
+  if (!specs?.some((s) => file.has(s.name))) return undefined;
+  const tensors = new Map<string, Tensor>();
+  for (const s of specs) if (file.has(s.name)) tensors.set(s.name, await file.readTensor(s.name));
+  const named = namedTensors(tensors, specs, where)!;
+  return { rows: named.rows, width: 0, x: new Float32Array(0), inputs: named.inputs };
 }
 
 async function readX(

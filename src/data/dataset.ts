@@ -2,10 +2,25 @@
  * In-memory datasets: row-major inputs and either integer labels or float targets, and the
  * batch slicing the trainer feeds to a compiled step (inputs `x`, and `labels` or `targets`).
  *
+ * A model with one float input reads `x`, `width` values a row (fed as the input's own per-row
+ * shape: an image row of 784 values becomes `[rows, 1, 28, 28]`). A model with several inputs, or
+ * with integer ones (token ids and masks), reads `inputs`: one tensor per graph input, each with
+ * its own dtype and per-row shape, fed under its name. The frozen-prefix cache uses the same form.
+ *
  * @module
  */
 
-import type { Tensor } from "../tensor.ts";
+import { allocData, type DType, numel, type Tensor, type TensorData } from "../tensor.ts";
+
+/** One named input of a dataset: `rows` rows of `shape` each, row-major. */
+export interface RowTensor {
+  /** The element type, as the model input takes it (`I64` token ids, `F32` pixels). */
+  readonly dtype: DType;
+  /** The shape of one row (`[1, 28, 28]`, `[seq]`, `[]` for a scalar a row). */
+  readonly shape: readonly number[];
+  /** `rows × numel(shape)` elements. */
+  readonly data: TensorData;
+}
 
 /** A dataset of `rows` examples. */
 export interface Dataset {
@@ -15,6 +30,11 @@ export interface Dataset {
   readonly width: number;
   /** `[rows, width]`, row-major. */
   readonly x: Float32Array;
+  /**
+   * Inputs by graph input name, for models with several or non-float inputs; `x` is then empty
+   * and `width` 0.
+   */
+  readonly inputs?: ReadonlyMap<string, RowTensor>;
   /** Integer class labels `[rows]`, or float targets `[rows, targetWidth]`. */
   readonly y:
     | { readonly kind: "labels"; readonly data: BigInt64Array; readonly classes?: number }
@@ -50,7 +70,7 @@ export function sliceBatch(
   const y = data.y;
   const yw = y.kind === "labels" ? 1 : y.width;
   // Full batches fill the caller's buffers: fresh memory costs page faults on every step.
-  const full = reuse !== undefined && rows * w === reuse.x.length;
+  const full = reuse !== undefined && rows * w === reuse.x.length && rows * yw === reuse.y.length;
   const x = full ? reuse.x : new Float32Array(rows * w);
   const yOut = full
     ? reuse.y
@@ -63,11 +83,35 @@ export function sliceBatch(
     if (y.kind === "labels") (yOut as BigInt64Array)[i] = y.data[r]!;
     else (yOut as Float32Array).set(y.data.subarray(r * yw, (r + 1) * yw), i * yw);
   }
-  const feeds: Record<string, Tensor> = { x: { dtype: "F32", shape: [rows, w], data: x } };
+  const feeds: Record<string, Tensor> = data.inputs
+    ? sliceInputs(data.inputs, order, start, rows)
+    : { x: { dtype: "F32", shape: [rows, w], data: x } };
   if (y.kind === "labels") {
     feeds.labels = { dtype: "I64", shape: [rows], data: yOut as BigInt64Array };
   } else feeds.targets = { dtype: "F32", shape: [rows, yw], data: yOut as Float32Array };
   return { rows, feeds };
+}
+
+function sliceInputs(
+  inputs: ReadonlyMap<string, RowTensor>,
+  order: Uint32Array | null,
+  start: number,
+  rows: number,
+): Record<string, Tensor> {
+  const feeds: Record<string, Tensor> = {};
+  for (const [name, t] of inputs) {
+    const n = numel(t.shape);
+    const data = allocData(t.dtype, rows * n);
+    // Element-type agnostic copies: every typed array has set and subarray.
+    const out = data as unknown as { set(a: ArrayLike<unknown>, at: number): void };
+    const src = t.data as unknown as { subarray(a: number, b: number): ArrayLike<unknown> };
+    for (let i = 0; i < rows; i++) {
+      const r = order ? order[start + i]! : start + i;
+      out.set(src.subarray(r * n, (r + 1) * n), i * n);
+    }
+    feeds[name] = { dtype: t.dtype, shape: [rows, ...t.shape], data } as Tensor;
+  }
+  return feeds;
 }
 
 /** Buffers a training loop reuses for its full batches (see {@link batchBuffers}). */
@@ -131,5 +175,13 @@ export function takeRows(data: Dataset, idx: ArrayLike<number>): Dataset {
   const y: Dataset["y"] = data.y.kind === "labels"
     ? { kind: "labels", data: b.feeds.labels!.data as BigInt64Array, classes: data.y.classes }
     : { kind: "targets", data: b.feeds.targets!.data as Float32Array, width: data.y.width };
+  if (data.inputs) {
+    const inputs = new Map([...data.inputs].map(([name, t]) => [name, {
+      dtype: t.dtype,
+      shape: t.shape,
+      data: b.feeds[name]!.data,
+    }]));
+    return { rows: idx.length, width: 0, x: new Float32Array(0), inputs, y };
+  }
   return { rows: idx.length, width: data.width, x: b.feeds.x!.data as Float32Array, y };
 }

@@ -4,11 +4,13 @@
  * predictions written as JSON Lines.
  *
  * - JSONL: one object per line, `{"x": [...], "y": 3}` (a class label) or `{"x": [...], "y":
- *   [...]}` (float targets); blank lines are skipped. `_jsonl.ts`.
+ *   [...]}` (float targets); `x` flat or nested to the input's per-row shape; for models with
+ *   several or integer inputs, `{"inputs": {"input_ids": [...], "attention_mask": [...]}, "y":
+ *   1}` (see `_named.ts`); blank lines are skipped. `_jsonl.ts`.
  * - CSV: numbers, an optional header row, an integer label column named by `labelColumn`.
  *   `_csv.ts`.
- * - safetensors: `x` `[rows, width]` in any float dtype, `y` integer `[rows]` or float
- *   `[rows, k]`. `_safetensors.ts`.
+ * - safetensors: `x` `[rows, width]` in any float dtype, or one tensor per model input named as
+ *   the input; `y` integer `[rows]` or float `[rows, k]`. `_safetensors.ts`.
  *
  * Rows are numbered as lines in an editor (blank lines and the header count), so an error such as
  * `Cannot load "train.jsonl": row 17 has 783 values, expected 784` points at line 17.
@@ -22,6 +24,7 @@ import type { DataInputs } from "./_rows.ts";
 import { readJsonl } from "./_jsonl.ts";
 import { readCsv } from "./_csv.ts";
 import { readSafetensorsData, writeSafetensorsData } from "./_safetensors.ts";
+import type { InputSpec } from "./feeds.ts";
 
 export type { DataInputs };
 
@@ -41,6 +44,11 @@ export interface LoadInputsOptions {
   readonly labelColumn?: string | number;
   /** CSV: whether the first row is a header. Default: it is when one of its cells is not a number. */
   readonly header?: boolean;
+  /**
+   * The model's inputs (name, dtype, shape), for files that give inputs by name: JSONL rows
+   * `{"inputs": {"input_ids": [...]}}` or safetensors tensors named after the inputs.
+   */
+  readonly inputs?: readonly InputSpec[];
 }
 
 /** Options of {@linkcode loadDataset}. */
@@ -72,7 +80,7 @@ export async function loadDataset(
   const { width, classes } = options;
   switch (format) {
     case "jsonl":
-      return await readJsonl(path, where, { width, classes, withY: true });
+      return await readJsonl(path, where, { width, classes, inputs: options.inputs, withY: true });
     case "csv":
       if (options.labelColumn === undefined) {
         throw new TypeError(
@@ -81,7 +89,12 @@ export async function loadDataset(
       }
       return await readCsv(path, where, options) as Dataset;
     case "safetensors":
-      return await readSafetensorsData(path, where, { width, classes, withY: true }) as Dataset;
+      return await readSafetensorsData(path, where, {
+        width,
+        classes,
+        inputs: options.inputs,
+        withY: true,
+      }) as Dataset;
   }
 }
 
@@ -110,15 +123,20 @@ export async function loadInputs(
   let data: DataInputs;
   switch (format) {
     case "jsonl":
-      data = await readJsonl(path, where, { width, withY: false });
+      data = await readJsonl(path, where, { width, inputs: options.inputs, withY: false });
       break;
     case "csv":
       data = await readCsv(path, where, { ...options, classes: undefined });
       break;
     case "safetensors":
-      data = await readSafetensorsData(path, where, { width, withY: false });
+      data = await readSafetensorsData(path, where, {
+        width,
+        inputs: options.inputs,
+        withY: false,
+      });
   }
-  return { rows: data.rows, width: data.width, x: data.x };
+  const plain = { rows: data.rows, width: data.width, x: data.x };
+  return data.inputs ? { ...plain, inputs: data.inputs } : plain;
 }
 
 /**

@@ -26,7 +26,12 @@ export interface Staged {
 export async function stage(graph: Graph, opts: EmitOptions): Promise<Staged> {
   const outputs = opts.outputs ?? graph.outputs;
   const used = new Set<Value>(outputs);
-  for (const n of liveNodes(graph, outputs)) for (const i of n.inputs) if (i) used.add(i);
+  for (const n of liveNodes(graph, outputs, new Set(opts.fed ?? []))) {
+    for (const i of n.inputs) if (i) used.add(i);
+    for (const a of Object.values(n.attrs)) {
+      if (a.type === "onnx") a.reads?.forEach((r) => used.add(r));
+    }
+  }
   const inMemory = new Map<Value, Tensor>();
   const external: [Value, ExternalTensor][] = [];
   for (const [v, d] of graph.initializers) {

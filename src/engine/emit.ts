@@ -38,7 +38,7 @@ export { INLINE_LIMIT } from "./_external.ts";
 export interface EmitOptions {
   /** Default-domain opset (default 17; raised to `graph.minOpset` when that is higher). */
   opset?: number;
-  /** Emit the float64 twin. */
+  /** Emit the float64 twin: every F32 value becomes F64 (see the module documentation). */
   float64?: boolean;
   /** Outputs to emit (default: the graph's outputs). */
   outputs?: readonly Value[];
@@ -65,6 +65,12 @@ export interface EmitOptions {
   locations?: ReadonlyMap<string, string>;
   /** Extra domains to import, e.g. `{"com.microsoft": 1}`. */
   domains?: Record<string, number>;
+  /**
+   * Values fed from outside instead of computed (the outputs of a cached frozen prefix): their
+   * producers are left out and they become graph inputs. When given (even empty), graph inputs
+   * nothing reads are left out too.
+   */
+  fed?: readonly Value[];
 }
 
 /** An emitted model with the side file it needs, if any. */
@@ -88,9 +94,12 @@ export interface EmittedModel {
  * import { Graph } from "./graph.ts";
  * import { toModelProto } from "./emit.ts";
  * import { relu } from "./ops/activation.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const g = new Graph();
  * g.output(relu(g.input("x", "F32", ["batch", 4])));
- * const { proto, opset } = toModelProto(g, { opset: 18 }); // opset 18
+ * const { proto, opset } = toModelProto(g, { opset: 18 });
+ * strictEqual(opset, 18);
+ * strictEqual(proto.graph!.node[0]!.opType, "Relu");
  * ```
  */
 export function toModelProto(g: Graph, opts: EmitOptions = {}): EmittedModel {
@@ -101,7 +110,8 @@ export function toModelProto(g: Graph, opts: EmitOptions = {}): EmittedModel {
   }
   const opset = resolveOpset(g, opts.opset);
   const f64 = opts.float64 ?? false;
-  const nodes = liveNodes(g, outputs);
+  const fed = new Set(opts.fed ?? []);
+  const nodes = liveNodes(g, outputs, fed);
   const added: AddedTensor[] = [];
   const forms = nodes.map((n) => nodeForm(n, opset, added));
   const used = new Set(outputs.map((o) => o.name));
@@ -132,7 +142,8 @@ export function toModelProto(g: Graph, opts: EmitOptions = {}): EmittedModel {
       ),
     ],
     initializer,
-    input: g.inputs.map((v) => valueInfo(v.name, v.dtype, v.shape, f64)),
+    input: (opts.fed ? [...g.inputs.filter((v) => used.has(v.name)), ...fed] : g.inputs)
+      .map((v) => valueInfo(v.name, v.dtype, v.shape, f64)),
     output: outputs.map((v) => valueInfo(v.name, v.dtype, v.shape, f64)),
   });
   const opsetImport = [create(OperatorSetIdProtoSchema, { domain: "", version: BigInt(opset) })];
@@ -177,7 +188,8 @@ export function serializeOnnx(g: Graph, opts: EmitOptions = {}): Uint8Array {
 }
 
 /**
- * Encodes a model proto.
+ * Encodes a `ModelProto` as ONNX file bytes, splicing large initializers in with one copy each
+ * (`src/onnx/encode.ts`); the bytes decode to the same message as `toBinary`'s.
  *
  * @example
  * ```ts
@@ -217,10 +229,13 @@ export interface SavedOnnx {
  * import { Graph } from "./graph.ts";
  * import { saveOnnx } from "./emit.ts";
  * import { relu } from "./ops/activation.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const g = new Graph();
  * g.output(relu(g.input("x", "F32", ["batch", 4])));
  * const dir = await Deno.makeTempDir();
- * const { model, data } = await saveOnnx(`${dir}/relu.onnx`, g); // data === null
+ * const { model, data } = await saveOnnx(`${dir}/relu.onnx`, g);
+ * strictEqual(model, `${dir}/relu.onnx`);
+ * strictEqual(data, null); // every initializer fit inline: no side file
  * ```
  */
 export async function saveOnnx(

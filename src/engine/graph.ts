@@ -68,7 +68,7 @@ export interface ExternalTensor {
   readonly kind: "external";
   /** Element type of the bytes in the file. */
   readonly dtype: DType;
-  /** Dimensions. */
+  /** Static dimensions; the bytes are row-major, little-endian. */
   readonly shape: readonly number[];
   /** Absolute path of the file that holds the bytes. */
   readonly path: string;
@@ -91,10 +91,11 @@ export type ValueKind = "input" | "initializer" | "node";
  * @example
  * ```ts
  * import { Graph } from "./graph.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const g = new Graph();
  * const x = g.input("x", "F32", ["batch", 4]);
- * x.kind; // "input"
- * `${x}`; // "[batch, 4]"
+ * strictEqual(x.kind, "input");
+ * strictEqual(`${x}`, "[batch, 4]");
  * ```
  */
 export class Value {
@@ -119,7 +120,7 @@ export class Value {
     readonly detached: boolean = false,
   ) {}
 
-  /** Rank of the value. */
+  /** Number of dimensions, symbolic ones included (0 for a scalar). */
   get rank(): number {
     return this.shape.length;
   }
@@ -148,9 +149,9 @@ export interface Node {
 
 /** Shape and dtype of a node output, as computed by an op's shape rule. */
 export interface OutputSpec {
-  /** Element type of the output. */
+  /** The output's element type; {@linkcode Graph.node} takes it as given. */
   readonly dtype: DType;
-  /** Inferred dimensions of the output. */
+  /** The output's dimensions, symbolic ones by name; taken as given, like `dtype`. */
   readonly shape: Shape;
   /** Name to give the output; default a fresh name from the op type. Must not be taken. */
   readonly name?: string;
@@ -258,7 +259,7 @@ export class Graph {
     this.minOpset = Math.max(this.minOpset, opset);
   }
 
-  /** Marks a value as a graph output. */
+  /** Marks a value as a graph output (marking it again does nothing) and returns it. */
   output(v: Value): Value {
     if (v.graph !== this) throw new TypeError(`Cannot output value "${v.name}" of another graph`);
     if (!this.outputs.includes(v)) this.outputs.push(v);
@@ -311,13 +312,20 @@ function checkExternal(name: string, ext: ExternalTensor): void {
   }
 }
 
-/** The nodes needed to compute `outputs`, in order (dead-node elimination). */
-export function liveNodes(graph: Graph, outputs: readonly Value[] = graph.outputs): Node[] {
+/**
+ * The nodes needed to compute `outputs`, in order (dead-node elimination). Values in `fed` come
+ * from outside (a cached frozen prefix): their producers are not needed for them.
+ */
+export function liveNodes(
+  graph: Graph,
+  outputs: readonly Value[] = graph.outputs,
+  fed: ReadonlySet<Value> = new Set(),
+): Node[] {
   const live = new Set<Node>();
   const stack: Value[] = [...outputs];
   while (stack.length) {
     const v = stack.pop()!;
-    const p = v.producer;
+    const p = fed.has(v) ? null : v.producer;
     if (!p || live.has(p)) continue;
     live.add(p);
     for (const i of p.inputs) if (i) stack.push(i);

@@ -139,10 +139,12 @@ export function defaultThreads(): number {
  * import { Graph } from "./graph.ts";
  * import { Session } from "./runtime.ts";
  * import { relu } from "./ops/activation.ts";
+ * import { deepStrictEqual } from "node:assert/strict";
  * const g = new Graph();
- * g.output(relu(g.input("x", "F32", ["batch", 2])));
+ * const y = g.output(relu(g.input("x", "F32", ["batch", 2])));
  * const s = await Session.compile(g);
  * const out = await s.run({ x: { dtype: "F32", shape: [1, 2], data: new Float32Array([-1, 2]) } });
+ * deepStrictEqual([...out[y.name]!.data], [0, 2]);
  * await s.release();
  * ```
  */
@@ -186,7 +188,11 @@ export class Session {
     // Windows cannot unlink mapped files).
     let tempDir = staged.tempDir;
     if (Deno.build.os !== "windows") tempDir = await removeDir(tempDir);
-    return new Session(inner, [...graph.inputs], outputs, opts.float64 ?? false, tempDir);
+    // The inputs the model declares: with `fed`, the values fed from outside and the graph
+    // inputs still read.
+    const declared = new Set(inner.inputNames);
+    const inputs = [...graph.inputs, ...(opts.fed ?? [])].filter((v) => declared.has(v.name));
+    return new Session(inner, inputs, outputs, opts.float64 ?? false, tempDir);
   }
 
   /**
@@ -300,9 +306,11 @@ export class Session {
  * ```ts
  * import { Graph } from "./graph.ts";
  * import { writeModelFolder } from "./runtime.ts";
+ * import { strictEqual } from "node:assert/strict";
  * const g = new Graph();
  * g.output(g.input("x", "F32", [2]));
- * const path = await writeModelFolder(g, await Deno.makeTempDir()); // .../model.onnx
+ * const dir = await Deno.makeTempDir();
+ * strictEqual(await writeModelFolder(g, dir), `${dir}/model.onnx`);
  * ```
  */
 export async function writeModelFolder(

@@ -22,7 +22,7 @@ export interface BuildAdaptedOptions {
   dropout?: number;
   /** Append a loss: declares `labels` (cross-entropy) or `targets` (mse, bce) as inputs. */
   loss?: LossName;
-  /** Float64 twin (for checks). */
+  /** The graph to build into (default: a new one). */
   graph?: Graph;
   /** Source tensors (biases, `modules_to_save` weights) to declare as trainable graph inputs. */
   trainable?: ReadonlySet<string>;
@@ -32,8 +32,10 @@ export interface BuildAdaptedOptions {
 export interface AdaptedGraph {
   /** The graph built into (`opts.graph`, or a new one). */
   readonly graph: Graph;
-  /** The model's data input. */
+  /** The model's first data input. */
   readonly input: Value;
+  /** Every data input of the model, in its order. */
+  readonly inputs: readonly Value[];
   /** The model's first output (logits or block output). */
   readonly output: Value;
   /** Adapter inputs by layer name. */
@@ -101,5 +103,5 @@ export function buildAdapted(
     target = g.input("targets", output.dtype, output.shape);
     loss = opts.loss === "mse" ? mseLoss(output, target) : bceWithLogits(output, target);
   }
-  return { graph: g, input, output, adapterInputs, masks, loss, target };
+  return { graph: g, input, inputs: built.inputs, output, adapterInputs, masks, loss, target };
 }

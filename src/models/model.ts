@@ -99,6 +99,11 @@ export interface BaseModel {
   readonly outputs: readonly ModelIO[];
   /** The linear layers: what adapters can target. */
   readonly layers: readonly LinearLayer[];
+  /**
+   * When the first output is already a probability (a final Softmax, LogSoftmax or Sigmoid): the
+   * op and the value it reads, the logits a loss should train on instead.
+   */
+  readonly finalActivation?: { readonly op: string; readonly input: string };
   /** Builds the forward graph into `g`, declaring the model's inputs and returning its outputs. */
   build(g: Graph, opts?: BuildOptions): Built;
   /** Reads a source tensor (a weight or bias) by key, in its stored dtype. */

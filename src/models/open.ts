@@ -16,6 +16,11 @@ export interface OpenModelOptions {
   block?: string;
   /** Block spec file (JSON) for safetensors files with no recognised layout. */
   spec?: string;
+  /**
+   * ONNX: end the model at this value instead of the file's first output (another output, or the
+   * logits a final Softmax reads).
+   */
+  output?: string;
 }
 
 /**
@@ -35,7 +40,12 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
         `Cannot select block "${opts.block}" in ONNX model "${path}": ONNX models are one block`,
       );
     }
-    return await openOnnxModel(path);
+    return await openOnnxModel(path, { output: opts.output });
+  }
+  if (opts.output !== undefined) {
+    throw new TypeError(
+      `Cannot choose output "${opts.output}" of "${path}": only ONNX models can end elsewhere`,
+    );
   }
   if (lower.endsWith(".safetensors")) {
     return await openSafetensorsModel(path, { block: opts.block, spec: opts.spec });

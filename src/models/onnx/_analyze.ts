@@ -67,6 +67,8 @@ export interface Analysis {
   readonly index: ReadonlyMap<NodeProto, number>;
   /** Dtype and shape of each output of the carried nodes, probed in onnxruntime (`_probe.ts`). */
   readonly probed?: ReadonlyMap<string, Probed>;
+  /** The Softmax, LogSoftmax or Sigmoid the first output comes from, and the value it reads. */
+  readonly finalActivation?: { readonly op: string; readonly input: string };
   /** Op histogram of the whole file (`Op` or `domain.Op` → count). */
   readonly histogram: Readonly<Record<string, number>>;
   readonly notes: readonly string[];
@@ -87,8 +89,17 @@ const NON_FLOAT_OPS = new Set([
   "Or",
 ]);
 
+/** Options of {@link analyze}. */
+export interface AnalyzeOptions {
+  /**
+   * The value the model ends at instead of the file's outputs: another output, or any value the
+   * graph computes (the logits before a final Softmax).
+   */
+  readonly output?: string;
+}
+
 /** Analyzes a decoded file. */
-export function analyze(file: OnnxFile): Analysis {
+export function analyze(file: OnnxFile, options: AnalyzeOptions = {}): Analysis {
   const g = file.proto.graph!;
   const notes: string[] = [];
   const opsets = new Map<string, number>();
@@ -142,6 +153,12 @@ export function analyze(file: OnnxFile): Analysis {
     floatValue,
   );
   if (cut.note) notes.push(cut.note);
+  if (options.output !== undefined) {
+    chooseOutput(options.output, cut, producer, new Set(inputs.map((i) => i.name)), file.path);
+    notes.push(
+      `Output "${options.output}" chosen (the file's: ${list(g.output.map((o) => o.name))})`,
+    );
+  }
   const constOf = (name: string): ConstInfo | undefined => {
     const t = initializers.get(name);
     if (t) return { dtype: dtypeOfCode(t.dataType, `tensor "${name}"`), shape: dimsOf(t) };
@@ -173,7 +190,40 @@ export function analyze(file: OnnxFile): Analysis {
     index: new Map(g.node.map((n, i) => [n, i])),
     histogram,
     notes,
+    finalActivation: finalActivation(cut.outputs[0], producer),
   };
+}
+
+const list = (names: readonly string[]) => names.map((n) => `"${n}"`).join(", ");
+
+/** Replaces the cut's outputs with `output`, which a node must compute (or an input be). */
+function chooseOutput(
+  output: string,
+  cut: { outputs: string[] },
+  producer: ReadonlyMap<string, NodeProto>,
+  inputs: ReadonlySet<string>,
+  path: string,
+): void {
+  if (!producer.has(output) && !inputs.has(output)) {
+    throw new TypeError(
+      `Cannot use output "${output}" of ONNX model "${path}": no node computes a value of that ` +
+        `name (the file's outputs: ${list(cut.outputs)})`,
+    );
+  }
+  cut.outputs.splice(0, cut.outputs.length, output);
+}
+
+/** Probability-making ops at the end of a network, which losses on logits must not follow. */
+const ACTIVATIONS = new Set(["Softmax", "LogSoftmax", "Sigmoid"]);
+
+/** The Softmax, LogSoftmax or Sigmoid that computes `output`, and the value it reads. */
+function finalActivation(
+  output: string | undefined,
+  producer: ReadonlyMap<string, NodeProto>,
+): Analysis["finalActivation"] {
+  const n = output === undefined ? undefined : producer.get(output);
+  if (!n || domainOf(n) !== "" || !ACTIVATIONS.has(n.opType) || !n.input[0]) return undefined;
+  return { op: n.opType, input: n.input[0] };
 }
 
 /**

@@ -67,6 +67,15 @@ export interface OnnxModel extends BaseModel {
   readonly notes: readonly string[];
 }
 
+/** Options of {@link openOnnxModel}. */
+export interface OpenOnnxOptions {
+  /**
+   * End the model at this value instead of the file's first output: another output, or any
+   * value a node computes (the logits a final Softmax reads, to train with cross-entropy).
+   */
+  readonly output?: string;
+}
+
 /**
  * Opens an ONNX model as a base model. Fails before reading tensor data when an external data
  * location is unsafe, and before building when onnxruntime cannot run the file's frozen context.
@@ -83,9 +92,12 @@ export interface OnnxModel extends BaseModel {
  * model.close();
  * ```
  */
-export async function openOnnxModel(path: string): Promise<OnnxModel> {
+export async function openOnnxModel(
+  path: string,
+  options: OpenOnnxOptions = {},
+): Promise<OnnxModel> {
   const file = await readOnnxFile(path);
-  const a = analyze(file);
+  const a = analyze(file, options);
   const tensors = new Map<string, Tensor>();
   const reads = new Set(a.nodes.flatMap((n) => {
     const m = a.linear.get(n);
@@ -149,6 +161,7 @@ class Model implements OnnxModel {
   readonly opHistogram: Readonly<Record<string, number>>;
   readonly initializers: readonly InitializerInfo[];
   readonly proto: ModelProto;
+  readonly finalActivation?: { readonly op: string; readonly input: string };
 
   constructor(
     private readonly a: Analysis,
@@ -172,6 +185,7 @@ class Model implements OnnxModel {
     this.opHistogram = a.histogram;
     this.initializers = a.initializerInfo;
     this.proto = p;
+    this.finalActivation = a.finalActivation;
   }
 
   build(g: Graph, opts: BuildOptions = {}): Built {

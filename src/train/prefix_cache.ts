@@ -1,0 +1,171 @@
+/**
+ * The exact frozen-prefix cache. Everything a training graph computes from the data alone (the
+ * convolutions of a CNN, an LSTM, the embeddings and layers below the earliest adapter) gives the
+ * same numbers at every step: adapters, dropout masks and labels come after it. So those values are
+ * computed once per dataset, by the same onnxruntime kernels on the same rows, and the step graph
+ * starts from them (`EmitOptions.fed`). PEFT and PyTorch recompute a frozen backbone every step.
+ *
+ * What is cached: the values the prefix hands to the rest of the graph (computed from data inputs
+ * and initializers only, read by a node that is not), each with the batch as its first dimension,
+ * so a batch of rows of the cache is the prefix of that batch of rows. The prefix must be
+ * deterministic (no random ops); values it hands over without a batch dimension (a Shape) stay in
+ * the step, with the data inputs they read.
+ *
+ * @module
+ */
+
+import { type Graph, liveNodes, type Node, type Value } from "../engine/graph.ts";
+import { Session, type SessionOptions } from "../engine/runtime.ts";
+import { type Dataset, type RowTensor, sliceBatch } from "../data/dataset.ts";
+import { type InputSpec, modelFeeds } from "../data/feeds.ts";
+import { allocData, numel, type Tensor } from "../tensor.ts";
+
+/** Ops whose outputs differ from run to run: a prefix holding one is not cached. */
+const RANDOM = new Set([
+  "RandomNormal",
+  "RandomNormalLike",
+  "RandomUniform",
+  "RandomUniformLike",
+  "Multinomial",
+  "Bernoulli",
+]);
+
+/** What the cache holds and what the step still reads. */
+export interface PrefixPlan {
+  /** The prefix's values the rest of the graph reads, fed from the cache. */
+  readonly cached: readonly Value[];
+  /** Data inputs the step still reads (through uncached shape computations), fed as they are. */
+  readonly fed: readonly Value[];
+}
+
+/**
+ * The cache plan of a training graph whose data inputs are `data` and whose step computes
+ * `outputs`, or `undefined` when there is nothing worth caching (the adapters read the data
+ * inputs directly) or the prefix is not deterministic.
+ */
+export function planPrefix(
+  g: Graph,
+  outputs: readonly Value[],
+  data: readonly Value[],
+): PrefixPlan | undefined {
+  const batch = data[0]?.shape[0];
+  if (typeof batch !== "string" || data.some((v) => v.shape[0] !== batch)) return undefined;
+  const nodes = liveNodes(g, outputs);
+  const frozen = new Set<Value>([...data, ...g.initializers.keys()]);
+  const reads = (n: Node) => [
+    ...n.inputs.filter((v): v is Value => v !== null),
+    ...Object.values(n.attrs).flatMap((a) => (a.type === "onnx" ? a.reads ?? [] : [])),
+  ];
+  for (const n of nodes) {
+    if (reads(n).every((v) => frozen.has(v))) {
+      if (RANDOM.has(n.op)) return undefined;
+      for (const o of n.outputs) frozen.add(o);
+    }
+  }
+  const cached = new Set<Value>();
+  for (const n of nodes) {
+    if (reads(n).every((v) => frozen.has(v))) continue;
+    for (const v of reads(n)) {
+      if (frozen.has(v) && v.producer !== null && v.shape[0] === batch) cached.add(v);
+    }
+  }
+  for (const o of outputs) if (frozen.has(o) && o.producer && o.shape[0] === batch) cached.add(o);
+  if (cached.size === 0) return undefined;
+  const fedSet = new Set(cached);
+  const stepNodes = liveNodes(g, outputs, fedSet);
+  const still = new Set(stepNodes.flatMap(reads));
+  return { cached: [...cached], fed: data.filter((v) => still.has(v)) };
+}
+
+/** The specs of the step's data inputs under a plan: what the cached dataset holds. */
+export function stepInputs(plan: PrefixPlan): InputSpec[] {
+  return [...plan.fed, ...plan.cached].map((v) => ({
+    name: v.name,
+    dtype: v.dtype,
+    shape: v.shape,
+  }));
+}
+
+/** Options of {@link cacheDataset}. */
+export interface CacheOptions extends SessionOptions {
+  /** Rows per prefix run (default 256). */
+  readonly chunk?: number;
+  /** Bytes the cache may hold; a larger one throws a `RangeError` before anything runs. */
+  readonly budget?: number;
+}
+
+/**
+ * `data` with its inputs replaced by the prefix's values (and the data inputs the step still
+ * reads), computed once in onnxruntime. `inputs` are the model's data inputs.
+ */
+export async function cacheDataset(
+  g: Graph,
+  plan: PrefixPlan,
+  inputs: readonly Value[],
+  data: Dataset,
+  opts: CacheOptions = {},
+): Promise<Dataset> {
+  const where = "Cannot cache the frozen prefix";
+  const chunk = opts.chunk ?? 256;
+  const session = await Session.compile(g, { ...opts, outputs: plan.cached, fed: [] });
+  const out = new Map<string, { shape: number[]; data: Tensor["data"] }>();
+  try {
+    for (let start = 0; start < data.rows; start += chunk) {
+      const batch = sliceBatch(data, null, start, chunk);
+      const feeds = modelFeeds(inputs, batch.feeds, where);
+      const named = Object.fromEntries(inputs.map((v) => [v.name, feeds[v.name]!]));
+      const got = await session.run(named);
+      for (const v of plan.cached) {
+        const t = got[v.name]!;
+        let store = out.get(v.name);
+        if (!store) {
+          const row = t.shape.slice(1);
+          const bytes = data.rows * numel(row) * (t.data.BYTES_PER_ELEMENT ?? 4);
+          checkBudget(plan, out, bytes, opts.budget);
+          store = { shape: row, data: allocData(t.dtype, data.rows * numel(row)) };
+          out.set(v.name, store);
+        }
+        if (t.shape.slice(1).join() !== store.shape.join()) {
+          throw new RangeError(
+            `${where}: "${v.name}" has rows of [${t.shape.slice(1)}] from row ${start}, ` +
+              `[${store.shape}] before`,
+          );
+        }
+        (store.data as unknown as { set(a: ArrayLike<unknown>, at: number): void })
+          .set(t.data as unknown as ArrayLike<unknown>, start * numel(store.shape));
+      }
+    }
+  } finally {
+    await session.release();
+  }
+  const cached = new Map<string, RowTensor>();
+  const whole = plan.fed.length
+    ? modelFeeds(inputs, sliceBatch(data, null, 0, data.rows).feeds, where)
+    : {};
+  for (const v of plan.fed) {
+    const t = whole[v.name]!;
+    cached.set(v.name, { dtype: t.dtype, shape: t.shape.slice(1), data: t.data });
+  }
+  for (const v of plan.cached) {
+    const s = out.get(v.name)!;
+    cached.set(v.name, { dtype: v.dtype, shape: s.shape, data: s.data });
+  }
+  return { rows: data.rows, width: 0, x: new Float32Array(0), inputs: cached, y: data.y };
+}
+
+function checkBudget(
+  plan: PrefixPlan,
+  held: ReadonlyMap<string, { data: Tensor["data"] }>,
+  adding: number,
+  budget: number | undefined,
+): void {
+  if (budget === undefined) return;
+  let total = adding;
+  for (const s of held.values()) total += s.data.byteLength;
+  if (total > budget) {
+    throw new RangeError(
+      `The frozen prefix's ${plan.cached.length} values need more than the cache budget of ` +
+        `${(budget / 2 ** 20).toFixed(0)} MiB`,
+    );
+  }
+}

@@ -1,0 +1,95 @@
+import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { withTempDir } from "../../tests/_assert.ts";
+import { defaultPeftConfig } from "../../adapters/config.ts";
+import { finetune } from "../../workflows/finetune.ts";
+import { buildAdapted } from "../lora/adapted.ts";
+import { planAdapters } from "../../adapters/targets.ts";
+import { openModel } from "../models/open.ts";
+import { Rng } from "../rng.ts";
+import type { Dataset } from "../data/dataset.ts";
+import { planPrefix } from "./prefix_cache.ts";
+
+// A CNN exported by PyTorch (fixtures/whole/make_whole.py): Conv → ReLU → MaxPool twice, then a
+// dense head fc1 → ReLU → fc2. LoRA on the head: everything up to fc1's input is frozen prefix.
+const CNN = "fixtures/whole/cnn/model.onnx";
+const MLP = "fixtures/mnist/base.onnx";
+
+function images(rows: number, seed: number): Dataset {
+  const rng = new Rng(seed);
+  const x = rng.fillNormal(new Float32Array(rows * 784)) as Float32Array;
+  const labels = BigInt64Array.from({ length: rows }, () => BigInt(rng.int(10)));
+  return { rows, width: 784, x, y: { kind: "labels", data: labels, classes: 10 } };
+}
+
+async function run(cache: boolean, dropout: number) {
+  return await withTempDir(async (dir) => {
+    const model = await openModel(CNN);
+    const config = defaultPeftConfig({
+      r: 4,
+      loraAlpha: 8,
+      targetModules: ["fc1", "fc2"],
+      loraDropout: dropout,
+    });
+    const result = await finetune(model, images(96, 1), {
+      config,
+      outDir: dir,
+      epochs: 2,
+      batchSize: 32,
+      lr: 1e-2,
+      seed: 5,
+      evalSplit: 0.25,
+      cache,
+    });
+    const metrics = await Deno.readTextFile(`${dir}/metrics.jsonl`);
+    const weights = await Deno.readFile(`${dir}/adapter_model.safetensors`);
+    model.close();
+    return {
+      result,
+      metrics: metrics.replace(/"(seconds|samples_per_second|sps)":[0-9.e-]+/g, ""),
+      weights,
+    };
+  });
+}
+
+Deno.test("the frozen-prefix cache changes no number: cached and uncached runs are bit-identical", async () => {
+  for (const dropout of [0, 0.1]) {
+    const cached = await run(true, dropout);
+    const plain = await run(false, dropout);
+    ok(cached.result.prefixCache, "the CNN's convolutions were not cached");
+    strictEqual(plain.result.prefixCache, undefined);
+    deepStrictEqual(cached.weights, plain.weights, `adapters differ (dropout ${dropout})`);
+    strictEqual(cached.result.lastLoss, plain.result.lastLoss);
+    deepStrictEqual(cached.result.eval, plain.result.eval);
+    deepStrictEqual(cached.metrics.split("\n").length, plain.metrics.split("\n").length);
+  }
+});
+
+Deno.test("planPrefix() caches what the head reads, and nothing when adapters read the inputs", async () => {
+  const cnn = await openModel(CNN);
+  const built = buildAdapted(
+    cnn,
+    planAdapters(cnn, { targetModules: ["fc2"], r: 2, loraAlpha: 4 }),
+    {
+      loss: "cross_entropy",
+    },
+  );
+  const plan = planPrefix(built.graph, [built.loss!, built.output], built.inputs)!;
+  // fc2 is the only adapted layer: fc1 and the convolutions are all frozen prefix; the step reads
+  // fc2's input (and fc2's frozen base output), never the image.
+  deepStrictEqual(plan.fed, []);
+  ok(plan.cached.length >= 1 && plan.cached.every((v) => v.shape[0] === "batch"));
+  ok(plan.cached.some((v) => v.shape.join() === "batch,32"), plan.cached.map(String).join(" "));
+  cnn.close();
+  const mlp = await openModel(MLP);
+  const first = buildAdapted(
+    mlp,
+    planAdapters(mlp, { targetModules: ["fc1"], r: 2, loraAlpha: 4 }),
+    {
+      loss: "cross_entropy",
+    },
+  );
+  // fc1 reads the input itself: only fc1's frozen base product is worth keeping.
+  const p = planPrefix(first.graph, [first.loss!, first.output], first.inputs);
+  ok(p === undefined || p.cached.every((v) => v.producer !== null));
+  mlp.close();
+});
