@@ -90,6 +90,12 @@ export function registerTrain(program: Program): void {
     .option("--init-adapter <dir>", "warm start from an adapter (ffwd, PEFT or MLX)")
     .option("--resume <dir>", "continue a run from its checkpoint")
     .option("--threads <n>", "onnxruntime threads (default: all cores)", positiveInteger)
+    .option("--no-cache", "recompute the frozen prefix (layers before every adapter) each step")
+    .option(
+      "--cache-budget <MiB>",
+      "memory the frozen-prefix cache may hold (default: a quarter of RAM)",
+      positiveNumber,
+    )
     .option("--json", "print the summary as JSON")
     .action(async (flags, cmd) => {
       // Imported here so other subcommands do not load onnxruntime at start-up.
@@ -139,6 +145,9 @@ export function registerTrain(program: Program): void {
         initAdapter: flags.initAdapter,
         resume: flags.resume,
         threads: flags.threads,
+        cache: cmd.getOptionValueSource("cache") === "cli" ? flags.cache : undefined,
+        cacheBudget: flags.cacheBudget === undefined ? undefined : flags.cacheBudget * 2 ** 20,
+        output: flags.output,
       });
       if (!o.model || !o.data || !o.outDir) {
         cmd.error("error: train needs --model, --data and --out (flags or --config)", {
@@ -147,7 +156,7 @@ export function registerTrain(program: Program): void {
         });
         return;
       }
-      const model = await openModel(o.model, { block: o.block, output: flags.output });
+      const model = await openModel(o.model, { block: o.block, output: o.output });
       const { data, evalData } = await evalSets(
         await loadDataset(o.data, {
           width: model.inputs.length === 1 ? rowWidth(model.inputs[0]) : undefined,

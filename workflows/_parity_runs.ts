@@ -7,7 +7,7 @@
 
 import * as ort from "onnxruntime-node";
 import { Graph } from "../src/engine/graph.ts";
-import { Session } from "../src/engine/runtime.ts";
+import { Session, toOrt } from "../src/engine/runtime.ts";
 import type { BaseModel, BuildOptions } from "../src/models/model.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { type AdapterInputs, loraHook, peftKeys } from "../src/lora/branch.ts";
@@ -111,9 +111,7 @@ export async function runOnnxFile(
   try {
     const all = { ...probe.feeds, ...feeds };
     const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [k, t] of Object.entries(all)) {
-      ortFeeds[k] = new ort.Tensor("float32", t.data, [...t.shape]);
-    }
+    for (const [k, t] of Object.entries(all)) ortFeeds[k] = toOrt(t);
     const out = await session.run(ortFeeds);
     return session.outputNames.map((n) => {
       const t = out[n]!;

@@ -22,8 +22,9 @@
 
 import type { BaseModel } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
-import type { DType, Tensor } from "../src/tensor.ts";
+import { allocData, type DType, type Tensor } from "../src/tensor.ts";
 import { loadInputs } from "../src/data/files.ts";
+import { modelFeeds, rowWidth } from "../src/data/feeds.ts";
 import type { JsonValue } from "../adapters/config.ts";
 
 export { adapterFeeds, runModel, runOnnxFile, runUnmerged } from "./_parity_runs.ts";
@@ -39,7 +40,7 @@ export interface Probe {
   /** `seeded normal (seed 0)` or the file's path. */
   readonly source: string;
   readonly rows: number;
-  readonly feeds: Readonly<Record<string, Tensor<"F32">>>;
+  readonly feeds: Readonly<Record<string, Tensor>>;
 }
 
 /** Options of {@linkcode makeProbe}. */
@@ -162,8 +163,9 @@ export function storageTolerance(dtypes: readonly DType[]): Tolerance {
 }
 
 /**
- * Probe inputs for `model`: read from a file (single-input models), or seeded standard normal
- * values with free dimensions set to `rows` (the first) and 1 (any other).
+ * Probe inputs for `model`: read from a file (`x` rows, or inputs by name), or seeded values with
+ * free dimensions set to `rows` (the first) and 1 (any other): standard normal floats, and 0 or 1
+ * for integer inputs (token ids and masks valid for any vocabulary).
  *
  * @example
  * ```ts
@@ -177,42 +179,61 @@ export function storageTolerance(dtypes: readonly DType[]): Tolerance {
  */
 export async function makeProbe(model: BaseModel, opts: ProbeOptions = {}): Promise<Probe> {
   if (opts.file !== undefined) {
-    const input = model.inputs[0]!;
     const where = `Cannot probe "${model.source}" with "${opts.file}"`;
-    if (model.inputs.length !== 1 || input.shape.length !== 2) {
-      throw new TypeError(
-        `${where}: probe files need one [batch, features] input, the model has ${
-          model.inputs.map((i) => `"${i.name}" [${i.shape.join(", ")}]`).join(", ")
-        }`,
-      );
+    const data = await loadInputs(opts.file, {
+      width: model.inputs.length === 1 ? rowWidth(model.inputs[0]) : undefined,
+      inputs: model.inputs,
+    });
+    const given: Record<string, Tensor> = data.inputs
+      ? Object.fromEntries(
+        [...data.inputs].map(([k, t]) => [k, { ...t, shape: [data.rows, ...t.shape] } as Tensor]),
+      )
+      : { x: { dtype: "F32", shape: [data.rows, data.width], data: data.x } };
+    const feeds = modelFeeds(model.inputs, given, where);
+    for (const input of model.inputs) {
+      const b = input.shape[0];
+      if (typeof b === "number" && b !== data.rows) {
+        throw new RangeError(
+          `${where}: the model takes exactly ${b} rows, the file has ${data.rows}`,
+        );
+      }
     }
-    const [b, width] = input.shape as [number | string, number];
-    const data = await loadInputs(opts.file, { width });
-    if (typeof b === "number" && b !== data.rows) {
-      throw new RangeError(
-        `${where}: the model takes exactly ${b} rows, the file has ${data.rows}`,
-      );
-    }
-    const x: Tensor<"F32"> = { dtype: "F32", shape: [data.rows, width], data: data.x };
-    return { source: opts.file, rows: data.rows, feeds: { [input.name]: x } };
+    return { source: opts.file, rows: data.rows, feeds };
   }
   const seed = opts.seed ?? 0;
   const rows = opts.rows ?? 8;
   const rng = new Rng(seed);
-  const feeds: Record<string, Tensor<"F32">> = {};
+  const feeds: Record<string, Tensor> = {};
   for (const input of model.inputs) {
-    if (input.dtype !== "F32") {
+    const shape = input.shape.map((d, i) => (typeof d === "number" ? d : i === 0 ? rows : 1));
+    const n = shape.reduce((a, d) => a * d, 1);
+    if (input.dtype === "F32") {
+      feeds[input.name] = {
+        dtype: "F32",
+        shape,
+        data: rng.fillNormal(new Float32Array(n)) as Float32Array,
+      };
+    } else if (INTEGER.has(input.dtype)) {
+      // Token ids and masks: 0 and 1 are valid for any vocabulary and any mask.
+      const data = allocData(input.dtype, n);
+      for (let i = 0; i < n; i++) {
+        const v = rng.int(2);
+        if (data instanceof BigInt64Array) data[i] = BigInt(v);
+        else (data as Int32Array)[i] = v;
+      }
+      feeds[input.name] = { dtype: input.dtype, shape, data } as Tensor;
+    } else {
       throw new TypeError(
-        `Cannot probe "${model.source}": input "${input.name}" is ${input.dtype}, parity checks feed float32`,
+        `Cannot probe "${model.source}": input "${input.name}" is ${input.dtype}; give probe rows ` +
+          "from a file",
       );
     }
-    const shape = input.shape.map((d, i) => (typeof d === "number" ? d : i === 0 ? rows : 1));
-    const data = rng.fillNormal(new Float32Array(shape.reduce((a, d) => a * d, 1))) as Float32Array;
-    feeds[input.name] = { dtype: "F32", shape, data };
   }
   const first = Object.values(feeds)[0];
   return { source: `seeded normal (seed ${seed})`, rows: first?.shape[0] ?? 0, feeds };
 }
+
+const INTEGER = new Set(["I64", "I32", "I16", "I8", "U8", "BOOL"]);
 
 /**
  * Compares the runs that are present, pairwise, on every output. Pairs that involve the

@@ -60,6 +60,9 @@ export const TrainConfigSchema = z.strictObject({
   init_adapter: z.string().optional(),
   resume: z.string().optional(),
   threads: positiveInt.optional(),
+  cache: z.boolean().optional(),
+  cache_budget_mb: z.number().positive().optional(),
+  output: z.string().optional(),
 });
 
 /**

@@ -57,6 +57,8 @@ export interface FinetuneOptions extends TrainerOptions {
   readonly model?: string;
   /** The block to adapt, in a model file with several (`ffwd train` opens it). */
   readonly block?: string;
+  /** ONNX: the value the model ends at instead of its first output (`ffwd train` opens it). */
+  readonly output?: string;
   /** The training data's file (`ffwd train` reads it). */
   readonly data?: string;
   /** Folder for the adapter, metrics, checkpoints, summary and report (required). */
@@ -241,6 +243,10 @@ export function resolveTrainOptions(
     initAdapter: o.initAdapter ?? file.init_adapter,
     resume: o.resume ?? file.resume,
     threads: o.threads ?? file.threads,
+    cache: o.cache ?? file.cache,
+    cacheBudget: o.cacheBudget ??
+      (file.cache_budget_mb === undefined ? undefined : file.cache_budget_mb * 2 ** 20),
+    output: o.output ?? file.output,
   });
 }
 
