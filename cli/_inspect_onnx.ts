@@ -1,13 +1,15 @@
 /**
  * `ffwd inspect` of an ONNX file: producer, opsets, op histogram, inputs and outputs,
  * initializers (with their external data location), the linear layers ffwd sees with their
- * weight orientation, the nodes it cannot import, and import notes. `inspect.ts` imports this
- * module only when it meets a `.onnx` file, so other kinds never load the ONNX reader.
+ * weight orientation, grouped by role (attention, ffn, head, other: the rules are in
+ * `src/models/onnx/inspect.ts`), the nodes it cannot import, and import notes. `inspect.ts`
+ * imports this module only when it meets a `.onnx` file, so other kinds never load the ONNX
+ * reader.
  *
  * @module
  */
 
-import { inspectOnnx, type OnnxSummary } from "../src/models/onnx/inspect.ts";
+import { inspectOnnx, LAYER_ROLES, type OnnxSummary } from "../src/models/onnx/inspect.ts";
 import { count, dims, indent, plural, printable, table } from "./_inspect_text.ts";
 
 /**
@@ -75,24 +77,39 @@ function location(e: { location: string; offset: number; length?: number }): str
   return `${printable(e.location)} @ ${e.offset}${e.length !== undefined ? ` +${e.length}` : ""}`;
 }
 
+/** The layers grouped by role (attention, ffn, head, other), model order within a group. */
 function linearLines(s: OnnxSummary): string[] {
   if (s.linearLayers.length === 0) return ["linear layers: none"];
-  const rows = s.linearLayers.map((l) => [
-    printable(l.name),
-    String(l.inFeatures),
-    String(l.outFeatures),
-    l.orientation,
-    l.dtype,
-    printable(l.weightKey),
-    l.biasKey !== undefined ? printable(l.biasKey) : "-",
-    printable(l.node),
-  ]);
+  const groups = LAYER_ROLES.map((role) => ({
+    role,
+    layers: s.linearLayers.filter((l) => l.role === role),
+  })).filter((g) => g.layers.length > 0);
+  const rows = groups.flatMap((g) =>
+    g.layers.map((l) => [
+      printable(l.name),
+      String(l.inFeatures),
+      String(l.outFeatures),
+      l.orientation,
+      l.dtype,
+      printable(l.weightKey),
+      l.biasKey !== undefined ? printable(l.biasKey) : "-",
+      printable(l.node),
+    ])
+  );
+  // One table, so the columns line up across groups; each group repeats the header.
+  const [head, ...lines] = table(
+    ["name", "in", "out", "orientation", "dtype", "weight", "bias", "node"],
+    rows,
+    [false, true, true, false, false, false, false, false],
+  );
+  let at = 0;
   return [
-    `linear layers: ${s.linearLayers.length}`,
-    ...indent(table(
-      ["name", "in", "out", "orientation", "dtype", "weight", "bias", "node"],
-      rows,
-      [false, true, true, false, false, false, false, false],
-    )),
+    `linear layers: ${s.linearLayers.length} (${
+      groups.map((g) => `${g.role} ${g.layers.length}`).join(", ")
+    })`,
+    ...groups.flatMap((g) => [
+      `  ${g.role}:`,
+      ...indent(indent([head!, ...lines.slice(at, at += g.layers.length)])),
+    ]),
   ];
 }

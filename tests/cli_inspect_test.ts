@@ -289,6 +289,7 @@ Deno.test("ffwd inspect of an ONNX file shows producer, ops, initializers and li
       biasKey: `fc${i + 1}.bias`,
       dtype: "F32",
       node: `Gemm_${4 * i}`,
+      role: i < 2 ? "ffn" : "head", // fc1, fc2 by name; fc3 makes the output
     })),
   );
 
@@ -299,8 +300,19 @@ Deno.test("ffwd inspect of an ONNX file shows producer, ops, initializers and li
     "ops: 6 nodes: Gemm 3, Relu 2, Identity 1",
     "initializers: 6 tensors, 940,584 bytes",
     "  fc1.weight  F32    [256, 784]  802,816",
-    "  fc1   784  256  out_in       F32    fc1.weight  fc1.bias  Gemm_0",
   );
+  const at = lines.indexOf("linear layers: 3 (ffn 2, head 1)");
+  ok(at > 0, lines.join("\n"));
+  deepStrictEqual(lines.slice(at + 1, at + 9), [
+    "  ffn:",
+    "    name   in  out  orientation  dtype  weight      bias      node",
+    "    fc1   784  256  out_in       F32    fc1.weight  fc1.bias  Gemm_0",
+    "    fc2   256  128  out_in       F32    fc2.weight  fc2.bias  Gemm_4",
+    "  head:",
+    "    name   in  out  orientation  dtype  weight      bias      node",
+    "    fc3   128   10  out_in       F32    fc3.weight  fc3.bias  Gemm_8",
+    "",
+  ]);
   deepStrictEqual(lines.slice(-3), [
     "frozen context (no gradient crosses it): none",
     "notes: none",

@@ -9,14 +9,28 @@
  *   constants), with or without a following `Add` of a constant bias `[out]`;
  * - `Transpose(W) → MatMul` with W `[out, in]` transposed at run time (`"out_in"`, PyTorch 0.3).
  *
- * Names, first match wins, made unique with `_1`, `_2`, …:
- * 1. the PyTorch module path from the initializer names: `fc1` from `fc1.weight` or `fc1.bias`;
- * 2. the module path from a PyTorch ≥ 1.13 node scope: `/mlp/mlp.0/Gemm` → `mlp.0`,
- *    `/model/layers.0/mlp/up_proj/MatMul` → `model.layers.0.mlp.up_proj`;
- * 3. the Keras layer from TensorFlow names: the path component before `kernel`, `bias`,
- *    `MatMul`, `BiasAdd`, `Tensordot` or `ReadVariableOp` (`sequential/dense/MatMul/
- *    ReadVariableOp:0` → `dense`, `dense_2/kernel:0` → `dense_2`);
+ * Names are the module paths PyTorch gives the layers (`named_modules()`), so that a PEFT adapter
+ * trained on the PyTorch model applies to its ONNX export by key:
+ * 1. the module path in the initializer names (`fc1` from `fc1.weight` or `fc1.bias`; exporters'
+ *    anonymous `onnx::MatMul_123` and constant-folded copies carry none);
+ * 2. the module path of the node's scope: the innermost module of the `pkg.torch.onnx.name_scopes`
+ *    metadata (`torch.onnx.export(dynamo=True)`, exact), or a TorchScript export's scoped node name
+ *    (PyTorch ≥ 1.13, also HF optimum's): `/bert/encoder/layer.0/intermediate/dense/MatMul` →
+ *    `bert.encoder.layer.0.intermediate.dense`, `/mlp/mlp.0/Gemm` → `mlp.0`. Torch writes each
+ *    module it called by its last non-numeric atom and the numeric ones after it
+ *    (`_unqualified_variable_name`, torch/onnx/utils.py), so a Sequential's child `mlp.0` replaces
+ *    its parent `mlp`, and containers never called (ModuleList, ModuleDict) add nothing of their
+ *    own. When both 1 and 2 exist and the scope's atoms do not all appear, in order, in the path of
+ *    1, the weight belongs to another module (tied, as `lm_head` to `wte`, or deduplicated by the
+ *    exporter) and the scope wins: PEFT wraps the module that runs the product;
+ * 3. the Keras layer from TensorFlow names (tf2onnx, keras2onnx): the path component before
+ *    `kernel`, `bias`, `MatMul`, `BiasAdd`, `Tensordot` or `ReadVariableOp` (`sequential/dense/
+ *    MatMul/ReadVariableOp:0` → `dense`, `dense_2/kernel:0` → `dense_2`);
  * 4. otherwise the weight initializer's name.
+ *
+ * A name several layers share (one weight used twice, one module called twice) stays on the first
+ * and becomes `name_1`, `name_2`, … on the others, skipping names other layers have on their own,
+ * so no layer's name depends on another layer's duplicate.
  *
  * @module
  */
@@ -154,14 +168,26 @@ export function findLinearLayers(
       node: n.name,
     });
   }
-  const taken = new Set<string>();
-  return matches.map((m, i) => {
+  const names = uniqueNames(matches.map((m, i) => {
     const l = layers[i]!;
-    const base = layerName(l.weightKey, l.biasKey, [m.anchor.name, m.biasAdd?.name ?? ""]);
-    let name = base;
-    for (let k = 1; taken.has(name); k++) name = `${base}_${k}`;
-    taken.add(name);
-    return { ...m, layer: { name, ...l } };
+    return layerName(l.weightKey, l.biasKey, m.biasAdd ? [m.anchor, m.biasAdd] : [m.anchor]);
+  }));
+  return matches.map((m, i) => ({ ...m, layer: { name: names[i]!, ...layers[i]! } }));
+}
+
+/** Each name as it is on its first use, `name_k` (k = 1, 2, …) on the next, never another's. */
+function uniqueNames(bases: readonly string[]): string[] {
+  const taken = new Set(bases);
+  const seen = new Set<string>();
+  return bases.map((base) => {
+    if (!seen.has(base)) {
+      seen.add(base);
+      return base;
+    }
+    let k = 1;
+    while (taken.has(`${base}_${k}`)) k++;
+    taken.add(`${base}_${k}`);
+    return `${base}_${k}`;
   });
 }
 
@@ -180,36 +206,64 @@ function isBias(info: ConstInfo, out: number, maxRank: number): boolean {
 
 const TF_MARKERS = new Set(["kernel", "bias", "MatMul", "BiasAdd", "Tensordot", "ReadVariableOp"]);
 
+/** A node, or only its name. */
+type NodeLike = string | Pick<NodeProto, "name" | "metadataProps">;
+
 /**
- * The stable name of a layer from its weight and bias keys and its node names (see the module
- * documentation for the rules).
+ * The name of a layer from its weight and bias keys and its nodes (the MatMul or Gemm, then the
+ * bias Add), see the module documentation for the rules. Names the layer, not unique yet.
  *
  * @example
  * ```ts
  * import { layerName } from "./linear.ts";
- * layerName("fc1.weight"); // "fc1"
- * layerName("onnx::MatMul_14", undefined, ["/mlp/mlp.0/MatMul"]); // "mlp.0"
- * layerName("sequential/dense/MatMul/ReadVariableOp:0"); // "dense"
+ * import { strictEqual } from "node:assert/strict";
+ * strictEqual(layerName("fc1.weight"), "fc1");
+ * strictEqual(layerName("onnx::MatMul_14", undefined, ["/mlp/mlp.0/MatMul"]), "mlp.0");
+ * // a weight tied to another module's: the scope names the module that runs it
+ * strictEqual(layerName("transformer.wte.weight", undefined, ["/lm_head/MatMul"]), "lm_head");
+ * strictEqual(layerName("sequential/dense/MatMul/ReadVariableOp:0"), "dense");
  * ```
  */
 export function layerName(
   weightKey: string,
   biasKey?: string,
-  nodeNames: readonly string[] = [],
+  nodes: readonly NodeLike[] = [],
 ): string {
-  for (const key of [weightKey, biasKey]) {
-    const m = key && !key.startsWith("onnx::") ? /^(.+)\.(weight|bias)$/.exec(key) : null;
-    if (m) return m[1]!;
-  }
-  for (const n of nodeNames) {
-    const scope = torchScope(n);
-    if (scope) return scope;
-  }
-  for (const key of [weightKey, biasKey, ...nodeNames]) {
+  const owner = [weightKey, biasKey].map((key) =>
+    key && !key.startsWith("onnx::") ? /^(.+)\.(weight|bias)$/.exec(key)?.[1] : undefined
+  ).find((path) => path !== undefined);
+  const scope = nodes.map((n) =>
+    typeof n === "string" ? torchScope(n) : dynamoScope(n) ?? torchScope(n.name)
+  ).find((path) => path !== undefined);
+  if (owner !== undefined && (scope === undefined || within(owner, scope))) return owner;
+  if (scope !== undefined) return scope;
+  const names = nodes.map((n) => typeof n === "string" ? n : n.name);
+  for (const key of [weightKey, biasKey, ...names]) {
     const layer = key ? kerasLayer(key) : undefined;
     if (layer) return layer;
   }
   return weightKey;
+}
+
+/** Whether the atoms of `scope` appear in `path` in order: the scope's module, or one inside it. */
+function within(path: string, scope: string): boolean {
+  const atoms = path.split(".");
+  let at = 0;
+  for (const atom of scope.split(".")) {
+    at = atoms.indexOf(atom, at) + 1;
+    if (at === 0) return false;
+  }
+  return true;
+}
+
+/**
+ * The innermost module of a dynamo export's `pkg.torch.onnx.name_scopes`, the Python repr of the
+ * cumulative module paths, root first, node last: `['', 'network', 'network.0', 'linear']`.
+ */
+function dynamoScope(node: Pick<NodeProto, "metadataProps">): string | undefined {
+  const value = node.metadataProps.find((p) => p.key === "pkg.torch.onnx.name_scopes")?.value;
+  const scopes = [...(value ?? "").matchAll(/'([^']*)'|"([^"]*)"/g)].map((m) => m[1] ?? m[2]!);
+  return scopes.length >= 3 && scopes.at(-2) ? scopes.at(-2) : undefined;
 }
 
 /** Module path of a PyTorch scoped node name: `/model/layers.0/mlp/MatMul` → `model.layers.0.mlp`. */

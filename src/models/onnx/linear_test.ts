@@ -1,3 +1,5 @@
+import { create } from "@bufbuild/protobuf";
+import { StringStringEntryProtoSchema } from "../../onnx/gen/onnx_pb.ts";
 import { Graph } from "../../engine/graph.ts";
 import { add } from "../../engine/ops/elementwise.ts";
 import {
@@ -91,6 +93,72 @@ Deno.test("layerName() reads PyTorch module paths, node scopes and Keras layer n
   assertEquals(layerName("sequential/dense/MatMul/ReadVariableOp:0"), "dense");
   assertEquals(layerName("dense_2/kernel:0"), "dense_2");
   assertEquals(layerName("W1", "B1", ["MatMul_0"]), "W1");
+});
+
+Deno.test("layerName() rebuilds module paths from TorchScript scopes as torch writes them", () => {
+  // ModuleList children are scoped by their unqualified name (`layer.0`) under their caller
+  assertEquals(
+    layerName("onnx::MatMul_7", undefined, ["/bert/encoder/layer.0/intermediate/dense/MatMul"]),
+    "bert.encoder.layer.0.intermediate.dense",
+  );
+  // a called Sequential inside a called Sequential: `layer1.0` extends `layer1`
+  assertEquals(
+    layerName("onnx::MatMul_8", undefined, ["/layer1/layer1.0/fc/MatMul"]),
+    "layer1.0.fc",
+  );
+  // ops of the root module have no scope
+  assertEquals(layerName("onnx::MatMul_9", undefined, ["/MatMul"]), "onnx::MatMul_9");
+});
+
+Deno.test("layerName() takes the scope over a weight of another module (tied, deduplicated)", () => {
+  // GPT-2's lm_head multiplies by the token embedding, transposed
+  assertEquals(layerName("transformer.wte.weight", undefined, ["/lm_head/MatMul"]), "lm_head");
+  // the exporter kept one copy of two equal weights, named after layer 0's
+  assertEquals(
+    layerName("encoder.layer.0.output.dense.weight", undefined, [
+      "/encoder/layer.1/output/dense/MatMul",
+    ]),
+    "encoder.layer.1.output.dense",
+  );
+  // a scope that agrees keeps the fuller initializer path (a ModuleDict `heads` is never called)
+  assertEquals(layerName("heads.a.weight", "heads.a.bias", ["/a/Gemm"]), "heads.a");
+});
+
+Deno.test("layerName() reads the module of a dynamo export's name_scopes metadata", () => {
+  const scoped = (value: string) => ({
+    name: "node_linear",
+    metadataProps: [create(StringStringEntryProtoSchema, {
+      key: "pkg.torch.onnx.name_scopes",
+      value,
+    })],
+  });
+  assertEquals(
+    layerName("val_3", undefined, [scoped("['', 'network', 'network.0', 'linear']")]),
+    "network.0",
+  );
+  assertEquals(
+    layerName("transformer.wte.weight", undefined, [scoped("['', 'lm_head', 'linear_12']")]),
+    "lm_head",
+  );
+  assertEquals(layerName("val_3", undefined, [scoped("['', 'matmul']")]), "val_3");
+});
+
+Deno.test("a name two layers share never takes a third layer's own name", async () => {
+  await withTempDir(async (dir) => {
+    const m = model({
+      nodes: [
+        node("MatMul", ["x", "onnx::MatMul_1"], ["h"], {}, { name: "/dense/MatMul" }),
+        node("MatMul", ["h", "onnx::MatMul_2"], ["g"], {}, { name: "/dense/MatMul_1" }),
+        node("MatMul", ["g", "onnx::MatMul_3"], ["y"], {}, { name: "/dense_1/MatMul" }),
+      ],
+      inputs: [io("x", ["n", 2])],
+      outputs: [io("y", ["n", 2])],
+      inits: [1, 2, 3].map((i) => f32(`onnx::MatMul_${i}`, [2, 2], [1, 0, 0, i])),
+    });
+    const mm = await openOnnxModel(await writeModel(dir, "twice.onnx", m));
+    // `dense` called twice: its second call skips `dense_1`, the name of another module
+    assertEquals(mm.layers.map((l) => l.name), ["dense", "dense_2", "dense_1"]);
+  });
 });
 
 Deno.test("layer names are unique, and tied weights give two layers", async () => {
