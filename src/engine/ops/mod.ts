@@ -30,6 +30,20 @@ export {
 export { cast } from "./cast.ts";
 export { concat, split } from "./concat.ts";
 export { constantNode, onesLike, scalar, shapeOf, zerosLike } from "./constant.ts";
+export {
+  type AutoPad,
+  averagePool,
+  conv,
+  type ConvOptions,
+  globalAveragePool,
+  globalMaxPool,
+  maximum,
+  maxPool,
+  maxPoolWithIndices,
+  minimum,
+  type PoolOptions,
+  type WindowOptions,
+} from "./conv.ts";
 export { detach } from "./detach.ts";
 export { dropout, dropoutInference, dropoutMask } from "./dropout.ts";
 export { abs, add, div, exp, log, mul, neg, pow, reciprocal, sqrt, sub } from "./elementwise.ts";
@@ -38,5 +52,6 @@ export { gemm, type GemmOptions, matmul } from "./matmul.ts";
 export { layerNorm, rmsNorm, rmsNormOp } from "./normalization.ts";
 export { reduceMean, reduceSum } from "./reduce.ts";
 export { clip, equal, greater, less, where } from "./select.ts";
-export { expand, flatten, identity, reshape, squeeze, transpose, unsqueeze } from "./shape.ts";
-export { slice } from "./slice.ts";
+export { expand, flatten, identity, reshape, squeeze, tile, transpose, unsqueeze } from "./shape.ts";
+export { range, slice, sliceDynamic } from "./slice.ts";
+export { gather } from "./gather.ts";

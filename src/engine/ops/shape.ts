@@ -1,7 +1,7 @@
 /**
  * Shape and layout ops whose gradients are data movement: Reshape, Transpose, Identity, Expand,
- * Unsqueeze, Squeeze and Flatten, and `unbroadcast`, the gradient of broadcasting (of Expand, and
- * of every op that broadcasts its operands). Cast lives in `cast.ts` (re-exported here), joining
+ * Tile, Unsqueeze, Squeeze and Flatten, and `unbroadcast`, the gradient of broadcasting (of Expand,
+ * and of every op that broadcasts its operands). Cast lives in `cast.ts` (re-exported here), joining
  * in `concat.ts`, cutting in `slice.ts`.
  *
  * @module
@@ -10,7 +10,8 @@
 import { type Dim, formatShape, int, ints, type Shape, type Value } from "../graph.ts";
 import { broadcastAxes, broadcastShapes, normAxis, reducedShape } from "../shapes.ts";
 import { inputsOf, type Vjp } from "../vjp.ts";
-import { int64s, shapeOf } from "./constant.ts";
+import { concat } from "./concat.ts";
+import { constantInts, dimOf, int64s, shapeOf } from "./constant.ts";
 
 export { cast, dtypeOfOnnx, onnxDtype } from "./cast.ts";
 
@@ -188,6 +189,56 @@ export function expand(x: Value, shape: Value, staticShape: Shape): Value {
 const expandVjp: Vjp = ({ node, dy: [dy] }) => [unbroadcast(dy!, inputsOf(node)[0]!), null];
 
 /**
+ * Repeats `x` `repeats[i]` times along each axis `i` (ONNX Tile). Repeats are numbers, or a 1-D
+ * int64 value computed at run time (`cls_token` tiled to the batch); then `staticShape` gives the
+ * result's build-time shape when the caller knows it (new symbolic dimensions otherwise).
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { Graph } from "../graph.ts";
+ * import { tile } from "./shape.ts";
+ * const y = tile(new Graph().input("x", "F32", [1, 2, 3]), [4, 1, 2]);
+ * deepStrictEqual(y.shape, [4, 2, 6]);
+ * ```
+ */
+export function tile(x: Value, repeats: Value | readonly number[], staticShape?: Shape): Value {
+  const g = x.graph;
+  const reps = Array.isArray(repeats) ? repeats : constantInts(repeats as Value);
+  const n = reps?.length ?? (repeats as Value).shape[0];
+  if (n !== x.rank || reps?.some((k) => !Number.isInteger(k) || k < 0)) {
+    const given = reps ? `[${reps.join(", ")}]` : `${repeats}`;
+    throw new TypeError(
+      `Invalid repeats ${given} in Tile of ${x}: expected ${x.rank} integers >= 0`,
+    );
+  }
+  const times = (d: Dim, k: number) =>
+    k === 1 ? d : typeof d === "number" ? d * k : g.freshName("dim");
+  const shape = reps
+    ? x.shape.map((d, i) => times(d, reps[i]!))
+    : staticShape ?? x.shape.map(() => g.freshName("dim"));
+  const r = Array.isArray(repeats) ? int64s(g, repeats) : repeats as Value;
+  return g.node("Tile", [x, r], {}, [{ dtype: x.dtype, shape }])[0]!;
+}
+
+// dX = dY viewed as [r0, d0, r1, d1, …] (copy k of axis i at r_i = k), summed over the r axes
+const tileVjp: Vjp = ({ node, dy: [dy] }) => {
+  const [x, repeats] = inputsOf(node) as [Value, Value];
+  const g = x.graph;
+  const reps = constantInts(repeats);
+  if (x.rank === 0 || reps?.every((k) => k === 1)) return [dy!, null];
+  const entry = (i: number) =>
+    g.node("Slice", [repeats, int64s(g, [i]), int64s(g, [i + 1])], {}, [{
+      dtype: "I64",
+      shape: [1],
+    }])[0]!;
+  const sizes = x.shape.flatMap((_, i) => [reps ? int64s(g, [reps[i]!]) : entry(i), dimOf(x, i)]);
+  const split = x.shape.flatMap((d, i) => [reps?.[i] ?? g.freshName("dim"), d]);
+  const viewed = reshapeTo(dy!, concat(sizes, 0), split);
+  return [sumOver(viewed, x.shape.map((_, i) => 2 * i), false), null];
+};
+
+/**
  * Sums `dy` (shaped like a broadcast result) back to the shape of `x`: over the leading axes `x`
  * lacks and, keeping them, over the axes where `x` has size 1.
  *
@@ -317,4 +368,5 @@ export const VJPS: Record<string, Vjp> = {
   Identity: identityVjp,
   Transpose: transposeVjp,
   Expand: expandVjp,
+  Tile: tileVjp,
 };

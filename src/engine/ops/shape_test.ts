@@ -1,9 +1,10 @@
 import { deepStrictEqual, equal, match, throws } from "node:assert/strict";
 import { grad } from "../autograd.ts";
 import { gradcheck } from "../gradcheck.ts";
-import { Graph } from "../graph.ts";
+import { Graph, type Value } from "../graph.ts";
+import { concat } from "./concat.ts";
 import { f16BitsToNumber, numberToF16Bits } from "../../tensor.ts";
-import { shapeOf } from "./constant.ts";
+import { dimOf, int64s, shapeOf } from "./constant.ts";
 import { exp, mul } from "./elementwise.ts";
 import { reduceSum } from "./reduce.ts";
 import {
@@ -13,6 +14,7 @@ import {
   identity,
   reshape,
   squeeze,
+  tile,
   transpose,
   transposeLast2,
   unsqueeze,
@@ -141,4 +143,35 @@ Deno.test("reshape() and flatten() of a symbolic batch run and differentiate at 
   deepStrictEqual(four![dx!.name]!.shape, [4, 2, 3]);
   // y = r · f with r = x flat and f = xᵀ flat, so dx = f + r read back through the transpose
   assertClose(values(one![dx!.name]), [0, 5, 5, 5, 5, 10]);
+});
+
+Deno.test("tile() gradients match finite differences, repeats constant or computed at run time", async () => {
+  await gradcheck(([x]) => tile(x!, [2, 1, 3]), { x: { shape: [2, 3, 2] } });
+  await gradcheck(([x]) => tile(x!, [3]), { x: { shape: [2] } });
+  // Repeats read from another value at run time, as `cls_token` is tiled to the batch.
+  await gradcheck(([x, t]) => tile(x!, rowsThen(t!, [1, 1]), [4, 2, 3]), {
+    x: { shape: [1, 2, 3] },
+    t: { shape: [4, 5], check: false },
+  });
+});
+
+/** `[rows of t, ...rest]` as an int64 vector computed at run time. */
+const rowsThen = (t: Value, rest: number[]) => concat([dimOf(t, 0), int64s(t.graph, rest)], 0);
+
+Deno.test("tile() repeats as ONNX Tile does and sums its gradient over the copies", async () => {
+  const g = new Graph();
+  const x = g.input("x", "F32", [2, 2]);
+  const t = g.input("t", "F32", ["batch", 1]);
+  const y = g.output(tile(x, [1, 2]));
+  const z = tile(x, rowsThen(t, [1]));
+  deepStrictEqual(y.shape, [2, 4]);
+  match(String(z.shape[0]), /^dim_/);
+  const [dx] = grad(reduceSum(z), [x]);
+  g.output(dx!);
+  const out = await runGraph(g, { x: f32([2, 2], [1, 2, 3, 4]), t: f32([3, 1], [0, 0, 0]) });
+  assertClose(values(out[y.name]), [1, 2, 1, 2, 3, 4, 3, 4]);
+  assertClose(values(out[dx!.name]), [3, 3, 3, 3]);
+  throws(() => tile(x, [2]), {
+    message: "Invalid repeats [2] in Tile of [2, 2]: expected 2 integers >= 0",
+  });
 });

@@ -9,8 +9,10 @@ import { VJPS as activation } from "./activation.ts";
 import { VJPS as cast } from "./cast.ts";
 import { VJPS as concat } from "./concat.ts";
 import { VJPS as constant } from "./constant.ts";
+import { VJPS as conv } from "./conv.ts";
 import { VJPS as dropout } from "./dropout.ts";
 import { VJPS as elementwise } from "./elementwise.ts";
+import { VJPS as gather } from "./gather.ts";
 import { VJPS as loss } from "./loss.ts";
 import { VJPS as matmul } from "./matmul.ts";
 import { VJPS as normalization } from "./normalization.ts";
@@ -24,8 +26,10 @@ const FAMILIES: Readonly<Record<string, Readonly<Record<string, Vjp>>>> = {
   cast,
   concat,
   constant,
+  conv,
   dropout,
   elementwise,
+  gather,
   loss,
   matmul,
   normalization,

@@ -8,8 +8,9 @@
  * @module
  */
 
-import type { Dim } from "../../engine/graph.ts";
+import type { Dim, Value } from "../../engine/graph.ts";
 import { normAxis } from "../../engine/shapes.ts";
+import { constantInts } from "../../engine/ops/constant.ts";
 import { sliceRange } from "../../engine/ops/slice.ts";
 import { allocData, type DType, numel, type Tensor } from "../../tensor.ts";
 
@@ -51,12 +52,13 @@ export const vector = (data: readonly Dim[], dtype: DType = "I64"): Folded => ({
   data,
 });
 
-/** Gather along `axis` of a folded value (rank ≤ 1 data, any indices). */
+/** Gather along `axis` of a folded value (rank-1 data, known indices). */
 export function gather(data: Folded, indices: Folded, axis: number): Folded | undefined {
   if (data.shape.length !== 1 || normAxis("Gather", axis, 1) !== 0) return undefined;
   const n = data.shape[0]!;
-  const out = indices.data.map((i) => {
-    if (typeof i !== "number" || i < -n || i >= n) {
+  if (!isNumeric(indices)) return undefined; // an index known only at run time
+  const out = (indices.data as number[]).map((i) => {
+    if (i < -n || i >= n) {
       throw new RangeError(`Invalid index ${i} in Gather of a ${n}-element shape`);
     }
     return data.data[i < 0 ? i + n : i]!;
@@ -110,30 +112,39 @@ export function reshape(x: Folded, target: readonly number[]): Folded {
   return { ...x, shape: out };
 }
 
-/** Element-wise integer arithmetic with numpy broadcasting of rank ≤ 1 operands. */
+/**
+ * Rank ≤ 1 operands broadcast together as numpy does: the common length, the result's shape and
+ * the i-th element of an operand; `undefined` when they do not broadcast.
+ */
+function zipped(
+  parts: readonly Folded[],
+): { n: number; shape: number[]; at: (f: Folded, i: number) => Dim } | undefined {
+  if (parts.some((f) => f.shape.length > 1)) return undefined;
+  const n = Math.max(...parts.map((f) => f.data.length));
+  if (parts.some((f) => f.data.length !== n && f.data.length !== 1)) return undefined;
+  const shape = parts.some((f) => f.shape.length === 1) ? [n] : [];
+  return { n, shape, at: (f, i) => f.data[f.data.length === 1 ? 0 : i]! };
+}
+
+/**
+ * Element-wise integer arithmetic with numpy broadcasting of rank ≤ 1 operands. A symbolic
+ * dimension passes through the identities (`seq + 0`, `seq · 1`, `seq / 1`); any other arithmetic
+ * on one is computed at run time (`undefined`).
+ */
 export function arith(op: string, a: Folded, b: Folded): Folded | undefined {
-  if (!isNumeric(a) || !isNumeric(b) || a.shape.length > 1 || b.shape.length > 1) {
-    return undefined;
-  }
-  const n = Math.max(a.data.length, b.data.length);
-  if (
-    (a.data.length !== n && a.data.length !== 1) || (b.data.length !== n && b.data.length !== 1)
-  ) {
-    return undefined;
-  }
+  const z = zipped([a, b]);
   const f = ARITH[op];
-  if (!f) return undefined;
-  const data: number[] = [];
-  for (let i = 0; i < n; i++) {
-    data.push(
-      f(
-        a.data[a.data.length === 1 ? 0 : i] as number,
-        b.data[b.data.length === 1 ? 0 : i] as number,
-      ),
-    );
+  if (!z || !f) return undefined;
+  const data: Dim[] = [];
+  for (let i = 0; i < z.n; i++) {
+    const [x, y] = [z.at(a, i), z.at(b, i)];
+    if (typeof x === "number" && typeof y === "number") data.push(f(x, y));
+    else if (typeof x === "string" && y === IDENTITY[op]) data.push(x);
+    else if (typeof y === "string" && ((op === "Mul" && x === 1) || (op === "Add" && x === 0))) {
+      data.push(y);
+    } else return undefined;
   }
-  const shape = a.shape.length >= b.shape.length ? a.shape : b.shape;
-  return { dtype: a.dtype, shape: shape.length ? [n] : [], data };
+  return { dtype: a.dtype, shape: z.shape, data };
 }
 
 const ARITH: Record<string, (x: number, y: number) => number> = {
@@ -142,3 +153,72 @@ const ARITH: Record<string, (x: number, y: number) => number> = {
   Mul: (x, y) => x * y,
   Div: (x, y) => Math.trunc(x / y),
 };
+
+/** The right operand that leaves a symbolic dimension unchanged. */
+const IDENTITY: Record<string, number> = { Add: 0, Sub: 0, Mul: 1, Div: 1 };
+
+/**
+ * Element-wise `a == b` of rank ≤ 1 operands, as BOOL (0/1), when every pair is decided: two
+ * numbers, one symbolic dimension twice, or a symbolic dimension (never negative) and a negative
+ * number, as in PyTorch's `expand(-1)` export (`Where(Equal(size, -1), 1, size)`).
+ */
+export function equal(a: Folded, b: Folded): Folded | undefined {
+  const z = zipped([a, b]);
+  if (!z) return undefined;
+  const data: number[] = [];
+  for (let i = 0; i < z.n; i++) {
+    const [x, y] = [z.at(a, i), z.at(b, i)];
+    if (x === y) data.push(1);
+    else if (typeof x === "number" && typeof y === "number") data.push(0);
+    else if ((typeof x === "number" && x < 0) || (typeof y === "number" && y < 0)) data.push(0);
+    else return undefined;
+  }
+  return { dtype: "BOOL", shape: z.shape, data };
+}
+
+/** Element-wise `cond ? a : b` of rank ≤ 1 operands with a numeric `cond`. */
+export function where(cond: Folded, a: Folded, b: Folded): Folded | undefined {
+  const z = isNumeric(cond) ? zipped([cond, a, b]) : undefined;
+  if (!z) return undefined;
+  const data = Array.from({ length: z.n }, (_, i) => (z.at(cond, i) ? z.at(a, i) : z.at(b, i)));
+  return { dtype: a.dtype, shape: z.shape, data };
+}
+
+/**
+ * What the import knows of a 1-D integer value computed at run time, a shape the folding could not
+ * finish (`[batch · seq, 768]`): each element's size or symbolic dimension where the nodes that
+ * built it tell (constants, Shape with its `start` and `end`, Concat, Cast, Identity, Squeeze,
+ * Unsqueeze, Reshape, Gather of known entries), `undefined` where only the run time knows.
+ */
+export function knownDims(v: Value): (Dim | undefined)[] {
+  const n = v.rank === 0 ? 1 : v.shape[0];
+  if (v.rank > 1 || typeof n !== "number") return [];
+  const fromConstant = constantInts(v);
+  if (fromConstant) return fromConstant;
+  const unknown = new Array<Dim | undefined>(n).fill(undefined);
+  const p = v.producer;
+  const x = p?.inputs[0];
+  if (!p || !x || p.domain !== "") return unknown;
+  const same = (dims: (Dim | undefined)[]) => (dims.length === n ? dims : unknown);
+  const attr = (name: string) => (p.attrs[name] as { value: number } | undefined)?.value;
+  switch (p.op) {
+    case "Shape": {
+      const at = (a: number) => Math.max(0, Math.min(x.rank, a < 0 ? a + x.rank : a));
+      return same(x.shape.slice(at(attr("start") ?? 0), at(attr("end") ?? x.rank)));
+    }
+    case "Concat":
+      return same(p.inputs.flatMap((i) => (i ? knownDims(i) : [])));
+    case "Cast":
+    case "Identity":
+    case "Squeeze":
+    case "Unsqueeze":
+    case "Reshape":
+      return same(knownDims(x));
+    case "Gather": {
+      const at = p.inputs[1] ? constantInts(p.inputs[1]) : undefined;
+      const dims = x.rank === 1 ? knownDims(x) : [];
+      return at && dims.length ? same(at.map((i) => dims[i < 0 ? i + dims.length : i])) : unknown;
+    }
+  }
+  return unknown;
+}

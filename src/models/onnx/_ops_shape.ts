@@ -1,25 +1,29 @@
 /**
- * Op handlers: layout ops and integer shape computations (see `op_map.ts`). Shape, Gather,
- * Unsqueeze, Squeeze, Concat, Slice, Cast, Reshape and ConstantOfShape fold at import when their
- * inputs are known (see `_fold.ts`), so PyTorch's runtime reshape targets become static.
+ * Op handlers: layout ops and integer shape computations (see `op_map.ts`). Shape, Unsqueeze,
+ * Squeeze, Concat, Slice, Cast, Reshape, Range and ConstantOfShape fold at import when their
+ * inputs are known (see `_fold.ts`), so PyTorch's runtime reshape targets become static; symbolic
+ * dimensions (`batch`, `seq`) pass through the folding by name.
  *
- * Gather is supported for shape computations only (constant data and indices): the feedforward
- * blocks ffwd fine-tunes have no embedding lookups, and a Gather on data fails with that reason.
+ * What the folding cannot finish runs at run time, with static shapes kept as far as they are
+ * known: Reshape and Expand to targets computed from the input (`[batch · seq, -1]`), Slice with
+ * bounds read from it (`position_ids[:, :seq]`), `Range(0, seq, 1)` (of length `seq`) and Tile.
  *
  * @module
  */
 
-import type { Dim } from "../../engine/graph.ts";
+import type { Dim, Graph, Shape, Value } from "../../engine/graph.ts";
 import { normAxis } from "../../engine/shapes.ts";
 import { constantOfShape, dimOf, int64s, sizeOf } from "../../engine/ops/constant.ts";
 import { concat, split } from "../../engine/ops/concat.ts";
-import { slice } from "../../engine/ops/slice.ts";
+import { range, slice, slicedDim, sliceDynamic } from "../../engine/ops/slice.ts";
 import {
   cast,
   expand,
   flatten,
   reshape,
+  reshapeTo,
   squeeze,
+  tile,
   transpose,
   unsqueeze,
 } from "../../engine/ops/shape.ts";
@@ -35,16 +39,51 @@ function axesOf(ctx: OpContext, i: number, since: number): number[] | undefined 
   return ctx.has(i) ? ctx.ints(i, "axes") : undefined;
 }
 
+/** A shape input as far as the import knows it: folded, or read from the nodes that built it. */
+function targetOf(ctx: OpContext, i: number): readonly (Dim | undefined)[] {
+  return ctx.folded(i)?.data ?? fold.knownDims(ctx.value(i));
+}
+
 const reshapeOp: OpHandler = (ctx) => {
-  const target = ctx.opset < 5 ? attrInts(ctx.node, "shape") : ctx.folded(1)?.data;
-  if (!target) return ctx.fail("the target shape is computed at run time; ffwd needs it at import");
   const allowzero = attrInt(ctx.node, "allowzero", 0) === 1;
+  const folded = ctx.opset < 5 ? attrInts(ctx.node, "shape") : ctx.folded(1)?.data;
   const f = ctx.folded(0);
-  if (f && target.every((d) => typeof d === "number")) return [fold.reshape(f, target as number[])];
+  if (f && folded?.every((d) => typeof d === "number")) {
+    return [fold.reshape(f, folded as number[])];
+  }
   const x = ctx.value(0);
-  const dims: Dim[] = target.map((d, i) => (d === 0 && !allowzero ? x.shape[i]! : d));
-  return [reshape(x, dims)];
+  const target = (folded ?? targetOf(ctx, 1)).map((d, i) =>
+    d === 0 && !allowzero ? x.shape[i]! : d
+  );
+  // The static builder infers one dimension; ONNX infers -1 and copies 0 only at run time.
+  const open = target.filter((d, i) =>
+    d === undefined || d === -1 || (d !== x.shape[i] && typeof d === "string")
+  );
+  if (folded && open.length <= 1) return [reshape(x, target as Dim[])];
+  return [reshapeTo(x, ctx.value(1), inferred(ctx.g, x.shape, target))];
 };
+
+/**
+ * The static shape of a reshape to a target known only in part: known entries as they are, a
+ * single -1 computed from the sizes when the symbolic dimensions cancel, new symbolic dimensions
+ * for the rest.
+ */
+function inferred(g: Graph, from: Shape, target: readonly (Dim | undefined)[]): Dim[] {
+  const out = target.map((d) => (d === undefined || d === -1 ? g.freshName("dim") : d));
+  const open = target.flatMap((d, i) => (d === undefined || d === -1 ? [i] : []));
+  if (open.length !== 1 || target[open[0]!] !== -1) return out;
+  const syms = from.filter((d) => typeof d === "string") as string[];
+  let n = from.reduce<number>((p, d) => (typeof d === "number" ? p * d : p), 1);
+  for (const [i, d] of out.entries()) {
+    if (i === open[0]) continue;
+    if (typeof d === "number") n /= d;
+    else if (syms.includes(d)) syms.splice(syms.indexOf(d), 1);
+    else return out;
+  }
+  if (syms.length === 0 && Number.isInteger(n)) out[open[0]!] = n;
+  else if (syms.length === 1 && n === 1) out[open[0]!] = syms[0]!;
+  return out;
+}
 
 const castOp: OpHandler = (ctx) => {
   const to = ctx.node.attribute.find((a) => a.name === "to");
@@ -107,11 +146,17 @@ const splitOp: OpHandler = (ctx) => {
 
 const sliceOp: OpHandler = (ctx) => {
   const old = ctx.opset < 10;
-  const starts = old ? attrInts(ctx.node, "starts") : ctx.ints(1, "starts");
-  const ends = old ? attrInts(ctx.node, "ends") : ctx.ints(2, "ends");
-  if (!starts || !ends) return ctx.fail("starts and ends are required");
+  const bound = (i: number, name: string) =>
+    old ? attrInts(ctx.node, name) : ctx.has(i) ? ctx.folded(i)?.data : undefined;
+  const [starts, ends] = [bound(1, "starts"), bound(2, "ends")];
   const axes = old ? attrInts(ctx.node, "axes") : ctx.has(3) ? ctx.ints(3, "axes") : undefined;
-  const steps = !old && ctx.has(4) ? ctx.ints(4, "steps") : undefined;
+  const steps = !old && ctx.has(4) ? targetOf(ctx, 4) : undefined;
+  const numeric = (b: readonly (Dim | undefined)[] | undefined): b is number[] =>
+    !!b?.every((d) => typeof d === "number");
+  if (old && (!starts || !ends)) return ctx.fail("starts and ends are required");
+  if (!numeric(starts) || !numeric(ends) || (steps && !numeric(steps))) {
+    return [runtimeSlice(ctx, starts, ends, axes, steps)];
+  }
   const f = ctx.folded(0);
   if (
     f && f.shape.length === 1 && starts.length === 1 && (!axes || axes[0] === 0 || axes[0] === -1)
@@ -121,6 +166,38 @@ const sliceOp: OpHandler = (ctx) => {
   }
   return [slice(ctx.value(0), starts, ends, axes, steps)];
 };
+
+/**
+ * A Slice whose bounds are known only at run time, such as `position_ids[:, :seq]` with `seq`
+ * read from the input. A sliced dimension is that symbolic dimension when the slice runs from 0
+ * with step 1 to it (the slice is shorter only if `seq` exceeds the axis, and then the model
+ * cannot run anyway), exact where the bounds are numbers, and a new symbolic dimension otherwise.
+ */
+function runtimeSlice(
+  ctx: OpContext,
+  starts: readonly Dim[] | undefined,
+  ends: readonly Dim[] | undefined,
+  axes: readonly number[] | undefined,
+  steps: readonly (Dim | undefined)[] | undefined,
+): Value {
+  const x = ctx.value(0);
+  const n = starts?.length ?? ends?.length ?? ctx.shape(1)[0];
+  if (typeof n !== "number") return ctx.fail("the number of sliced axes is unknown");
+  const ax = (axes ?? Array.from({ length: n }, (_, i) => i)).map((a) =>
+    normAxis("Slice", a, x.rank)
+  );
+  const shape = [...x.shape];
+  ax.forEach((a, i) => {
+    const [s, e, k] = [starts?.[i], ends?.[i], steps ? steps[i] : 1];
+    shape[a] = typeof s === "number" && typeof e === "number" && typeof k === "number"
+      ? slicedDim(ctx.g, x.shape[a]!, { start: s, end: e, step: k })
+      : s === 0 && k === 1 && typeof e === "string"
+      ? e
+      : ctx.g.freshName("dim");
+  });
+  const bounds = { starts: ctx.value(1), ends: ctx.value(2), axes: ax };
+  return sliceDynamic(x, ctx.has(4) ? { ...bounds, steps: ctx.value(4) } : bounds, shape);
+}
 
 const squeezeOp: OpHandler = (ctx) => {
   const axes = axesOf(ctx, 1, 13);
@@ -178,23 +255,46 @@ const sizeOp: OpHandler = (ctx) => {
   return [sizeOf(ctx.value(0))];
 };
 
-const gatherOp: OpHandler = (ctx) => {
-  const data = ctx.folded(0);
-  const indices = ctx.folded(1);
-  const r = data && indices ? fold.gather(data, indices, attrInt(ctx.node, "axis", 0)) : undefined;
-  if (!r) {
-    return ctx.fail(
-      "Gather is supported on shape computations only (constant 1-D data and indices); " +
-        "embedding lookups are not part of a feedforward block",
-    );
-  }
-  return [r];
+const expandOp: OpHandler = (ctx) => {
+  const x = ctx.value(0);
+  const target = targetOf(ctx, 1);
+  const lead = target.length - x.rank;
+  // Expand never shrinks: a size known only at run time is x's where x's is not 1.
+  const dims = target.map((d, i) => {
+    const own = x.shape[i - lead];
+    return d ?? (own !== undefined && own !== 1 ? own : ctx.g.freshName("dim"));
+  });
+  return [expand(x, ctx.value(1), dims)];
 };
 
-const expandOp: OpHandler = (ctx) => {
-  const target = ctx.folded(1);
-  if (!target) return ctx.fail("the target shape is computed at run time; ffwd needs it at import");
-  return [expand(ctx.value(0), ctx.value(1), target.data)];
+/** Tile (opset 6+: repeats as an input), with the repeats folded or read at run time. */
+const tileOp: OpHandler = (ctx) => {
+  if (ctx.opset < 6) {
+    return ctx.fail("Tile before opset 6 (tiles and axis inputs) is not supported");
+  }
+  const x = ctx.value(0);
+  const reps = targetOf(ctx, 1);
+  if (reps.every((r) => typeof r === "number")) return [tile(x, reps as number[])];
+  const shape = x.shape.map((d, i) => {
+    const r = reps[i];
+    return r === 1 ? d : d === 1 && r !== undefined ? r : ctx.g.freshName("dim");
+  });
+  return [tile(x, ctx.value(1), shape)];
+};
+
+/**
+ * Range: folded when start, limit and delta are known integers. `Range(0, seq, 1)` with `seq`
+ * read from the input stays symbolic, of length `seq`, and runs at run time.
+ */
+const rangeOp: OpHandler = (ctx) => {
+  const [s, l, d] = [0, 1, 2].map((i) => ctx.folded(i)?.data[0]);
+  if (typeof s === "number" && typeof l === "number" && typeof d === "number") {
+    if (d === 0) return ctx.fail("delta is 0");
+    const n = Math.max(0, Math.ceil((l - s) / d));
+    return [fold.vector(Array.from({ length: n }, (_, i) => s + i * d), ctx.dtype(0))];
+  }
+  const length = s === 0 && d === 1 && typeof l === "string" ? l : undefined;
+  return [range(ctx.value(0), ctx.value(1), ctx.value(2), length)];
 };
 
 const constantOfShapeOp: OpHandler = (ctx) => {
@@ -208,8 +308,8 @@ const constantOfShapeOp: OpHandler = (ctx) => {
     const dims = shape.data as number[];
     return [{ dtype: v.dtype, shape: dims, data: new Array<number>(numel(dims)).fill(value) }];
   }
-  const dtype = computeDtype(v.dtype);
-  return [constantOfShape(ctx.value(0), value, dtype, shape?.data ?? ctx.fail("shape unknown"))];
+  const dims = targetOf(ctx, 0).map((d) => d ?? ctx.g.freshName("dim"));
+  return [constantOfShape(ctx.value(0), value, computeDtype(v.dtype), dims)];
 };
 
 /**
@@ -265,8 +365,9 @@ export const SHAPE_OPS: Record<string, OpHandler> = {
   Constant: constantOp,
   Shape: shapeOp,
   Size: sizeOp,
-  Gather: gatherOp,
   Expand: expandOp,
+  Tile: tileOp,
+  Range: rangeOp,
   ConstantOfShape: constantOfShapeOp,
   Pad: padOp,
 };
