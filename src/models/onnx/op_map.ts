@@ -16,6 +16,7 @@
  */
 
 import type { OpHandler } from "./_context.ts";
+import { CONV_OPS } from "./_ops_conv.ts";
 import { MATH_OPS } from "./_ops_math.ts";
 import { NN_OPS } from "./_ops_nn.ts";
 import { SELECT_OPS } from "./_ops_select.ts";
@@ -38,6 +39,7 @@ export const OP_TABLE: ReadonlyMap<string, OpHandler> = new Map([
   ...Object.entries(SHAPE_OPS),
   ...Object.entries(NN_OPS),
   ...Object.entries(SELECT_OPS),
+  ...Object.entries(CONV_OPS),
 ]);
 
 /**
