@@ -1,7 +1,9 @@
 /**
  * `ffwd predict --model <file> [--adapter DIR] --data <rows> [--out FILE] [--json]`: runs a base
- * model, with or without an adapter, on rows from a JSONL (`{"x": [...]}`), CSV or safetensors
- * file, and writes one `{"y": [...]}` line per input row.
+ * model, with or without an adapter, on rows from a JSONL (`{"x": [...]}`, or `{"inputs":
+ * {"input_ids": [...], ...}}` by the model's input names), CSV or safetensors file, and writes one
+ * `{"y": ...}` line per input row, nested to the output's row shape (`[k]` numbers for a `[rows,
+ * k]` output, `[[...32]]` for `[rows, 1, 32]`).
  *
  * ```sh
  * deno task ffwd predict --model base.safetensors --adapter runs/rot45 --data test.jsonl --out y.jsonl
@@ -16,8 +18,11 @@
  */
 
 import { InferenceEngine } from "../src/infer/engine.ts";
+import { rowValues } from "../src/infer/rows.ts";
 import { openModel } from "../src/models/open.ts";
 import { loadInputs, shortestFloat32, writeJsonl } from "../src/data/files.ts";
+import { rowWidth } from "../src/data/feeds.ts";
+import { numel, type Tensor } from "../src/tensor.ts";
 import { servableWeights } from "./_adapter_weights.ts";
 import { writeOut } from "./_errors.ts";
 import { labelColumn, positiveInteger } from "./_numbers.ts";
@@ -27,6 +32,8 @@ import type { Program } from "./_program.ts";
 export interface PredictCliOptions {
   readonly model: string;
   readonly block?: string;
+  /** ONNX: the value the model ends at instead of its first output. */
+  readonly output?: string;
   /** An adapter folder (PEFT or MLX-LM). */
   readonly adapter?: string;
   readonly data: string;
@@ -40,9 +47,11 @@ export interface PredictCliOptions {
 /** Outputs of {@linkcode predictFile}. */
 export interface Predictions {
   readonly rows: number;
-  /** Output width. */
+  /** Values per row of the output (the product of `shape`). */
   readonly width: number;
-  /** `[rows, width]`. */
+  /** The shape of one row of the output: `[k]` for a `[rows, k]` output. */
+  readonly shape: readonly number[];
+  /** `[rows, …shape]`, row-major (an integer output converted to float32). */
   readonly y: Float32Array;
 }
 
@@ -55,33 +64,69 @@ export interface Predictions {
  * ```
  */
 export async function predictFile(o: PredictCliOptions): Promise<Predictions> {
-  const model = await openModel(o.model, { block: o.block });
+  const model = await openModel(o.model, { block: o.block, output: o.output });
   try {
     // One pass over a file: pre-packing the weights costs more at creation than it saves over
     // the batches of a typical file (8 × 4096×16384 F32, 64 rows: 12.6 s with it, 2.6 s without).
     const engine = await InferenceEngine.create(model, { threads: o.threads, prepack: false });
     try {
-      const [din, dout] = engine.widths;
       const name = o.adapter === undefined ? null : "adapter";
       if (o.adapter !== undefined) {
         await engine.register("adapter", await servableWeights(o.adapter, model));
       }
-      const { rows, x } = await loadInputs(o.data, { width: din, labelColumn: o.labelColumn });
-      const y = new Float32Array(rows * dout);
+      const only = engine.inputs.length === 1 ? engine.inputs[0] : undefined;
+      const data = await loadInputs(o.data, {
+        width: rowWidth(only),
+        labelColumn: o.labelColumn,
+        inputs: engine.inputs,
+      });
       const batch = o.batchSize ?? 64;
-      for (let r = 0; r < rows; r += batch) {
-        const n = Math.min(batch, rows - r);
-        const xb = x.subarray(r * din, (r + n) * din);
-        const out = await engine.run({ dtype: "F32", shape: [n, din], data: xb }, name);
-        y.set(out.data as Float32Array, r * dout);
+      let shape = outputRow(engine);
+      let y = new Float32Array(0);
+      for (let r = 0; r < data.rows; r += batch) {
+        const n = Math.min(batch, data.rows - r);
+        const out = await engine.run(rowsOf(data, r, n), name);
+        if (r === 0) { // the output's symbolic dimensions are known once a batch ran
+          shape = out.shape.slice(1);
+          y = new Float32Array(data.rows * numel(shape));
+        }
+        const at = r * numel(shape);
+        if (out.dtype === "F32") y.set(out.data as Float32Array, at);
+        else y.set(Array.from(out.data as ArrayLike<number | bigint>, Number), at);
       }
-      return { rows, width: dout, y };
+      const width = numel(shape);
+      return { rows: data.rows, width, shape, y };
     } finally {
       await engine.close();
     }
   } finally {
     model.close();
   }
+}
+
+/** Rows `r … r+n` of the data: its named inputs, or `x` `[n, width]` (views, no copies). */
+function rowsOf(
+  data: Awaited<ReturnType<typeof loadInputs>>,
+  r: number,
+  n: number,
+): Record<string, Tensor> {
+  if (!data.inputs) {
+    const x = data.x.subarray(r * data.width, (r + n) * data.width);
+    return { x: { dtype: "F32", shape: [n, data.width], data: x } };
+  }
+  const out: Record<string, Tensor> = {};
+  for (const [k, t] of data.inputs) {
+    const per = numel(t.shape);
+    const view = (t.data as unknown as { subarray(a: number, b: number): Tensor["data"] })
+      .subarray(r * per, (r + n) * per);
+    out[k] = { dtype: t.dtype, shape: [n, ...t.shape], data: view } as Tensor;
+  }
+  return out;
+}
+
+/** The output's row shape before any row ran (symbolic dimensions count 0). */
+function outputRow(engine: InferenceEngine): number[] {
+  return engine.output.shape.slice(1).map((d) => (typeof d === "number" ? d : 0));
 }
 
 /**
@@ -101,25 +146,34 @@ export function registerPredict(program: Program): void {
     .description("run a base model, with or without an adapter, on rows of a data file")
     .requiredOption("--model <file>", "base model (.safetensors, .onnx or TF.js model.json)")
     .option("--block <name>", "block of a multi-block file (model.layers.3.mlp)")
+    .option(
+      "--output <name>",
+      "ONNX: end the model at this value (another output, or the logits a final Softmax reads)",
+    )
     .option("--adapter <dir>", "adapter folder (PEFT or MLX-LM), run unmerged")
-    .requiredOption("--data <file>", 'input rows: .jsonl ({"x": [...]}), .csv or .safetensors')
+    .requiredOption(
+      "--data <file>",
+      'input rows: .jsonl ({"x": [...]} or {"inputs": {"<input>": [...]}}), .csv or .safetensors',
+    )
     .option(
       "--label-column <col>",
       "CSV: a label column to leave out (name or index)",
       labelColumn,
     )
-    .option("--out <file>", 'write {"y": [...]} lines here (atomically)')
+    .option(
+      "--out <file>",
+      'write {"y": ...} lines here, nested to the output\'s rows (atomically)',
+    )
     .option("--json", "print the lines on stdout (the default without --out)")
     .option("--batch-size <rows>", "rows per engine run", positiveInteger, 64)
     .option("--threads <n>", "onnxruntime threads (default: every core)", positiveInteger)
     .action(async (o) => {
-      const { rows, width, y } = await predictFile(o);
-      const lines = Array.from({ length: rows }, (_, i) => ({
-        y: y.subarray(i * width, (i + 1) * width),
-      }));
+      const { rows, shape, y } = await predictFile(o);
+      const t = { dtype: "F32" as const, shape: [rows, ...shape], data: y };
+      const lines = rowValues(t, (v) => shortestFloat32(v as number)).map((v) => ({ y: v }));
       if (o.out !== undefined) await writeJsonl(o.out, lines);
       if (o.json || o.out === undefined) {
-        const text = lines.map((l) => JSON.stringify({ y: Array.from(l.y, shortestFloat32) }));
+        const text = lines.map((l) => JSON.stringify(l));
         writeOut(text.join("\n") + (rows ? "\n" : ""));
       } else {
         writeOut(`Wrote ${rows} predictions to ${o.out}\n`);

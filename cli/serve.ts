@@ -28,6 +28,8 @@ import type { Program } from "./_program.ts";
 export interface ServeCliOptions {
   readonly model: string;
   readonly block?: string;
+  /** ONNX: the value the model ends at instead of its first output. */
+  readonly output?: string;
   readonly adaptersDir: string;
   readonly host?: string;
   readonly port?: number;
@@ -65,7 +67,7 @@ export interface RunningServe {
  * ```
  */
 export async function startServe(o: ServeCliOptions): Promise<RunningServe> {
-  const model: BaseModel = await openModel(o.model, { block: o.block });
+  const model: BaseModel = await openModel(o.model, { block: o.block, output: o.output });
   let engine: InferenceEngine | undefined;
   try {
     engine = await InferenceEngine.create(model, {
@@ -119,6 +121,10 @@ export function registerServe(program: Program): void {
     .description("serve a base model with hot-swapped adapters over HTTP")
     .requiredOption("--model <file>", "base model (.safetensors, .onnx or TF.js model.json)")
     .option("--block <name>", "block of a multi-block file (model.layers.3.mlp)")
+    .option(
+      "--output <name>",
+      "ONNX: end the model at this value (another output, or the logits a final Softmax reads)",
+    )
     .requiredOption("--adapters-dir <dir>", "folder of adapter folders (loaded by name)")
     .option("--host <host>", "address to bind", "127.0.0.1")
     .option("--port <n>", "port (0 picks a free port)", nonNegativeInteger, 8080)

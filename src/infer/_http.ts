@@ -1,9 +1,9 @@
 /**
  * HTTP plumbing of the server: errors that carry a status, JSON responses, bodies read under a
- * size limit, request validation with zod (messages name the field, `inputs[3] has 5 values,
- * expected 8`), and a constant-time token check.
+ * size limit, request validation with zod (messages name the field, `adapter: must be 1-128
+ * letters…`), and a constant-time token check.
  *
- * Imported only by `server.ts` and `_adapter_dir.ts`.
+ * Imported only by `server.ts`, `_adapter_dir.ts` and `_request.ts`.
  *
  * @module
  */
@@ -69,9 +69,9 @@ const name = z.string().regex(ADAPTER_NAME, {
   message: "must be 1-128 letters, digits or _.@+- and not start with a dot or dash",
 });
 
-/** `POST /v1/predict` body. */
+/** `POST /v1/predict` body; its rows are read by `_request.ts`. */
 export const PredictBody = z.object({
-  inputs: z.array(z.array(z.number())).min(1),
+  inputs: z.array(z.unknown()).min(1),
   adapter: name.nullable().optional(),
 });
 
@@ -92,18 +92,6 @@ export function fieldPath(path: readonly PropertyKey[]): string {
   return path.map((p, i) => typeof p === "number" ? `[${p}]` : `${i ? "." : ""}${String(p)}`).join(
     "",
   );
-}
-
-/** Flattens rows into `[rows, width]`, or fails with 400 naming the first row of another width. */
-export function flattenRows(rows: readonly (readonly number[])[], width: number): Float32Array {
-  const x = new Float32Array(rows.length * width);
-  rows.forEach((row, i) => {
-    if (row.length !== width) {
-      throw new HttpError(400, `inputs[${i}] has ${row.length} values, expected ${width}`);
-    }
-    x.set(row, i * width);
-  });
-  return x;
 }
 
 /**

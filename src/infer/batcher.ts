@@ -142,8 +142,8 @@ export class Batcher {
         ),
       );
     }
-    const key = Object.entries(feeds).map(([k, t]) => `${k}:${t.dtype}${formatShape(t.shape.slice(1))}`)
-      .join(",");
+    const rowOf = ([k, t]: [string, Tensor]) => `${k}:${t.dtype}${formatShape(t.shape.slice(1))}`;
+    const key = Object.entries(feeds).map(rowOf).join(",");
     return new Promise((resolve, reject) => {
       this.#queue.push({ feeds, rows, key, snap, at: performance.now(), resolve, reject });
       this.#queuedRows += rows;

@@ -3,35 +3,45 @@ import type { Tensor } from "../tensor.ts";
 import { Batcher, BusyError } from "./batcher.ts";
 import type { AdapterSnapshot } from "./engine.ts";
 
-/** A fake engine: y = x · 10 + k, k = the row's snapshot version (0 for none); widths [2, 2]. */
+/** A fake engine of rows of 2: y = x · 10 + k, k = the row's snapshot version (0 for none). */
 function fakeEngine(delayMs = 0, fail = false) {
   const runs: { rows: number; versions: number[] }[] = [];
   return {
     runs,
-    widths: [2, 2] as const,
-    async runSnapshots(x: Tensor, snaps: readonly (AdapterSnapshot | null)[]): Promise<Tensor> {
+    async runSnapshots(
+      feeds: Readonly<Record<string, Tensor>>,
+      snaps: readonly (AdapterSnapshot | null)[],
+    ): Promise<Tensor> {
+      const x = feeds.x!;
       const versions = snaps.map((s) => s?.version ?? 0);
       runs.push({ rows: x.shape[0]!, versions });
       await new Promise((r) => setTimeout(r, delayMs));
       if (fail) throw new Error("boom");
       const data = (x.data as Float32Array).map((v, i) => v * 10 + versions[i >> 1]!);
-      return { dtype: "F32", shape: [x.shape[0]!, 2], data };
+      return { dtype: "F32", shape: x.shape, data }; // rows of 2 values, shaped as x
     },
   };
 }
 
 const snap = (version: number) => ({ version } as AdapterSnapshot);
 
+/** A request of `x` `[rows, 2]` (`values.length / 2` rows), or of zeros. */
+function rows(values: number[] | number): Record<string, Tensor> {
+  const data = typeof values === "number" ? new Float32Array(values) : Float32Array.from(values);
+  return { x: { dtype: "F32", shape: [data.length / 2, 2], data } };
+}
+
 Deno.test("requests within maxWaitMs run as one batch, each getting its own rows back", async () => {
   const engine = fakeEngine();
   const b = new Batcher(engine, { maxWaitMs: 20 });
   const ys = await Promise.all([
-    b.submit(new Float32Array([1, 2]), snap(1)),
-    b.submit(new Float32Array([3, 4, 5, 6]), null),
-    b.submit(new Float32Array([7, 8]), snap(2)),
+    b.submit(rows([1, 2]), snap(1)),
+    b.submit(rows([3, 4, 5, 6]), null),
+    b.submit(rows([7, 8]), snap(2)),
   ]);
   assertEquals(engine.runs, [{ rows: 4, versions: [1, 0, 0, 2] }]);
-  assertEquals(ys.map((y) => [...y]), [[11, 21], [30, 40, 50, 60], [72, 82]]);
+  assertEquals(ys.map((y) => [...y.data]), [[11, 21], [30, 40, 50, 60], [72, 82]]);
+  assertEquals(ys.map((y) => y.shape), [[1, 2], [2, 2], [1, 2]]);
 });
 
 Deno.test("batches hold at most maxBatch rows; a larger request runs alone", async () => {
@@ -43,8 +53,8 @@ Deno.test("batches hold at most maxBatch rows; a larger request runs alone", asy
     onBatch: (r, q) => seen.push([r, q]),
   });
   const t0 = performance.now();
-  const ones = Array.from({ length: 6 }, () => b.submit(new Float32Array(2), null));
-  const big = b.submit(new Float32Array(12), snap(3)); // 6 rows
+  const ones = Array.from({ length: 6 }, () => b.submit(rows(2), null));
+  const big = b.submit(rows(12), snap(3)); // 6 rows
   await Promise.all([...ones, big]);
   assertEquals(engine.runs.map((r) => r.rows), [4, 2, 6]);
   assertEquals(seen, [[4, 4], [2, 2], [6, 1]]);
@@ -54,16 +64,16 @@ Deno.test("batches hold at most maxBatch rows; a larger request runs alone", asy
 Deno.test("a failed run rejects every request of its batch, and the next batch still runs", async () => {
   const failing = fakeEngine(0, true);
   const b = new Batcher(failing, { maxWaitMs: 1 });
-  const p = [b.submit(new Float32Array(2), null), b.submit(new Float32Array(2), null)];
+  const p = [b.submit(rows(2), null), b.submit(rows(2), null)];
   for (const r of p) await assertRejects(() => r, Error, "boom");
-  await assertRejects(() => b.submit(new Float32Array(2), null), Error, "boom");
+  await assertRejects(() => b.submit(rows(2), null), Error, "boom");
 });
 
 Deno.test("drain() waits for queued and running batches; a full queue is a BusyError", async () => {
   const engine = fakeEngine(10);
   const b = new Batcher(engine, { maxWaitMs: 5, maxQueueRows: 3 });
-  const p = [b.submit(new Float32Array(4), null), b.submit(new Float32Array(2), null)];
-  await assertRejects(() => b.submit(new Float32Array(2), null), BusyError, "3 rows are waiting");
+  const p = [b.submit(rows(4), null), b.submit(rows(2), null)];
+  await assertRejects(() => b.submit(rows(2), null), BusyError, "3 rows are waiting");
   await b.drain();
   assertEquals(engine.runs.length, 1);
   await Promise.all(p);
@@ -71,7 +81,7 @@ Deno.test("drain() waits for queued and running batches; a full queue is a BusyE
   assertEquals(b.queuedRows, 0);
 });
 
-Deno.test("bad options and partial rows are rejected", () => {
+Deno.test("bad options, empty requests and inputs of unequal rows are rejected", () => {
   let threw = 0;
   for (const opts of [{ maxBatch: 0 }, { maxWaitMs: -1 }]) {
     try {
@@ -81,10 +91,28 @@ Deno.test("bad options and partial rows are rejected", () => {
     }
   }
   assertEquals(threw, 2);
-  try {
-    new Batcher(fakeEngine()).submit(new Float32Array(3), null);
-    throw new Error("accepted 1.5 rows");
-  } catch (e) {
-    assert(e instanceof TypeError, String(e));
+  const unequal = { ...rows(4), m: rows(2).x! }; // 2 rows of x, 1 row of m
+  for (const bad of [{}, rows(0), unequal]) {
+    try {
+      new Batcher(fakeEngine()).submit(bad, null);
+      throw new Error(`accepted ${JSON.stringify(Object.keys(bad))}`);
+    } catch (e) {
+      assert(e instanceof TypeError, String(e));
+    }
   }
+});
+
+Deno.test("requests whose rows differ in shape run in separate batches, the oldest first", async () => {
+  const engine = fakeEngine();
+  const b = new Batcher(engine, { maxWaitMs: 20 });
+  const wide = (n: number) => ({ x: { ...rows(2 * n).x!, shape: [n, 1, 2] } }); // rows of [1, 2]
+  const ys = await Promise.all([
+    b.submit(rows([1, 2]), snap(1)),
+    b.submit(wide(1), snap(2)),
+    b.submit(rows([3, 4]), null),
+    b.submit(wide(2), null),
+  ]);
+  assertEquals(engine.runs, [{ rows: 2, versions: [1, 0] }, { rows: 3, versions: [2, 0, 0] }]);
+  assertEquals(ys.map((y) => y.shape), [[1, 2], [1, 1, 2], [1, 2], [2, 1, 2]]);
+  assertEquals([...ys[2]!.data], [30, 40]);
 });

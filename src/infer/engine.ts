@@ -11,17 +11,23 @@
  * - A capacity (count and/or bytes) with LRU eviction; adapters with a loader come back lazily on
  *   their next use. A lazy load that finishes after the name was registered or unregistered
  *   explicitly does not overwrite that newer decision.
+ * - Whole models: a batch is one tensor `[rows, …]` per model input, of any dtype and rank (token
+ *   ids, masks, images), or `x` `[rows, width]` for a one-input model (reshaped to its rows); the
+ *   output is `[rows, …]`. A model whose file fixes its batch (`[1, 16, 96]`) runs its rows one
+ *   batch-sized chunk at a time.
  *
  * @module
  */
 
-import { Graph } from "../engine/graph.ts";
+import { type Dim, Graph } from "../engine/graph.ts";
 import { Session, type SessionOptions } from "../engine/runtime.ts";
-import type { BaseModel, LinearLayer } from "../models/model.ts";
-import type { Tensor } from "../tensor.ts";
+import type { BaseModel, LinearLayer, ModelIO } from "../models/model.ts";
+import { formatShape, type Tensor } from "../tensor.ts";
+import { modelFeeds } from "../data/feeds.ts";
 import { DoraRatios, type LayerWeights } from "../lora/dora.ts";
 import { multiLoraHook, type StackInputs } from "../lora/multi.ts";
 import { type SnapshotLayer, snapshotLayers, Stacker } from "./_stack.ts";
+import { concatRows, padRows, sliceRows } from "./rows.ts";
 
 export type { LayerWeights, SnapshotLayer };
 
@@ -103,39 +109,107 @@ export class InferenceEngine {
   #loading = new Map<string, Promise<AdapterSnapshot>>();
   #version = 0;
   #closed = false;
-  readonly #stacker: Stacker;
+  readonly #stacker: Stacker | null; // null when no adapted layer is in the graph
   readonly #dora: DoraRatios;
+  /** The inputs as `feeds` checks them: the batch free (a fixed one is met by chunking). */
+  readonly #specs: readonly ModelIO[];
+  /** The batch size the model file fixes (`[1, 16, 96]`: 1), or `undefined` when it is free. */
+  readonly fixedBatch: number | undefined;
 
   private constructor(
     readonly model: BaseModel,
     readonly layers: readonly LinearLayer[],
     private readonly session: Session,
-    private readonly inputName: string,
+    /** The model's inputs, in its order. */
+    readonly inputs: readonly ModelIO[],
+    /** The output served, `[rows, …]`. */
+    readonly output: ModelIO,
+    private readonly feedNames: readonly string[],
     private readonly outputName: string,
-    /** `[in, out]` widths of the model's 2-D input and output. */
-    readonly widths: readonly [number, number],
     private readonly opts: EngineOptions,
   ) {
     this.loader = opts.loader;
-    this.#stacker = new Stacker(layers);
+    this.#stacker = layers.length ? new Stacker(layers) : null;
     this.#dora = new DoraRatios(model);
+    const batch = inputs[0]!.shape[0];
+    this.fixedBatch = typeof batch === "number" ? batch : undefined;
+    this.#specs = inputs.map((i) => ({ ...i, shape: ["batch", ...i.shape.slice(1)] }));
   }
 
   /** Compiles the serving graph of `model` once. */
   static async create(model: BaseModel, opts: EngineOptions = {}): Promise<InferenceEngine> {
-    const layers = opts.layers ?? model.layers;
     const g = new Graph();
     const stacks = new Map<string, StackInputs>();
-    const built = model.build(g, { hook: multiLoraHook(layers, stacks) });
-    const input = built.inputs[0]!;
-    const output = built.outputs[0]!;
-    const [din, dout] = [input.shape.at(-1), output.shape.at(-1)];
-    if (input.rank !== 2 || typeof din !== "number" || typeof dout !== "number") {
-      throw new TypeError(`Cannot serve a model with input ${input} and output ${output}`);
+    const batch: Dim | undefined = model.inputs[0]?.shape[0];
+    const hook = multiLoraHook(opts.layers ?? model.layers, stacks, { batch });
+    const built = model.build(g, { hook });
+    const output = built.outputs[0];
+    const io = (v: { name: string; dtype: Tensor["dtype"]; shape: readonly Dim[] }) =>
+      `"${v.name}" ${v.dtype} ${formatShape(v.shape)}`;
+    const rowwise = (shape: readonly Dim[]) => shape.length > 0 && shape[0] === batch;
+    if (
+      !output || built.inputs.length === 0 ||
+      ![...built.inputs, output].every((v) => rowwise(v.shape))
+    ) {
+      throw new TypeError(
+        `Cannot serve a model with input ${built.inputs.map(io).join(", ") || "(none)"} and ` +
+          `output ${output ? io(output) : "(none)"}: every input and the output must have the ` +
+          `batch (rows) first`,
+      );
     }
     g.output(output);
     const session = await Session.compile(g, { ...opts, outputs: [output] });
-    return new InferenceEngine(model, layers, session, input.name, output.name, [din, dout], opts);
+    const inputs = model.inputs.map((m, i) => ({ ...m, shape: built.inputs[i]!.shape }));
+    const served = (opts.layers ?? model.layers).filter((l) => stacks.has(l.name));
+    const feedNames = built.inputs.map((v) => v.name);
+    const out = {
+      name: model.outputs[0]?.name ?? output.name,
+      dtype: output.dtype,
+      shape: output.shape,
+    };
+    return new InferenceEngine(model, served, session, inputs, out, feedNames, output.name, opts);
+  }
+
+  /**
+   * `rows` as the model's feeds: `x` renamed and reshaped for a one-input model, every input
+   * checked for its dtype and shape, the inputs agreeing on the rows and on their symbolic
+   * dimensions (a `seq` shared by `input_ids` and `attention_mask`). Throws a TypeError naming
+   * the input and both shapes.
+   */
+  feeds(
+    rows: Tensor | Readonly<Record<string, Tensor>>,
+  ): { rows: number; feeds: Record<string, Tensor> } {
+    const where = "Cannot run";
+    const given: Readonly<Record<string, Tensor>> = isTensor(rows) ? { x: rows } : rows;
+    for (const k of Object.keys(given)) {
+      if (k !== "x" && !this.#specs.some((s) => s.name === k)) {
+        throw new TypeError(
+          `${where}: "${k}" is not an input of the model; its inputs: ${this.#list()}`,
+        );
+      }
+    }
+    const feeds = modelFeeds(this.#specs, given, where);
+    const dims = new Map<Dim, { input: string; size: number }>();
+    for (const s of this.#specs) {
+      const t = feeds[s.name]!;
+      s.shape.forEach((d, i) => {
+        if (typeof d !== "string") return;
+        const seen = dims.get(d);
+        if (!seen) return void dims.set(d, { input: s.name, size: t.shape[i]! });
+        if (seen.size !== t.shape[i]) {
+          throw new TypeError(
+            `${where}: input "${s.name}" has ${d} = ${t.shape[i]} (shape ${
+              formatShape(t.shape)
+            }), input "${seen.input}" has ${d} = ${seen.size}`,
+          );
+        }
+      });
+    }
+    return { rows: feeds[this.#specs[0]!.name]!.shape[0]!, feeds };
+  }
+
+  #list(): string {
+    return this.#specs.map((s) => `"${s.name}" ${s.dtype} ${formatShape(s.shape)}`).join(", ");
   }
 
   /** Registered adapters, least recently used first. */
@@ -235,50 +309,72 @@ export class InferenceEngine {
   }
 
   /**
-   * Runs `x` [rows, in] with one adapter per row (`null` for the base), as one session run.
-   * Names are resolved to snapshots first; the same snapshots serve the whole run.
+   * Runs a batch with one adapter per row (`null` for the base) and returns the output `[rows,
+   * …]`. The batch is tensors `[rows, …]` by model input name, or `x` `[rows, width]` for a
+   * one-input model (alone or as `{ x }`). Names are resolved to snapshots first; the same
+   * snapshots serve the whole run.
    */
-  async run(x: Tensor, adapters: string | null | readonly (string | null)[]): Promise<Tensor> {
-    const rows = x.shape[0]!;
+  async run(
+    rows: Tensor | Readonly<Record<string, Tensor>>,
+    adapters: string | null | readonly (string | null)[],
+  ): Promise<Tensor> {
+    const n = (isTensor(rows) ? rows : Object.values(rows)[0])?.shape[0] ?? 0;
     const names = Array.isArray(adapters)
       ? adapters
-      : new Array<string | null>(rows).fill(adapters as string | null);
-    if (names.length !== rows) {
-      throw new TypeError(`Cannot run: ${rows} input rows but ${names.length} adapter names`);
+      : new Array<string | null>(n).fill(adapters as string | null);
+    if (names.length !== n) {
+      throw new TypeError(`Cannot run: ${n} input rows but ${names.length} adapter names`);
     }
-    return this.runSnapshots(x, await this.resolve(names));
-  }
-
-  /** Runs with already resolved snapshots (one per row), whether still registered or not. */
-  async runSnapshots(x: Tensor, snaps: readonly (AdapterSnapshot | null)[]): Promise<Tensor> {
-    if (this.#closed) throw new Error("Cannot run: the engine was closed");
-    const rows = x.shape[0]!;
-    if (snaps.length !== rows) {
-      throw new TypeError(`Cannot run: ${rows} input rows but ${snaps.length} snapshots`);
-    }
-    if (rows === 1) return await this.#runOne(x, snaps[0]!);
-    const feeds = this.#stacker.feeds(snaps);
-    feeds[this.inputName] = x;
-    const out = await this.session.run(feeds, [this.outputName]);
-    this.stats.runs++;
-    this.stats.rows += rows;
-    return out[this.outputName]!;
+    return this.runSnapshots(rows, await this.resolve(names));
   }
 
   /**
+   * Runs with already resolved snapshots (one per row), whether still registered or not.
+   *
    * ORT's GEMM takes a GEMV path for one row, which sums in another order (results differ by an
-   * ulp or so). Running the row twice keeps every row's output independent of its batch, so
-   * batched serving and offline prediction agree bit for bit.
+   * ulp or so). A single row therefore runs twice, as two rows, which keeps every row's output
+   * independent of its batch: batched serving and offline prediction agree bit for bit. A model
+   * whose file fixes the batch runs chunks of exactly that many rows, the last one padded with
+   * copies of its last row.
    */
-  async #runOne(x: Tensor, snap: AdapterSnapshot | null): Promise<Tensor> {
-    const w = x.shape[1]!;
-    const two = new Float32Array(2 * w);
-    two.set(x.data as Float32Array);
-    two.copyWithin(w, 0, w);
-    const y = await this.runSnapshots({ dtype: "F32", shape: [2, w], data: two }, [snap, snap]);
-    this.stats.rows--; // the padded run above counted two rows
-    const out = y.shape[1]!;
-    return { dtype: "F32", shape: [1, out], data: (y.data as Float32Array).slice(0, out) };
+  async runSnapshots(
+    rows: Tensor | Readonly<Record<string, Tensor>>,
+    snaps: readonly (AdapterSnapshot | null)[],
+  ): Promise<Tensor> {
+    if (this.#closed) throw new Error("Cannot run: the engine was closed");
+    const { rows: n, feeds } = this.feeds(rows);
+    if (snaps.length !== n) {
+      throw new TypeError(`Cannot run: ${n} input rows but ${snaps.length} snapshots`);
+    }
+    const fixed = this.fixedBatch;
+    if (fixed === undefined && n !== 1) return await this.#run(feeds, snaps, n);
+    const [step, size] = fixed === undefined ? [1, 2] : [fixed, fixed];
+    const parts: Tensor[] = [];
+    for (let r = 0; r < n; r += step) {
+      const k = Math.min(step, n - r);
+      const chunk: Record<string, Tensor> = {};
+      for (const [name, t] of Object.entries(feeds)) {
+        chunk[name] = padRows(sliceRows(t, r, k), size);
+      }
+      const s = snaps.slice(r, r + k);
+      while (s.length < size) s.push(s[k - 1]!);
+      parts.push(sliceRows(await this.#run(chunk, s, k), 0, k));
+    }
+    return concatRows(parts);
+  }
+
+  /** One session run; `counted` of its rows are real (the rest pad a chunk). */
+  async #run(
+    feeds: Readonly<Record<string, Tensor>>,
+    snaps: readonly (AdapterSnapshot | null)[],
+    counted: number,
+  ): Promise<Tensor> {
+    const all = this.#stacker ? this.#stacker.feeds(snaps) : {};
+    this.#specs.forEach((s, i) => (all[this.feedNames[i]!] = feeds[s.name]!));
+    const out = await this.session.run(all, [this.outputName]);
+    this.stats.runs++;
+    this.stats.rows += counted;
+    return out[this.outputName]!;
   }
 
   /** Frees the session and the DoRA ratio sessions; later runs fail. */
@@ -306,4 +402,9 @@ export class UnknownAdapterError extends Error {
     super(`Unknown adapter "${adapter}"`, options);
     this.name = "UnknownAdapterError";
   }
+}
+
+function isTensor(rows: Tensor | Readonly<Record<string, Tensor>>): rows is Tensor {
+  const t = rows as Partial<Tensor>;
+  return typeof t.dtype === "string" && Array.isArray(t.shape) && ArrayBuffer.isView(t.data);
 }

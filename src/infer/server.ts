@@ -4,17 +4,25 @@
  *
  * | route | does |
  * | --- | --- |
- * | `POST /v1/predict` | `{"inputs": [[...], ...], "adapter": "name" \| null}` → `{"outputs", "adapter", "adapter_version", "adapter_source"}` |
+ * | `POST /v1/predict` | `{"inputs": [row, ...], "adapter": "name" \| null}` → `{"outputs", "adapter", "adapter_version", "adapter_source"}` |
  * | `GET /v1/adapters` | adapters in memory, least recently used first |
  * | `POST /v1/adapters` | `{"name", "path"}`: load (or replace) from a folder inside the adapters folder |
  * | `GET`/`DELETE /v1/adapters/{name}` | show / unload one (it loads lazily from `<dir>/<name>` again) |
  * | `GET /healthz` | liveness, no token needed |
  * | `GET /metrics` | Prometheus text |
  *
- * Errors are `{"error": "..."}`: 400 malformed JSON or a bad field (named: `inputs[3] has 5
- * values, expected 8`), 401 missing or wrong bearer token, 403 an adapter path outside the
- * folder, 404 unknown adapter or route, 405 wrong method, 413 body over the limit, 422 an adapter
- * that does not fit the model, 503 queue full, 500 anything else.
+ * A row is an array of numbers, flat or nested to the input's row shape (a one-input model), or
+ * an object of inputs by graph input name, any dtype and rank: `{"input_ids": [101, 2023, 102],
+ * "attention_mask": [1, 1, 1]}`. Rows of one request share their shapes. Each row's output is
+ * nested to the output's row shape (`[k]` numbers for a `[rows, k]` output, `[[...32]]` for
+ * `[rows, 1, 32]`). A model whose file fixes the batch runs one batch-sized chunk at a time.
+ *
+ * Errors are `{"error": "..."}`: 400 malformed JSON or a bad field, named with the input, the
+ * row and both shapes or dtypes (`inputs[3] has 5 values, expected 8 (input "x": F32 [batch,
+ * 8])`, `inputs[1].input_ids has 6 values, expected 7 as in inputs[0].input_ids (input
+ * "input_ids": I64 [batch, seq])`), 401 missing or wrong bearer token, 403 an adapter path outside
+ * the folder, 404 unknown adapter or route, 405 wrong method, 413 body over the limit, 422 an
+ * adapter that does not fit the model, 503 queue full, 500 anything else.
  *
  * Every request resolves its adapter to a snapshot when it starts, so replacing or unloading an
  * adapter never changes a request already in flight. `shutdown()` stops accepting connections,
@@ -29,7 +37,6 @@ import { renderMetrics, type ServerMetrics, serverMetrics } from "./metrics.ts";
 import { AdapterDir, type WeightsLoader } from "./_adapter_dir.ts";
 import {
   AdapterBody,
-  flattenRows,
   HttpError,
   json,
   PredictBody,
@@ -37,6 +44,8 @@ import {
   tokenChecker,
   validate,
 } from "./_http.ts";
+import { requestFeeds } from "./_request.ts";
+import { rowValues } from "./rows.ts";
 
 export type { WeightsLoader };
 
@@ -117,7 +126,16 @@ export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): P
   const dir = opts.adaptersDir ? await AdapterDir.open(opts.adaptersDir, opts.loadWeights!) : null;
   if (dir) engine.loader = dir.loader;
   const authorized = opts.token === undefined ? null : await tokenChecker(opts.token);
-  const [din, dout] = engine.widths;
+
+  /** A request's rows as the model's feeds, or a 400 naming the row and the input. */
+  const modelFeeds = (rows: readonly unknown[]) => {
+    try {
+      return engine.feeds(requestFeeds(rows, engine.inputs)).feeds;
+    } catch (e) {
+      if (e instanceof TypeError) throw new HttpError(400, e.message, { cause: e });
+      throw e;
+    }
+  };
 
   const info = (s: AdapterSnapshot) => ({
     name: s.name,
@@ -147,11 +165,10 @@ export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): P
     "/v1/predict": {
       POST: async (req) => {
         const body = validate(PredictBody, await readJson(req, maxBody));
-        const x = flattenRows(body.inputs, din);
+        const feeds = modelFeeds(body.inputs);
         const name = body.adapter ?? null;
         const [snap] = await engine.resolve([name]);
-        const y = await batcher.submit(x, snap ?? null);
-        const outputs = body.inputs.map((_, i) => Array.from(y.subarray(i * dout, (i + 1) * dout)));
+        const outputs = rowValues(await batcher.submit(feeds, snap ?? null));
         return json({
           outputs,
           adapter: name,
