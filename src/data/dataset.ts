@@ -18,8 +18,13 @@ export interface RowTensor {
   readonly dtype: DType;
   /** The shape of one row (`[1, 28, 28]`, `[seq]`, `[]` for a scalar a row). */
   readonly shape: readonly number[];
-  /** `rows × numel(shape)` elements. */
+  /** `rows × numel(shape)` elements (empty when the rows are in `spill`). */
   readonly data: TensorData;
+  /**
+   * Rows kept in a file instead of `data` (a frozen-prefix cache over its memory budget): row
+   * `r` is `numel(shape)` elements at `offset + r · rowBytes`, little-endian.
+   */
+  readonly spill?: { readonly path: string; readonly offset: number };
 }
 
 /** A dataset of `rows` examples. */
@@ -102,6 +107,11 @@ function sliceInputs(
   for (const [name, t] of inputs) {
     const n = numel(t.shape);
     const data = allocData(t.dtype, rows * n);
+    if (t.spill) {
+      readSpilled(t.spill, data, n, rows, (i) => order ? order[start + i]! : start + i);
+      feeds[name] = { dtype: t.dtype, shape: [rows, ...t.shape], data } as Tensor;
+      continue;
+    }
     // Element-type agnostic copies: every typed array has set and subarray.
     const out = data as unknown as { set(a: ArrayLike<unknown>, at: number): void };
     const src = t.data as unknown as { subarray(a: number, b: number): ArrayLike<unknown> };
@@ -112,6 +122,30 @@ function sliceInputs(
     feeds[name] = { dtype: t.dtype, shape: [rows, ...t.shape], data } as Tensor;
   }
   return feeds;
+}
+
+/** Reads rows `rowOf(0 … rows-1)` of a spilled input into `data`, `n` elements each. */
+function readSpilled(
+  spill: { readonly path: string; readonly offset: number },
+  data: TensorData,
+  n: number,
+  rows: number,
+  rowOf: (i: number) => number,
+): void {
+  const rowBytes = n * data.BYTES_PER_ELEMENT;
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  using file = Deno.openSync(spill.path, { read: true });
+  for (let i = 0; i < rows; i++) {
+    file.seekSync(spill.offset + rowOf(i) * rowBytes, Deno.SeekMode.Start);
+    let got = 0;
+    while (got < rowBytes) {
+      const k = file.readSync(bytes.subarray(i * rowBytes + got, (i + 1) * rowBytes));
+      if (k === null) {
+        throw new RangeError(`Cannot read row ${rowOf(i)} of "${spill.path}": the file ends`);
+      }
+      got += k;
+    }
+  }
 }
 
 /** Buffers a training loop reuses for its full batches (see {@link batchBuffers}). */

@@ -18,7 +18,8 @@ import { type Graph, liveNodes, type Node, type Value } from "../engine/graph.ts
 import { Session, type SessionOptions } from "../engine/runtime.ts";
 import { type Dataset, type RowTensor, sliceBatch } from "../data/dataset.ts";
 import { type InputSpec, modelFeeds } from "../data/feeds.ts";
-import { allocData, numel, type Tensor } from "../tensor.ts";
+import { allocData, ITEMSIZE, numel, type Tensor, toBytes } from "../tensor.ts";
+import { writeAll } from "../fs/atomic.ts";
 
 /** Ops whose outputs differ from run to run: a prefix holding one is not cached. */
 const RANDOM = new Set([
@@ -90,13 +91,28 @@ export function stepInputs(plan: PrefixPlan): InputSpec[] {
 export interface CacheOptions extends SessionOptions {
   /** Rows per prefix run (default 256). */
   readonly chunk?: number;
-  /** Bytes the cache may hold; a larger one throws a `RangeError` before anything runs. */
+  /** Bytes the cache may hold in memory (default: no limit). */
   readonly budget?: number;
+  /**
+   * Folder for a cache over `budget`: its rows go to files there and batches read them back
+   * (a run folder's `.prefix_cache/`). Without it, a cache over budget throws a `RangeError`.
+   */
+  readonly spillDir?: string;
+}
+
+/** Where each cached value's rows go: a typed array, or a file in the spill folder. */
+interface Store {
+  readonly shape: number[];
+  readonly data: Tensor["data"];
+  readonly file?: Deno.FsFile;
+  readonly path?: string;
 }
 
 /**
  * `data` with its inputs replaced by the prefix's values (and the data inputs the step still
- * reads), computed once in onnxruntime. `inputs` are the model's data inputs.
+ * reads), computed once in onnxruntime. `inputs` are the model's data inputs. The first chunk's
+ * outputs give the size of a row; when the whole cache would pass `budget`, its rows are written
+ * to `spillDir` instead and read back batch by batch.
  */
 export async function cacheDataset(
   g: Graph,
@@ -108,35 +124,33 @@ export async function cacheDataset(
   const where = "Cannot cache the frozen prefix";
   const chunk = opts.chunk ?? 256;
   const session = await Session.compile(g, { ...opts, outputs: plan.cached, fed: [] });
-  const out = new Map<string, { shape: number[]; data: Tensor["data"] }>();
+  const out = new Map<string, Store>();
   try {
     for (let start = 0; start < data.rows; start += chunk) {
       const batch = sliceBatch(data, null, start, chunk);
       const feeds = modelFeeds(inputs, batch.feeds, where);
       const named = Object.fromEntries(inputs.map((v) => [v.name, feeds[v.name]!]));
       const got = await session.run(named);
+      if (out.size === 0) await allocate(plan, got, data.rows, out, opts);
       for (const v of plan.cached) {
         const t = got[v.name]!;
-        let store = out.get(v.name);
-        if (!store) {
-          const row = t.shape.slice(1);
-          const bytes = data.rows * numel(row) * (t.data.BYTES_PER_ELEMENT ?? 4);
-          checkBudget(plan, out, bytes, opts.budget);
-          store = { shape: row, data: allocData(t.dtype, data.rows * numel(row)) };
-          out.set(v.name, store);
-        }
+        const store = out.get(v.name)!;
         if (t.shape.slice(1).join() !== store.shape.join()) {
           throw new RangeError(
             `${where}: "${v.name}" has rows of [${t.shape.slice(1)}] from row ${start}, ` +
               `[${store.shape}] before`,
           );
         }
-        (store.data as unknown as { set(a: ArrayLike<unknown>, at: number): void })
-          .set(t.data as unknown as ArrayLike<unknown>, start * numel(store.shape));
+        if (store.file) await writeAll(store.file, toBytes(t));
+        else {
+          (store.data as unknown as { set(a: ArrayLike<unknown>, at: number): void })
+            .set(t.data as unknown as ArrayLike<unknown>, start * numel(store.shape));
+        }
       }
     }
   } finally {
     await session.release();
+    for (const s of out.values()) s.file?.close();
   }
   const cached = new Map<string, RowTensor>();
   const whole = plan.fed.length
@@ -148,24 +162,46 @@ export async function cacheDataset(
   }
   for (const v of plan.cached) {
     const s = out.get(v.name)!;
-    cached.set(v.name, { dtype: v.dtype, shape: s.shape, data: s.data });
+    const spill = s.path ? { spill: { path: s.path, offset: 0 } } : {};
+    cached.set(v.name, { dtype: v.dtype, shape: s.shape, data: s.data, ...spill });
   }
   return { rows: data.rows, width: 0, x: new Float32Array(0), inputs: cached, y: data.y };
 }
 
-function checkBudget(
+/** Memory for every cached value, or spill files when the whole cache passes the budget. */
+async function allocate(
   plan: PrefixPlan,
-  held: ReadonlyMap<string, { data: Tensor["data"] }>,
-  adding: number,
-  budget: number | undefined,
-): void {
-  if (budget === undefined) return;
-  let total = adding;
-  for (const s of held.values()) total += s.data.byteLength;
-  if (total > budget) {
+  first: Record<string, Tensor>,
+  rows: number,
+  out: Map<string, Store>,
+  opts: CacheOptions,
+): Promise<void> {
+  const sizes = plan.cached.map((v) => {
+    const t = first[v.name]!;
+    return {
+      v,
+      t,
+      row: t.shape.slice(1),
+      bytes: rows * numel(t.shape.slice(1)) * ITEMSIZE[t.dtype],
+    };
+  });
+  const total = sizes.reduce((n, s) => n + s.bytes, 0);
+  const spill = opts.budget !== undefined && total > opts.budget;
+  if (spill && !opts.spillDir) {
     throw new RangeError(
-      `The frozen prefix's ${plan.cached.length} values need more than the cache budget of ` +
-        `${(budget / 2 ** 20).toFixed(0)} MiB`,
+      `The frozen prefix's ${plan.cached.length} values need ${mib(total)} MiB, more than the ` +
+        `cache budget of ${mib(opts.budget!)} MiB`,
     );
   }
+  if (spill) await Deno.mkdir(opts.spillDir!, { recursive: true });
+  const tag = crypto.randomUUID().slice(0, 8); // datasets share the folder, not files
+  for (const [k, { v, t, row }] of sizes.entries()) {
+    if (spill) {
+      const path = `${opts.spillDir}/prefix_${tag}_${k}.bin`;
+      const file = await Deno.open(path, { write: true, create: true, truncate: true });
+      out.set(v.name, { shape: row, data: allocData(t.dtype, 0), file, path });
+    } else out.set(v.name, { shape: row, data: allocData(t.dtype, rows * numel(row)) });
+  }
 }
+
+const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);

@@ -21,7 +21,7 @@ function images(rows: number, seed: number): Dataset {
   return { rows, width: 784, x, y: { kind: "labels", data: labels, classes: 10 } };
 }
 
-async function run(cache: boolean, dropout: number) {
+async function run(cache: boolean, dropout: number, cacheBudget?: number) {
   return await withTempDir(async (dir) => {
     const model = await openModel(CNN);
     const config = defaultPeftConfig({
@@ -39,6 +39,7 @@ async function run(cache: boolean, dropout: number) {
       seed: 5,
       evalSplit: 0.25,
       cache,
+      cacheBudget,
     });
     const metrics = await Deno.readTextFile(`${dir}/metrics.jsonl`);
     const weights = await Deno.readFile(`${dir}/adapter_model.safetensors`);
@@ -57,11 +58,22 @@ Deno.test("the frozen-prefix cache changes no number: cached and uncached runs a
     const plain = await run(false, dropout);
     ok(cached.result.prefixCache, "the CNN's convolutions were not cached");
     strictEqual(plain.result.prefixCache, undefined);
+    strictEqual(cached.result.prefixCache!.spilled, false);
     deepStrictEqual(cached.weights, plain.weights, `adapters differ (dropout ${dropout})`);
     strictEqual(cached.result.lastLoss, plain.result.lastLoss);
     deepStrictEqual(cached.result.eval, plain.result.eval);
     deepStrictEqual(cached.metrics.split("\n").length, plain.metrics.split("\n").length);
   }
+});
+
+Deno.test("a cache over its budget spills to files beside the run folder and changes no number", async () => {
+  const spilled = await run(true, 0.1, 1024);
+  const plain = await run(false, 0.1);
+  strictEqual(spilled.result.prefixCache?.spilled, true);
+  ok(spilled.result.prefixCache!.bytes > 1024);
+  deepStrictEqual(spilled.weights, plain.weights);
+  strictEqual(spilled.result.lastLoss, plain.result.lastLoss);
+  deepStrictEqual(spilled.result.eval, plain.result.eval);
 });
 
 Deno.test("planPrefix() caches what the head reads, and nothing when adapters read the inputs", async () => {
