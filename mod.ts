@@ -99,7 +99,8 @@ export type {
   ACTIVATIONS,
   BlockSpec,
 } from "./src/models/blocks/spec.ts";
-export { openTfjsModel } from "./src/models/tfjs.ts";
+export { openTfjsModel, type OpenTfjsOptions, type TfjsModel } from "./src/models/tfjs.ts";
+export type { KerasLayerInfo } from "./src/models/tfjs/convert.ts";
 
 // The engine
 export {

@@ -1,18 +1,18 @@
 /**
  * `ffwd inspect` of a TF.js LayersModel (`model.json`, or the folder holding it): its Keras layers
- * in order (Dense units and activations, the layers that pass through), the linear layers the
- * loader made of them, inputs, outputs and the parameter count.
+ * in order, through nested models (`sequential_1/conv1`), with units, activations and weight
+ * counts, the linear layers (Dense) the loader made of them, inputs, outputs and the parameter
+ * count.
  *
- * The model is opened by the loader (`src/models/tfjs.ts`), so a graph model, a functional model or
- * an unsupported layer fails with its message. `inspect.ts` imports this module only when it
- * meets a TF.js model, so other kinds never load TensorFlow.js.
+ * The model is opened by the loader (`src/models/tfjs.ts`), so a graph model or a layer it cannot
+ * convert fails with its message. `inspect.ts` imports this module only when it meets a TF.js
+ * model, so other kinds never load TensorFlow.js.
  *
  * @module
  */
 
 import { enableProdMode } from "@tensorflow/tfjs";
-import type { LinearLayer } from "../src/models/model.ts";
-import { openTfjsModel } from "../src/models/tfjs.ts";
+import { openTfjsModel, type TfjsModel } from "../src/models/tfjs.ts";
 import { count, dims, plural, printable, table } from "./_inspect_text.ts";
 
 /** One Keras layer of the model, with what the loader made of it when it is a Dense layer. */
@@ -43,7 +43,7 @@ export async function describeTfjs(path: string): Promise<{ json: unknown; table
   enableProdMode();
   const model = await openTfjsModel(path);
   try {
-    const layers = await kerasLayers(model.source, model.layers);
+    const layers = kerasLayers(model);
     const parameters = layers.reduce((a, l) => a + (l.parameters ?? 0), 0);
     const json = {
       format: "tfjs",
@@ -59,30 +59,23 @@ export async function describeTfjs(path: string): Promise<{ json: unknown; table
   }
 }
 
-/** The Keras layers of `model.json`; the loader has read and validated it already. */
-async function kerasLayers(file: string, linear: readonly LinearLayer[]): Promise<TfjsLayer[]> {
-  type Keras = { class_name?: string; config?: Record<string, unknown> };
-  const json = JSON.parse(await Deno.readTextFile(file));
-  const topology = json.modelTopology as Record<string, unknown>;
-  const model = (topology.model_config ?? topology) as Keras;
-  const cfg = model.config as { layers?: Keras[] } | Keras[] | undefined;
-  const keras = Array.isArray(cfg) ? cfg : cfg?.layers ?? [];
-  return keras.map((k, i) => {
-    const c = k.config ?? {};
-    const name = typeof c.name === "string" ? c.name : `layer ${i}`;
-    const layer: TfjsLayer = { name, class: k.class_name ?? "?" };
+/** The Keras layers the loader converted, with the Dense layers' linear-layer details. */
+function kerasLayers(model: TfjsModel): TfjsLayer[] {
+  return model.kerasLayers.map((k) => {
+    const c = k.config;
+    const name = [...k.path, k.name].join("/");
+    const layer: TfjsLayer = { name, class: k.class };
     if (typeof c.units === "number") layer.units = c.units;
     if (typeof c.activation === "string") layer.activation = c.activation;
-    const l = k.class_name === "Dense" ? linear.find((l) => l.name === name) : undefined;
+    const l = k.class === "Dense" ? model.layers.find((l) => l.name === k.name) : undefined;
     if (l) {
       layer.inFeatures = l.inFeatures;
       layer.outFeatures = l.outFeatures;
       layer.orientation = l.orientation;
       layer.weightKey = l.weightKey;
       if (l.biasKey !== undefined) layer.biasKey = l.biasKey;
-      layer.parameters = l.inFeatures * l.outFeatures +
-        (l.biasKey !== undefined ? l.outFeatures : 0);
     }
+    if (k.parameters > 0) layer.parameters = k.parameters;
     return layer;
   });
 }

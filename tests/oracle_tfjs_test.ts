@@ -7,6 +7,9 @@
  * from the formula (`y = x·Wᵀ + b + scale·(x·Aᵀ)·Bᵀ`), sharing no code with ffwd.
  *
  * Error measure: per tensor, `max|ffwd − tfjs| / max|tfjs|` (see `relError` in `_assert.ts`).
+ *
+ * tfjs is also the oracle of the TF.js loader's forward: a fixture model that uses every layer
+ * kind it converts predicts what tfjs predicts (each kind alone: `src/models/tfjs/*_test.ts`).
  */
 
 import { ok as assert } from "node:assert/strict";
@@ -16,6 +19,8 @@ import { Rng } from "../src/rng.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { adapterKeys, buildLoraMlp, lossAndGrads, type MlpLayerSpec } from "./_mlp.ts";
 import { relError } from "./_assert.ts";
+import { compareWithTfjs, loadTfjs, seededFeeds } from "./_tfjs.ts";
+import { openTfjsModel } from "../src/models/tfjs.ts";
 
 const SIZES = [12, 16, 16, 5];
 const BATCH = 7;
@@ -137,3 +142,24 @@ for (const loss of ["cross_entropy", "mse"] as const) {
     });
   });
 }
+
+const EVERY_LAYER = new URL("../fixtures/tfjs/every_layer", import.meta.url).pathname;
+
+Deno.test("a TF.js model of every converted layer kind predicts what tfjs predicts within 1e-5", async () => {
+  // fixtures/tfjs/every_layer (made by tfjs itself, see make_fixture.ts): an image branch of
+  // convolutions, normalization and pooling and a token branch of Embedding, Conv1D, LSTM and GRU,
+  // joined by Dense layers and merges, then a nested Sequential head ending in a softmax. Checked
+  // at the output and, before the softmax and the head squash differences, at the Multiply.
+  const reference = await loadTfjs(EVERY_LAYER);
+  const inner = tf.model({
+    inputs: reference.inputs,
+    outputs: reference.getLayer("multiply").output,
+  });
+  for (const [output, oracle] of [[undefined, reference], ["multiply/Mul", inner]] as const) {
+    const model = await openTfjsModel(EVERY_LAYER, { output });
+    const feeds = seededFeeds(model, 4, 8, { tokens: 30 });
+    const err = await compareWithTfjs(model, oracle, feeds);
+    assert(err <= RTOL, `${output ?? "output"}: relative error ${err} exceeds ${RTOL}`);
+    model.close();
+  }
+});

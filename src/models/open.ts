@@ -17,8 +17,8 @@ export interface OpenModelOptions {
   /** Block spec file (JSON) for safetensors files with no recognised layout. */
   spec?: string;
   /**
-   * ONNX: end the model at this value instead of the file's first output (another output, or the
-   * logits a final Softmax reads).
+   * ONNX and TF.js: end the model at this value instead of the first output (another output, or
+   * the logits a final Softmax reads: `dense_1/BiasAdd` in a converted TF.js model).
    */
   output?: string;
 }
@@ -42,12 +42,12 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
     }
     return await openOnnxModel(path, { output: opts.output });
   }
-  if (opts.output !== undefined) {
-    throw new TypeError(
-      `Cannot choose output "${opts.output}" of "${path}": only ONNX models can end elsewhere`,
-    );
-  }
   if (lower.endsWith(".safetensors")) {
+    if (opts.output !== undefined) {
+      throw new TypeError(
+        `Cannot choose output "${opts.output}" of "${path}": only ONNX and TF.js models can end elsewhere`,
+      );
+    }
     return await openSafetensorsModel(path, { block: opts.block, spec: opts.spec });
   }
   let isDir = false;
@@ -59,7 +59,7 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
     }
     throw e;
   }
-  if (lower.endsWith(".json") || isDir) return await openTfjsModel(path);
+  if (lower.endsWith(".json") || isDir) return await openTfjsModel(path, { output: opts.output });
   throw new TypeError(
     `Cannot open model "${path}": unknown format; expected a .onnx file, a .safetensors file or a TF.js model.json`,
   );

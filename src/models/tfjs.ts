@@ -1,11 +1,18 @@
 /**
  * TF.js LayersModels (`model.json` + weight shards, https://www.tensorflow.org/js/guide/save_load)
- * as ffwd base models. Sequential networks of Dense layers with their activations load (plus
- * Dropout, Flatten on flat inputs and Activation layers); any other layer, functional models and
- * TF.js *graph* models fail with a message naming the layer class or the format.
+ * as ffwd base models: Sequential, functional and nested Keras models of the layers listed by
+ * `supportedLayers()` (convolutions, pooling, normalization, merges, Embedding, LSTM, GRU, Dense…),
+ * in the configs Keras 2, Keras 3 and TF.js write. TF.js *graph* models are refused, naming the
+ * format; a layer ffwd cannot convert fails naming the layer, its class and the supported list.
+ *
+ * The Keras model is converted to an ONNX graph (`tfjs/convert.ts`) that opens through the same
+ * importer as an ONNX file, so training (with the frozen-prefix cache), predict, serve, merge and
+ * export treat it as they treat an ONNX base. Its linear layers are the Dense layers, named as
+ * Keras names them (`dense`, `dense_1`), with `[in, out]` kernels (orientation `in_out`); the
+ * graph is written to a temporary folder while the importer probes it (`--allow-write`).
  *
  * Shards are read from the model's folder (never fetched) and decoded by `tf.io.decodeWeights`,
- * which also expands quantized weights. Keras Dense kernels are `[in, out]`: orientation `in_out`.
+ * which also expands quantized weights.
  *
  * @module
  */
@@ -16,34 +23,32 @@ import type * as tf from "@tensorflow/tfjs";
 import type { BaseModel, BuildOptions, Built, LinearLayer, ModelIO } from "./model.ts";
 import type { Graph } from "../engine/graph.ts";
 import type { Tensor } from "../tensor.ts";
-import { resolveBlock, type ResolvedBlock, type TensorInfo } from "./blocks/resolve.ts";
-import type { ActivationName, BlockSpec, SequentialLayerSpec } from "./blocks/spec.ts";
-import { buildBlock } from "./blocks/templates.ts";
-
-/** Keras activation names ffwd builds, by the spec name they map to (`linear`: none). */
-const KERAS_ACTIVATIONS: Readonly<Record<string, ActivationName | null>> = {
-  linear: null,
-  relu: "relu",
-  sigmoid: "sigmoid",
-  tanh: "tanh",
-  softmax: "softmax",
-  gelu: "gelu",
-  gelu_new: "gelu_new",
-  swish: "swish",
-  silu: "silu",
-};
-
-/** Layer classes that are the identity at inference on a `[batch, features]` input. */
-const PASS_THROUGH = new Set(["Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise"]);
-
-interface KerasLayer {
-  class_name?: string;
-  config?: Record<string, unknown>;
-}
+import { openOnnxModel } from "./onnx/import.ts";
+import { encodeModelFast } from "../onnx/encode.ts";
+import { convertKeras, type KerasLayerInfo } from "./tfjs/convert.ts";
 
 interface ManifestGroup {
   paths: string[];
   weights: tf.io.WeightsManifestEntry[];
+}
+
+/** A TF.js LayersModel opened as a base model. */
+export interface TfjsModel extends BaseModel {
+  /** Always `"tfjs"`. */
+  readonly format: "tfjs";
+  /** The Keras layers converted, in order, through nested models (shared layers once). */
+  readonly kerasLayers: readonly KerasLayerInfo[];
+  /** What the import changed (the frozen context, …), one sentence each. */
+  readonly notes: readonly string[];
+}
+
+/** Options of {@link openTfjsModel}. */
+export interface OpenTfjsOptions {
+  /**
+   * End the model at this value instead of its output: a converted node's output such as
+   * `dense_1/BiasAdd`, the logits a final softmax reads.
+   */
+  readonly output?: string;
 }
 
 /**
@@ -57,7 +62,10 @@ interface ManifestGroup {
  * deepStrictEqual(model.layers.map((l) => l.name), ["fc1", "fc2", "fc3"]);
  * ```
  */
-export async function openTfjsModel(path: string): Promise<BaseModel> {
+export async function openTfjsModel(
+  path: string,
+  options: OpenTfjsOptions = {},
+): Promise<TfjsModel> {
   const file = (await isDir(path)) ? `${path.replace(/\/+$/, "")}/model.json` : path;
   const where = `Cannot load TF.js model "${file}"`;
   let json: Record<string, unknown>;
@@ -70,89 +78,29 @@ export async function openTfjsModel(path: string): Promise<BaseModel> {
   const topology = json.modelTopology as Record<string, unknown> | undefined;
   if (json.format === "graph-model" || (topology && "node" in topology)) {
     throw new TypeError(
-      `${where}: it is a TF.js graph model (format "graph-model"), not a LayersModel; only LayersModels of Dense layers load`,
+      `${where}: it is a TF.js graph model (format "graph-model"), not a LayersModel; only LayersModels load`,
     );
   }
   if (!topology) throw new SyntaxError(`${where}: no "modelTopology" in model.json`);
-  const model = (topology.model_config ?? topology) as KerasLayer;
-  if (model.class_name !== "Sequential") {
-    throw new TypeError(
-      `${where}: the model is a ${
-        model.class_name ?? "model of unknown class"
-      }, expected a Sequential model of Dense layers`,
-    );
-  }
-  const cfg = model.config as { layers?: KerasLayer[]; name?: string } | KerasLayer[] | undefined;
-  const keras = Array.isArray(cfg) ? cfg : cfg?.layers ?? [];
-  const layers = sequentialLayers(keras, where);
   const manifest = (json.weightsManifest ?? []) as ManifestGroup[];
-  const tensors = await readWeights(file, manifest, where);
-  for (const l of layers) {
-    l.weight = findWeight(tensors, `${l.name}/kernel`, where);
-    if (l.bias !== null) l.bias = findWeight(tensors, `${l.name}/bias`, where);
+  const weights = await readWeights(file, manifest, where);
+  const keras = convertKeras(topology, weights, where);
+  const dir = await Deno.makeTempDir({ prefix: "ffwd-tfjs-" });
+  const onnx = `${dir}/model.onnx`;
+  try {
+    await Deno.writeFile(onnx, encodeModelFast(keras.proto));
+    const inner = await openOnnxModel(onnx, { output: options.output });
+    return new Model(file, inner, keras.layers);
+  } catch (e) {
+    // The importer names the temporary file; the user knows the model.json.
+    if (e instanceof Error) {
+      e.message = e.message.replaceAll(`ONNX model "${onnx}"`, `TF.js model "${file}"`)
+        .replaceAll(onnx, file);
+    }
+    throw e;
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-  const spec: BlockSpec = { form: "sequential", layers };
-  const infos = new Map<string, TensorInfo>([...tensors].map(([k, t]) => [k, { name: k, ...t }]));
-  const resolved = resolveBlock(spec, infos, file);
-  const first = keras[0]?.config?.name;
-  const input = typeof first === "string" ? `${first}_input` : "x";
-  return new TfjsModel(file, resolved, tensors, input);
-}
-
-/** The Dense layers of a Sequential model as spec layers, with activations folded in. */
-function sequentialLayers(keras: readonly KerasLayer[], where: string): SequentialLayerSpec[] {
-  const out: SequentialLayerSpec[] = [];
-  const activation = (name: unknown, layer: string): ActivationName | null => {
-    const a = typeof name === "string" ? name : "linear";
-    const mapped = KERAS_ACTIVATIONS[a];
-    if (mapped === undefined) {
-      throw new TypeError(
-        `${where}: layer "${layer}" uses activation "${a}", which ffwd cannot build (supported: ${
-          Object.keys(KERAS_ACTIVATIONS).join(", ")
-        })`,
-      );
-    }
-    return mapped;
-  };
-  let rank = 2;
-  keras.forEach((k, i) => {
-    const cls = k.class_name ?? "?";
-    const c = k.config ?? {};
-    const name = typeof c.name === "string" ? c.name : `layer ${i}`;
-    const shape = c.batch_input_shape ?? c.batchInputShape;
-    if (Array.isArray(shape)) rank = shape.length;
-    if (cls === "Dense") {
-      if (rank !== 2) {
-        throw new TypeError(
-          `${where}: Dense layer "${name}" gets a rank-${rank} input, expected [batch, features]`,
-        );
-      }
-      const act = activation(c.activation, name);
-      out.push({
-        name,
-        orientation: "in_out",
-        ...(c.use_bias === false ? { bias: null } : {}),
-        ...(act ? { activation: act } : {}),
-      });
-    } else if (cls === "Activation") {
-      const prev = out.at(-1);
-      const act = activation(c.activation, name);
-      if (!prev || prev.activation) {
-        throw new TypeError(
-          `${where}: Activation layer "${name}" must directly follow a Dense layer without activation`,
-        );
-      }
-      if (act) prev.activation = act;
-    } else if (cls === "Flatten" && rank === 2) {
-      // identity on [batch, features]
-    } else if (!PASS_THROUGH.has(cls) && cls !== "InputLayer") {
-      throw new TypeError(
-        `${where}: layer "${name}" of class ${cls} is not supported (supported: Dense, Activation, Dropout, Flatten, InputLayer)`,
-      );
-    }
-  });
-  if (out.length === 0) throw new TypeError(`${where}: the model has no Dense layer`);
-  return out;
 }
 
 /** Reads every shard of the manifest (relative to model.json) and decodes the weights. */
@@ -174,6 +122,9 @@ async function readWeights(
     }
     let decoded: tf.NamedTensorMap;
     const tfjs = await import("@tensorflow/tfjs");
+    // TF.js prints a "use tfjs-node" banner on stdout when it first stores a tensor, which would
+    // corrupt `ffwd predict --json`; prod mode silences it.
+    tfjs.enableProdMode();
     try {
       decoded = tfjs.io.decodeWeights(shards, group.weights);
     } catch (e) {
@@ -181,23 +132,12 @@ async function readWeights(
     }
     for (const [name, t] of Object.entries(decoded)) {
       const data = Float32Array.from(t.dataSync() as ArrayLike<number>);
-      out.set(name, { dtype: "F32", shape: [...t.shape], data });
+      // Keras 2 converters may keep TensorFlow's output index (`dense/kernel:0`).
+      out.set(name.replace(/:\d+$/, ""), { dtype: "F32", shape: [...t.shape], data });
       t.dispose();
     }
   }
   return out;
-}
-
-/** `key` itself, or the one weight whose name ends with `/key` (converters add scopes). */
-function findWeight(tensors: ReadonlyMap<string, unknown>, key: string, where: string): string {
-  if (tensors.has(key)) return key;
-  const hits = [...tensors.keys()].filter((k) => k.endsWith(`/${key}`));
-  if (hits.length === 1) return hits[0]!;
-  throw new TypeError(
-    `${where}: weight "${key}" is missing from the weights manifest (it lists ${
-      [...tensors.keys()].map((k) => `"${k}"`).join(", ") || "nothing"
-    })`,
-  );
 }
 
 async function isDir(path: string): Promise<boolean> {
@@ -208,35 +148,40 @@ async function isDir(path: string): Promise<boolean> {
   }
 }
 
-class TfjsModel implements BaseModel {
+/** The converted graph as imported, under the model.json's name and format. */
+class Model implements TfjsModel {
   readonly format = "tfjs" as const;
   readonly inputs: readonly ModelIO[];
   readonly outputs: readonly ModelIO[];
   readonly layers: readonly LinearLayer[];
+  readonly notes: readonly string[];
+  readonly finalActivation?: { readonly op: string; readonly input: string };
 
   constructor(
     readonly source: string,
-    private readonly resolved: ResolvedBlock,
-    private readonly tensors: ReadonlyMap<string, Tensor<"F32">>,
-    private readonly input: string,
+    private readonly inner: BaseModel & { readonly notes: readonly string[] },
+    readonly kerasLayers: readonly KerasLayerInfo[],
   ) {
-    this.inputs = [{ name: input, dtype: "F32", shape: ["batch", resolved.inFeatures] }];
-    this.outputs = [{ name: "y", dtype: "F32", shape: ["batch", resolved.outFeatures] }];
-    this.layers = resolved.layers;
+    this.inputs = inner.inputs;
+    this.outputs = inner.outputs;
+    this.layers = inner.layers;
+    this.notes = inner.notes;
+    if (inner.finalActivation) this.finalActivation = inner.finalActivation;
   }
 
   build(g: Graph, opts: BuildOptions = {}): Built {
-    return buildBlock(g, this.resolved, (key) => this.tensors.get(key)!, {
-      ...opts,
-      input: this.input,
-    });
+    return this.inner.build(g, opts);
   }
 
-  readTensor(key: string): Promise<Tensor> {
-    const t = this.tensors.get(key);
-    if (!t) return Promise.reject(new RangeError(`No tensor "${key}" in "${this.source}"`));
-    return Promise.resolve(t);
+  async readTensor(key: string): Promise<Tensor> {
+    try {
+      return await this.inner.readTensor(key);
+    } catch {
+      throw new RangeError(`No tensor "${key}" in "${this.source}"`);
+    }
   }
 
-  close(): void {}
+  close(): void {
+    this.inner.close();
+  }
 }

@@ -1,29 +1,10 @@
 import { deepStrictEqual, ok, rejects } from "node:assert/strict";
-import * as tf from "@tensorflow/tfjs";
-import { Graph } from "../engine/graph.ts";
-import { Session } from "../engine/runtime.ts";
-import { Rng } from "../rng.ts";
 import { openTfjsModel } from "./tfjs.ts";
 import { REALDATA, realdataTest } from "../../tests/_realdata.ts";
+import { compareWithTfjs, loadTfjs, seededFeeds } from "../../tests/_tfjs.ts";
 
 const FIXTURE = new URL("../../fixtures/tfjs/dense/", import.meta.url).pathname;
 const E2E = `${REALDATA}tensorflow__tfjs/e2e/`;
-
-/** tfjs's own loader over files (no network): the oracle. */
-function fileHandler(dir: string): tf.io.IOHandler {
-  return {
-    load: async () => {
-      const json = JSON.parse(await Deno.readTextFile(`${dir}model.json`));
-      const group = json.weightsManifest[0];
-      const bytes = await Deno.readFile(`${dir}${group.paths[0]}`);
-      return {
-        modelTopology: json.modelTopology,
-        weightSpecs: group.weights,
-        weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
-      };
-    },
-  };
-}
 
 Deno.test("openTfjsModel() of a Dense Sequential equals tfjs's model.predict within 1e-5", async () => {
   const model = await openTfjsModel(`${FIXTURE}model.json`);
@@ -35,24 +16,10 @@ Deno.test("openTfjsModel() of a Dense Sequential equals tfjs's model.predict wit
       ["fc3", "in_out", 12, 4, undefined],
     ],
   );
-  const x = new Float32Array(6 * 8);
-  new Rng(3).fillUniform(x, -2, 2);
-  const g = new Graph();
-  const { inputs, outputs } = model.build(g);
-  g.output(outputs[0]!);
-  const session = await Session.compile(g);
-  const ours = (await session.run({ [inputs[0]!.name]: { dtype: "F32", shape: [6, 8], data: x } }))[
-    outputs[0]!.name
-  ]!.data as Float32Array;
-  await session.release();
-
-  const reference = await tf.loadLayersModel(fileHandler(FIXTURE));
-  const y = reference.predict(tf.tensor2d(x, [6, 8])) as tf.Tensor;
-  const theirs = y.dataSync() as Float32Array;
-  deepStrictEqual(y.shape, [6, 4]);
-  for (let i = 0; i < theirs.length; i++) {
-    ok(Math.abs(ours[i]! - theirs[i]!) <= 1e-5 * Math.max(1, Math.abs(theirs[i]!)), `element ${i}`);
-  }
+  deepStrictEqual(model.finalActivation, { op: "Sigmoid", input: "fc3/MatMul" });
+  const reference = await loadTfjs(FIXTURE);
+  const err = await compareWithTfjs(model, reference, seededFeeds(model, 6, 3));
+  ok(err <= 1e-5, `relative error ${err}`);
   reference.dispose();
 });
 
@@ -62,14 +29,26 @@ Deno.test("openTfjsModel() accepts the model's folder", async () => {
   deepStrictEqual((await model.readTensor("fc1/kernel")).shape, [8, 16]);
 });
 
-realdataTest("openTfjsModel() names the unsupported layer class", async () => {
-  const dir = `${E2E}integration_tests/load_predict_data/layers_model/`;
-  await rejects(
-    () => openTfjsModel(`${dir}model.json`),
-    (e: Error) =>
-      e instanceof TypeError && e.message.includes(`"embedding_Embedding2" of class Embedding`),
-  );
-});
+realdataTest(
+  "openTfjsModel() of TF.js's Embedding + GRU model predicts what tfjs predicts within 1e-5",
+  async () => {
+    // tfjs-layers' own e2e model: Embedding(100, 20) on 10 ids, then a backwards GRU(4) with
+    // hard_sigmoid gates (TF.js's reset_after = false); no Dense layer, so nothing to adapt.
+    const dir = `${E2E}integration_tests/load_predict_data/layers_model`;
+    const model = await openTfjsModel(dir);
+    deepStrictEqual(model.layers, []);
+    deepStrictEqual(model.inputs, [{
+      name: "embedding_Embedding2_input",
+      dtype: "F32",
+      shape: ["batch", 10],
+    }]);
+    deepStrictEqual(model.outputs, [{ name: "y", dtype: "F32", shape: ["batch", 4] }]);
+    deepStrictEqual(model.kerasLayers.map((l) => l.class), ["Embedding", "GRU"]);
+    const feeds = seededFeeds(model, 6, 5, { embedding_Embedding2_input: 100 });
+    const err = await compareWithTfjs(model, await loadTfjs(dir), feeds);
+    ok(err <= 1e-5, `relative error ${err}`);
+  },
+);
 
 realdataTest("openTfjsModel() refuses a TF.js graph model, naming the format", async () => {
   await rejects(
@@ -91,15 +70,27 @@ Deno.test("openTfjsModel() refuses weight paths outside the model's folder", asy
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("openTfjsModel() names an activation it cannot build", async () => {
+Deno.test("openTfjsModel() names an activation it cannot convert", async () => {
   const dir = await Deno.makeTempDir();
   const json = JSON.parse(await Deno.readTextFile(`${FIXTURE}model.json`));
-  json.modelTopology.config.layers[0].config.activation = "selu";
+  json.modelTopology.config.layers[0].config.activation = "hard_shrink";
   await Deno.writeTextFile(`${dir}/model.json`, JSON.stringify(json));
   await Deno.copyFile(`${FIXTURE}weights.bin`, `${dir}/weights.bin`);
   await rejects(
     () => openTfjsModel(`${dir}/model.json`),
-    (e: Error) => e.message.includes(`layer "fc1" uses activation "selu"`),
+    (e: Error) =>
+      e.message.includes(`layer "fc1" (Dense): its activation "hard_shrink" cannot be converted`),
   );
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("openTfjsModel() ends at a converted value when asked, and names the model on errors", async () => {
+  const logits = await openTfjsModel(FIXTURE, { output: "fc3/MatMul" });
+  deepStrictEqual(logits.finalActivation, undefined);
+  deepStrictEqual(logits.outputs.map((o) => o.name), ["fc3/MatMul"]);
+  await rejects(
+    () => openTfjsModel(FIXTURE, { output: "nothing" }),
+    (e: Error) =>
+      e.message.startsWith(`Cannot use output "nothing" of TF.js model "${FIXTURE}model.json"`),
+  );
 });
