@@ -23,8 +23,7 @@ import type * as tf from "@tensorflow/tfjs";
 import type { BaseModel, BuildOptions, Built, LinearLayer, ModelIO } from "./model.ts";
 import type { Graph } from "../engine/graph.ts";
 import type { Tensor } from "../tensor.ts";
-import { openOnnxModel } from "./onnx/import.ts";
-import { encodeModelFast } from "../onnx/encode.ts";
+import { openOnnxFile } from "./onnx/import.ts";
 import { convertKeras, type KerasLayerInfo } from "./tfjs/convert.ts";
 
 interface ManifestGroup {
@@ -85,21 +84,19 @@ export async function openTfjsModel(
   const manifest = (json.weightsManifest ?? []) as ManifestGroup[];
   const weights = await readWeights(file, manifest, where);
   const keras = convertKeras(topology, weights, where);
-  const dir = await Deno.makeTempDir({ prefix: "ffwd-tfjs-" });
-  const onnx = `${dir}/model.onnx`;
+  // The converted graph opens in memory, named after the model.json (messages name the file the
+  // user knows); its weights are inside it, so no external data is read.
+  const folder = file.slice(0, file.lastIndexOf("/") + 1) || ".";
   try {
-    await Deno.writeFile(onnx, encodeModelFast(keras.proto));
-    const inner = await openOnnxModel(onnx, { output: options.output });
+    const inner = await openOnnxFile({ path: file, dir: folder, proto: keras.proto }, {
+      output: options.output,
+    });
     return new Model(file, inner, keras.layers);
   } catch (e) {
-    // The importer names the temporary file; the user knows the model.json.
     if (e instanceof Error) {
-      e.message = e.message.replaceAll(`ONNX model "${onnx}"`, `TF.js model "${file}"`)
-        .replaceAll(onnx, file);
+      e.message = e.message.replaceAll(`ONNX model "${file}"`, `TF.js model "${file}"`);
     }
     throw e;
-  } finally {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
 

@@ -26,7 +26,12 @@ import { probeShapes } from "./_probe.ts";
 import { replay } from "./_replay.ts";
 import { rowMixer } from "./_rows.ts";
 import type { OnnxLinearLayer } from "./linear.ts";
-import { type InitializerInfo, loadTensor, readOnnxFile } from "../../io/onnx/read.ts";
+import {
+  type InitializerInfo,
+  loadTensor,
+  type OnnxFile,
+  readOnnxFile,
+} from "../../io/onnx/read.ts";
 
 /** An opset import of a model. */
 export interface OpsetImport {
@@ -96,7 +101,26 @@ export async function openOnnxModel(
   path: string,
   options: OpenOnnxOptions = {},
 ): Promise<OnnxModel> {
-  const file = await readOnnxFile(path);
+  return await openOnnxFile(await readOnnxFile(path), options);
+}
+
+/**
+ * Opens a decoded ONNX model (`file.path` names it in messages, `file.dir` anchors external
+ * data): for graphs made in memory, such as a converted TF.js model.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { readOnnxFile } from "../../io/onnx/read.ts";
+ * import { openOnnxFile } from "./import.ts";
+ * const model = await openOnnxFile(await readOnnxFile("fixtures/mnist/base.onnx"));
+ * strictEqual(model.layers.length, 3);
+ * ```
+ */
+export async function openOnnxFile(
+  file: OnnxFile,
+  options: OpenOnnxOptions = {},
+): Promise<OnnxModel> {
   const a = analyze(file, options);
   const tensors = new Map<string, Tensor>();
   const reads = new Set(a.nodes.flatMap((n) => {
