@@ -37,6 +37,21 @@ export interface TargetOptions {
   onWarning?: (message: string) => void;
 }
 
+/**
+ * Whether a `target_modules` value is PEFT's `"all-linear"` (as a string, or a list of it alone).
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { isAllLinear } from "./targets.ts";
+ * strictEqual(isAllLinear(["all-linear"]) && !isAllLinear("fc1|fc2"), true);
+ * ```
+ */
+export function isAllLinear(targets: readonly string[] | string | null): boolean {
+  return targets === "all-linear" ||
+    (Array.isArray(targets) && targets.length === 1 && targets[0] === "all-linear");
+}
+
 /** Layers a `target_modules` value selects, in model order. */
 export function selectLayers(
   model: Pick<BaseModel, "layers" | "block">,
@@ -45,10 +60,7 @@ export function selectLayers(
 ): LinearLayer[] {
   const layers = model.layers;
   let chosen: LinearLayer[];
-  if (
-    targets === "all-linear" ||
-    (Array.isArray(targets) && targets.length === 1 && targets[0] === "all-linear")
-  ) {
+  if (isAllLinear(targets)) {
     chosen = model.block === undefined && layers.length > 1 ? layers.slice(0, -1) : [...layers];
   } else if (typeof targets === "string") {
     let re: RegExp;

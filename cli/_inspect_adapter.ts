@@ -8,6 +8,7 @@
  * @module
  */
 
+import { isAllLinear } from "../adapters/targets.ts";
 import { type AdapterSummary, inspectAdapter } from "../workflows/inspect.ts";
 import {
   count,
@@ -43,7 +44,7 @@ function adapterTable(s: AdapterSummary): string[] {
     `files: ${s.files.map(printable).join(", ")}`,
     "",
     "config:",
-    ...keyValues(configRows(s.config)),
+    ...keyValues(configRows(s.config, s.layers.map((l) => l.module))),
     "",
     `layers: ${s.layers.length}`,
     ...indent(table(
@@ -63,7 +64,7 @@ function adapterTable(s: AdapterSummary): string[] {
   ];
 }
 
-function configRows(c: AdapterSummary["config"]): [string, string][] {
+function configRows(c: AdapterSummary["config"], modules: readonly string[]): [string, string][] {
   const yes = (b: boolean) => (b ? "yes" : "no");
   const list = (v: readonly (string | number)[] | string | null, none: string) =>
     v === null ? none : typeof v === "string" ? v : v.join(", ") || none;
@@ -73,7 +74,7 @@ function configRows(c: AdapterSummary["config"]): [string, string][] {
     ["rank", String(c.rank)],
     ["alpha", short(c.alpha)],
     ["scale", `${short(c.scale)} (${c.rslora ? "alpha / sqrt(rank)" : "alpha / rank"})`],
-    ["targets", list(c.targetModules, "none")],
+    ["targets", targets(c.targetModules, modules)],
     ["layers to transform", list(c.layersToTransform, "all")],
     ["DoRA", yes(c.dora)],
     ["rsLoRA", yes(c.rslora)],
@@ -86,4 +87,15 @@ function configRows(c: AdapterSummary["config"]): [string, string][] {
     ["base model", c.baseModel ?? "unknown"],
     ["task type", c.taskType ?? "none"],
   ];
+}
+
+/** `target_modules`, and the modules a pattern matched (the adapter's layers). */
+function targets(t: AdapterSummary["config"]["targetModules"], modules: readonly string[]): string {
+  if (t === null) return "none (the architecture's default)";
+  const allLinear = isAllLinear(t);
+  if (typeof t !== "string" && !allLinear) return t.map(printable).join(", ") || "none";
+  const what = allLinear
+    ? "all-linear (every linear layer but a whole model's output layer)"
+    : `${printable(t as string)} (regular expression)`;
+  return `${what}: ${modules.map(printable).join(", ") || "no layer"}`;
 }

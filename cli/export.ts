@@ -11,6 +11,7 @@ import { Option } from "@commander-js/extra-typings";
 import { loadAdapter } from "../adapters/adapter.ts";
 import type { Program } from "./_program.ts";
 import { runExport } from "./_export_print.ts";
+import { checkModelFile, checkOutFile } from "./_paths.ts";
 
 /**
  * Adds `export` to the program.
@@ -43,6 +44,8 @@ export function registerExport(program: Program): void {
     .option("--probe <file>", 'probe inputs (JSONL {"x": [...]}, CSV or safetensors)')
     .option("--json", "print the parity report as JSON")
     .action(async (options) => {
+      await checkModelFile(options.model);
+      await checkOutFile(options.out, `.${options.format}`);
       const adapter = await loadAdapter(options.adapter);
       await runExport(options, adapter, {
         out: options.out,

@@ -1,6 +1,9 @@
 /**
  * `ffwd train`: fine-tune adapters on a frozen base. Flags and a `--config` file cover the same
- * options (flags win); see `workflows/train_config.ts` for the file's fields.
+ * options (flags win); see `workflows/train_config.ts` for the file's fields. It prints the layers
+ * that get adapters as it starts. Ctrl-C or SIGTERM saves the run after the current step and exits
+ * with 130 (a second signal stops at once, the last checkpoint whole); `--resume DIR` continues it
+ * with the options its checkpoint saved.
  *
  * @module
  */
@@ -10,8 +13,13 @@ import cliProgress from "cli-progress";
 import { Option } from "@commander-js/extra-typings";
 import { TRAIN_DEFAULTS as D } from "../workflows/train_options.ts";
 import type { MetricLine } from "../src/train/trainer.ts";
+import type { LayerAdapter } from "../src/lora/branch.ts";
+import type { PeftConfig } from "../adapters/config.ts";
+import { isAllLinear } from "../adapters/targets.ts";
 import type { Program } from "./_program.ts";
-import { writeErr } from "./_errors.ts";
+import { Interrupted, writeErr } from "./_errors.ts";
+import { onInterrupt } from "./_interrupt.ts";
+import { checkModelFile } from "./_paths.ts";
 import {
   fraction,
   labelColumn,
@@ -29,7 +37,7 @@ export function registerTrain(program: Program): void {
     .option("--block <name>", "block to adapt in a file with several")
     .option(
       "--output <name>",
-      "ONNX: end the model at this value (another output, or the logits a final Softmax reads)",
+      "end the model at this value (another output, or the logits a final Softmax reads)",
     )
     .option("--data <file>", "training data (.jsonl, .csv, .safetensors)")
     .option("--out <dir>", "output folder for the adapter, metrics and report")
@@ -39,7 +47,11 @@ export function registerTrain(program: Program): void {
     .option("--label-column <name>", "CSV label column (name or 0-based index)", labelColumn)
     .option("--rank <r>", `LoRA rank (default ${D.rank})`, positiveInteger)
     .option("--alpha <a>", `LoRA alpha (default ${D.alphaPerRank} × rank)`, positiveNumber)
-    .option("--targets <names>", "all-linear, a comma list of module names, or /regex/")
+    .option(
+      "--targets <names>",
+      "layers to adapt: all-linear (every linear layer but a whole model's output layer, as " +
+        "PEFT; the default), a comma list of names, or /regex/; ffwd inspect MODEL lists them",
+    )
     .option("--dora", "train DoRA adapters")
     .option("--rslora", "scale by alpha / sqrt(rank)")
     .addOption(
@@ -71,7 +83,12 @@ export function registerTrain(program: Program): void {
     .option("--weight-decay <x>", "weight decay", nonNegativeNumber)
     .option("--clip-norm <x>", "global gradient-norm clipping", positiveNumber)
     .addOption(
-      new Option("--loss <name>", `loss (default ${D.loss})`).choices(
+      new Option(
+        "--loss <name>",
+        "loss on the model's output: cross_entropy (class labels or one-hot rows, on logits), " +
+          "mse (targets), bce (binary cross-entropy on logits, targets in [0, 1]) " +
+          `(default ${D.loss})`,
+      ).choices(
         ["mse", "cross_entropy", "bce"] as const,
       ),
     )
@@ -88,7 +105,10 @@ export function registerTrain(program: Program): void {
       positiveInteger,
     )
     .option("--init-adapter <dir>", "warm start from an adapter (ffwd, PEFT or MLX)")
-    .option("--resume <dir>", "continue a run from its checkpoint")
+    .option(
+      "--resume <dir>",
+      "continue an interrupted run from its checkpoint, with its options (flags override)",
+    )
     .option("--threads <n>", "onnxruntime threads (default: all cores)", positiveInteger)
     .option("--no-cache", "recompute the frozen prefix (layers before every adapter) each step")
     .option(
@@ -101,16 +121,23 @@ export function registerTrain(program: Program): void {
       // Imported here so other subcommands do not load onnxruntime at start-up.
       const { finetune } = await import("../workflows/finetune.ts");
       const { readTrainConfig } = await import("../workflows/train_config.ts");
-      const { evalSets, resolveTrainOptions } = await import("../workflows/train_options.ts");
+      const { resolveTrainOptions } = await import("../workflows/train_options.ts");
+      const { stopWrites, findCheckpoint, readCheckpointConfig } = await import(
+        "../workflows/checkpoint.ts"
+      );
       const { loadDataset } = await import("../src/data/files.ts");
       const { rowWidth } = await import("../src/data/feeds.ts");
       const { openModel } = await import("../src/models/open.ts");
-      const file = flags.config ? await readTrainConfig(flags.config) : {};
-      const o = resolveTrainOptions(file, {
+      const given = flags.config ? await readTrainConfig(flags.config) : {};
+      // A resumed run takes the options its checkpoint saved, and its folder; flags win.
+      const resumeDir = flags.resume ?? given.resume;
+      const found = resumeDir ? await findCheckpoint(resumeDir) : undefined;
+      const saved = found ? await readCheckpointConfig(found.folder) : undefined;
+      const o = resolveTrainOptions({ ...saved, ...given }, {
         model: flags.model,
         block: flags.block,
         data: flags.data,
-        outDir: flags.out,
+        outDir: flags.out ?? given.out ?? found?.run,
         evalFile: flags.eval,
         evalSplit: flags.evalSplit,
         labelColumn: flags.labelColumn,
@@ -143,7 +170,7 @@ export function registerTrain(program: Program): void {
           ? undefined
           : { patience: flags.earlyStopping },
         initAdapter: flags.initAdapter,
-        resume: flags.resume,
+        resume: resumeDir,
         threads: flags.threads,
         cache: cmd.getOptionValueSource("cache") === "cli" ? flags.cache : undefined,
         cacheBudget: flags.cacheBudget === undefined ? undefined : flags.cacheBudget * 2 ** 20,
@@ -156,29 +183,53 @@ export function registerTrain(program: Program): void {
         });
         return;
       }
+      const out = o.outDir;
+      await checkModelFile(o.model);
       const model = await openModel(o.model, { block: o.block, output: o.output });
-      const { data, evalData } = await evalSets(
-        await loadDataset(o.data, {
-          width: model.inputs.length === 1 ? rowWidth(model.inputs[0]) : undefined,
-          inputs: model.inputs,
-          labelColumn: o.labelColumn,
-        }),
-        o,
-        model.inputs,
-      );
-      const progress = new Progress(Math.ceil(data.rows / o.batchSize) * o.epochs, o.maxSteps);
+      const data = await loadDataset(o.data, {
+        width: model.inputs.length === 1 ? rowWidth(model.inputs[0]) : undefined,
+        inputs: model.inputs,
+        labelColumn: o.labelColumn,
+      });
+      let progress: Progress | undefined;
+      const resumeHint = `resume with: ffwd train --resume ${shellWord(out)}`;
+      using interrupt = onInterrupt({
+        first: () =>
+          writeErr(
+            "interrupt: saving the run after the current step (interrupt again to stop now)",
+          ),
+        second: async () => {
+          await stopWrites();
+          progress?.stop();
+          const saved = existsSync(`${out}/checkpoint/trainer_state.safetensors`);
+          writeErr(
+            saved
+              ? `stopped at once, leaving the last checkpoint whole; ${resumeHint}`
+              : "stopped at once, before the first checkpoint: nothing to resume",
+          );
+        },
+      });
       let result;
       try {
         result = await finetune(model, data, {
           ...o,
-          evalData,
-          onMetric: (line) => progress.update(line),
+          signal: interrupt.signal,
+          onStart: (plan) => {
+            writeErr(describeTargets(plan, o.config.targetModules));
+            const batches = Math.ceil(plan.trainRows / o.batchSize);
+            progress = new Progress(
+              o.maxSteps ?? o.epochs * Math.ceil(batches / (o.gradAccum ?? 1)),
+            );
+          },
+          onMetric: (line) => progress?.update(line),
           onWarning: (message) => writeErr(`warning: ${message}`),
         });
+      } catch (e) {
+        if (e !== interrupt.signal.reason) throw e;
+        throw new Interrupted("interrupted before training started: nothing was written");
       } finally {
-        progress.stop();
+        progress?.stop();
       }
-      const out = o.outDir;
       const summary = {
         out,
         steps: result.steps,
@@ -187,6 +238,7 @@ export function registerTrain(program: Program): void {
         seconds: Math.round(result.seconds * 100) / 100,
         trainable_params: result.trainableParams,
         base_params: result.baseParams,
+        interrupted: result.interrupted,
       };
       if (flags.json) console.log(JSON.stringify(summary, null, 2));
       else {
@@ -198,7 +250,7 @@ export function registerTrain(program: Program): void {
           }`
           : "";
         console.log(
-          `trained ${result.steps} steps in ${summary.seconds}s: loss ${
+          `trained ${plural(result.steps, "step")} in ${summary.seconds}s: loss ${
             result.lastLoss.toFixed(4)
           }${ev}; ` +
             `${result.trainableParams.toLocaleString("en-US")} trainable parameters ` +
@@ -208,7 +260,75 @@ export function registerTrain(program: Program): void {
             `adapter: ${out}/adapter_model.safetensors, metrics: ${out}/metrics.jsonl, report: ${out}/report.html`,
         );
       }
+      if (result.interrupted) {
+        throw new Interrupted(`interrupted at step ${result.steps}; ${resumeHint}`);
+      }
     });
+}
+
+/**
+ * The layers that get adapters, and those left frozen (why, when `all-linear` left out the
+ * output layer). Layers that differ only by their index (`model.layers.3.mlp.up_proj`) share a
+ * line.
+ */
+function describeTargets(
+  plan: { adapters: readonly LayerAdapter[]; frozen: readonly string[] },
+  targets: PeftConfig["targetModules"],
+): string {
+  const { adapters, frozen } = plan;
+  const same = (f: (a: LayerAdapter) => number) => new Set(adapters.map(f)).size === 1;
+  const shared = same((a) => a.rank) && same((a) => a.alpha);
+  const groups = new Map<string, { count: number; line: string }>();
+  for (const a of adapters) {
+    const name = a.layer.name.replace(/\.\d+(?=\.|$)/g, ".*");
+    const dims = `[${a.layer.inFeatures} → ${a.layer.outFeatures}]`;
+    const hyper = shared ? "" : `  rank ${a.rank}, alpha ${a.alpha}`;
+    const key = `${name} ${dims}${hyper}`;
+    const g = groups.get(key) ?? { count: 0, line: "" };
+    g.count++;
+    g.line = `  ${g.count > 1 ? name : a.layer.name}  ${dims}${hyper}${
+      g.count > 1 ? ` ×${g.count}` : ""
+    }`;
+    groups.set(key, g);
+  }
+  const first = adapters[0]!;
+  const lines = [
+    `training ${adapters.some((a) => a.dora) ? "DoRA" : "LoRA"} adapters on ${adapters.length} ` +
+    `of ${adapters.length + frozen.length} linear layers${
+      shared ? `, rank ${first.rank}, alpha ${first.alpha}` : ""
+    }:`,
+    ...[...groups.values()].map((g) => g.line),
+  ];
+  if (frozen.length) {
+    const shown = frozen.slice(0, 6).join(", ") +
+      (frozen.length > 6 ? `, and ${frozen.length - 6} more` : "");
+    lines.push(
+      `left frozen: ${shown}${
+        isAllLinear(targets)
+          ? " (all-linear leaves out a whole model's output layer, as PEFT does; " +
+            "--targets '/.*/' adapts every layer)"
+          : ""
+      }`,
+    );
+  }
+  return lines.join("\n");
+}
+
+function plural(n: number, word: string): string {
+  return `${n.toLocaleString("en-US")} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** `path` as one shell word: as it is when that is safe, else single-quoted. */
+function shellWord(path: string): string {
+  return /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replaceAll("'", `'\\''`)}'`;
+}
+
+function existsSync(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
 }
 
 /** A progress bar on a terminal, plain periodic lines otherwise. */
@@ -216,8 +336,8 @@ class Progress {
   #bar: cliProgress.SingleBar | null = null;
   #last = 0;
   #total: number;
-  constructor(batches: number, maxSteps?: number) {
-    this.#total = maxSteps ?? batches;
+  constructor(steps: number) {
+    this.#total = steps;
     if (Deno.stdout.isTerminal()) {
       this.#bar = new cliProgress.SingleBar({
         format: "step {value}/{total} [{bar}] loss {loss} | {sps} samples/s | ETA {eta_formatted}",

@@ -6,6 +6,7 @@
  */
 
 import { loraScale } from "../src/lora/branch.ts";
+import { isAllLinear } from "../adapters/targets.ts";
 import { card, ema, smoothingWindow } from "./_charts.ts";
 import { esc, formatDuration, formatInt, formatValue, median, percent } from "./_format.ts";
 import { confusionTable } from "./confusion.ts";
@@ -107,11 +108,19 @@ export function adapterCard(run: Run): string {
   const formula = c.useRslora
     ? `\u03b1 / \u221ar = ${c.loraAlpha} / \u221a${c.r}`
     : `\u03b1 / r = ${c.loraAlpha} / ${c.r}`;
-  const targets = c.targetModules === null
+  const t = c.targetModules;
+  const targets = t === null
     ? "the architecture\u2019s default"
-    : typeof c.targetModules === "string"
-    ? `<code>${esc(c.targetModules)}</code> <span class="meta">(regular expression)</span>`
-    : chips(c.targetModules);
+    : isAllLinear(t)
+    ? `<code>all-linear</code> <span class="meta">(every linear layer but a whole model\u2019s ` +
+      `output layer)</span>`
+    : typeof t === "string"
+    ? `<code>${esc(t)}</code> <span class="meta">(regular expression)</span>`
+    : chips(t);
+  // The layers a pattern resolved to, when the run recorded them and the targets do not list them.
+  const adapted = run.summary?.adaptedLayers;
+  const listed = Array.isArray(t) && adapted?.length === t.length &&
+    adapted.every((n, i) => n === t[i]);
   const pattern = (p: Readonly<Record<string, number>>) =>
     chips(Object.entries(p).map(([k, v]) => `${k}: ${v}`));
   const rows: [string, string][] = [
@@ -120,6 +129,7 @@ export function adapterCard(run: Run): string {
     ["alpha \u03b1", esc(formatValue(c.loraAlpha))],
     ["scale", `${esc(formatValue(scale))} <span class="meta">(${esc(formula)})</span>`],
     ["targets", targets],
+    ...(adapted?.length && !listed ? [["adapted", chips(adapted)] as [string, string]] : []),
     ["dropout", esc(formatValue(c.loraDropout))],
     ["bias", esc(c.bias)],
     ["init", esc(String(c.initLoraWeights))],

@@ -131,9 +131,14 @@ function header(run: Run): string {
     `${run.metrics.evals.length} evaluation${run.metrics.evals.length === 1 ? "" : "s"}`,
   ].join(" \u00b7 ");
   const early = run.summary?.stoppedEarly ? `<span class="badge">stopped early</span>` : "";
+  const cut = run.summary?.interrupted
+    ? `<span class="badge" title="continue it with: ffwd train --resume ${
+      esc(run.dir)
+    }">interrupted</span>`
+    : "";
   return `<header class="top"><div><p class="eyebrow">ffwd training report</p><h1>${
     esc(run.name)
-  }${early}</h1><p class="sub">${esc(sub)}</p></div></header>`;
+  }${early}${cut}</h1><p class="sub">${esc(sub)}</p></div></header>`;
 }
 
 function notes(items: readonly string[]): string {

@@ -275,3 +275,36 @@ Deno.test("parseConfusion() checks the matrix is square and the labels match it"
   throws(() => parseConfusion({ matrix: [[1, -1], [0, 1]] }), RangeError);
   throws(() => parseConfusion({ labels: ["a"], matrix: [[1, 0], [0, 1]] }), TypeError);
 });
+
+Deno.test("the report names all-linear and a regular expression for what they are, and marks an interrupted run", async () => {
+  const metrics = '{"step":1,"loss":0.7,"lr":0.001}\n';
+  const config = (target_modules: unknown) => JSON.stringify({ peft_type: "LORA", target_modules });
+  const summary = JSON.stringify({ steps: 1, interrupted: true, adapted_layers: ["fc1", "fc3"] });
+  const targetsOf = async (files: Record<string, string>) => {
+    const page = checkPage(
+      await renderReport(await tempRun({ "metrics.jsonl": metrics, ...files })),
+    );
+    const dts = findAll(page, (e) => e.name === "dt");
+    const dd = (label: string) => {
+      const dt = dts.find((e) => textOf(e) === label);
+      return dt ? textOf(findAll(page, (e) => e.name === "dd")[dts.indexOf(dt)]!) : undefined;
+    };
+    const badges = findAll(page, (e) => e.attrs.class === "badge").map(textOf);
+    return { targets: dd("targets"), adapted: dd("adapted"), badges };
+  };
+  deepStrictEqual(await targetsOf({ "adapter_config.json": config("all-linear") }), {
+    targets: "all-linear (every linear layer but a whole model\u2019s output layer)",
+    adapted: undefined,
+    badges: [],
+  });
+  deepStrictEqual(
+    await targetsOf({ "adapter_config.json": config("fc[13]"), "summary.json": summary }),
+    { targets: "fc[13] (regular expression)", adapted: "fc1fc3", badges: ["interrupted"] },
+  );
+  // A list of the adapted layers is not repeated.
+  const listed = await targetsOf({
+    "adapter_config.json": config(["fc1", "fc3"]),
+    "summary.json": summary,
+  });
+  deepStrictEqual([listed.targets, listed.adapted], ["fc1fc3", undefined]);
+});

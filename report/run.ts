@@ -1,7 +1,7 @@
 /**
  * Reading a training run's folder for the report: `metrics.jsonl` (required) and, when present,
  * `summary.json`, `adapter_config.json`, `ffwd_training.json` and `confusion.json` (see
- * `adapters/finetune.ts` for what a run writes and `confusion.ts` for the confusion format).
+ * `workflows/finetune.ts` for what a run writes and `confusion.ts` for the confusion format).
  *
  * Reading is forgiving, because a report is most wanted for a run that went wrong: a missing
  * optional file leaves its section out, and a bad line, a NaN or an Inf, or an unreadable
@@ -44,6 +44,10 @@ export interface RunSummary {
   readonly trainableParams?: number;
   readonly baseParams?: number;
   readonly stoppedEarly?: boolean;
+  /** Whether a signal ended the run before its last step (`ffwd train --resume` continues it). */
+  readonly interrupted?: boolean;
+  /** The layers that got adapters, by name, when the run recorded them. */
+  readonly adaptedLayers?: readonly string[];
 }
 
 /** Everything the report shows about one run. */
@@ -241,6 +245,11 @@ function readSummary(json: unknown): RunSummary {
     trainableParams: n(s.trainable_params),
     baseParams: n(s.base_params),
     stoppedEarly: typeof s.stopped_early === "boolean" ? s.stopped_early : undefined,
+    interrupted: typeof s.interrupted === "boolean" ? s.interrupted : undefined,
+    adaptedLayers: Array.isArray(s.adapted_layers) &&
+        s.adapted_layers.every((n): n is string => typeof n === "string")
+      ? s.adapted_layers
+      : undefined,
   };
 }
 

@@ -47,12 +47,33 @@ function taskFlags(): string[] {
  * ```
  */
 export async function ffwd(...args: string[]): Promise<CliRun> {
-  const out = await new Deno.Command(denoBinary(), {
+  const out = await command(args).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/**
+ * Starts `ffwd ...args` and returns the running process, stdout and stderr piped, for tests that
+ * act on it while it runs (send it a signal).
+ *
+ * @example
+ * ```ts ignore
+ * const child = spawnFfwd("train", "--config", "train.json");
+ * child.kill("SIGINT");
+ * const { code } = await child.output();
+ * ```
+ */
+export function spawnFfwd(...args: string[]): Deno.ChildProcess {
+  return command(args).spawn();
+}
+
+function command(args: readonly string[]): Deno.Command {
+  return new Deno.Command(denoBinary(), {
     args: ["run", ...taskFlags(), MAIN, ...args],
     cwd: ROOT.pathname,
     env: { NO_COLOR: "1" },
     stdin: "null",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+    stdout: "piped",
+    stderr: "piped",
+  });
 }

@@ -1,7 +1,9 @@
 /**
- * Training checkpoints: the adapter in PEFT's format plus `trainer_state.safetensors` (parameters,
- * optimizer buffers, generator state and position, as JSON metadata), so `--resume` continues
- * exactly. The state file is the authority on resume; it is replaced atomically.
+ * Training checkpoints: the adapter in PEFT's format, `trainer_state.safetensors` (parameters,
+ * optimizer buffers, generator state and position, as JSON metadata) and `train_config.json` (the
+ * run's options, as a training config file), so `--resume` continues exactly and `ffwd train
+ * --resume DIR` needs nothing else. The state file is the authority on resume; the folder is
+ * replaced atomically.
  *
  * @module
  */
@@ -13,14 +15,59 @@ import type { TrainerState } from "../src/train/trainer.ts";
 import type { Adapter } from "../adapters/adapter.ts";
 import { savePeftAdapter } from "../adapters/peft.ts";
 import { writeFolderAtomic } from "../src/fs/atomic_folder.ts";
+import { readTrainConfig, type TrainConfig } from "./train_config.ts";
 
 const STATE_FILE = "trainer_state.safetensors";
+const CONFIG_FILE = "train_config.json";
 
-/** Writes the adapter and the trainer state into `dir`, replacing it atomically. */
-export async function writeCheckpoint(
+/** Writes of a run in progress, which {@link stopWrites} waits for. */
+const writing = new Set<Promise<unknown>>();
+let stopped = false;
+
+/** Writes the adapter, the trainer state and the run's options into `dir`, replacing it atomically. */
+export function writeCheckpoint(
   dir: string,
   adapter: Adapter,
   state: TrainerState,
+  config?: TrainConfig,
+): Promise<void> {
+  return trackWrite(() => writeFiles(dir, adapter, state, config));
+}
+
+/**
+ * Starts a write of a run's files (a checkpoint, the adapter swapped into the output folder, the
+ * summary) that {@link stopWrites} lets finish; once writes are stopped it never starts, and the
+ * promise never settles: the process is ending.
+ */
+export function trackWrite<T>(write: () => Promise<T>): Promise<T> {
+  if (stopped) return new Promise<T>(() => {});
+  const started = write();
+  const tracked = started.catch(() => {}).finally(() => writing.delete(tracked));
+  writing.add(tracked);
+  return started;
+}
+
+/**
+ * For a process about to end at once (a second interrupt): no tracked write starts any more, and
+ * the returned promise resolves when those in progress are done. The process then never ends
+ * between the two renames that swap a folder, nor leaves a half-written file beside the run: the
+ * last checkpoint, and the run folder holding it, stay whole.
+ *
+ * @example
+ * ```ts ignore
+ * await stopWrites(); // then Deno.exit()
+ * ```
+ */
+export async function stopWrites(): Promise<void> {
+  stopped = true;
+  while (writing.size) await Promise.all(writing);
+}
+
+async function writeFiles(
+  dir: string,
+  adapter: Adapter,
+  state: TrainerState,
+  config: TrainConfig | undefined,
 ): Promise<void> {
   await savePeftAdapter(dir, adapter);
   const tensors = new Map<string, Tensor>();
@@ -42,12 +89,74 @@ export async function writeCheckpoint(
     optimizer_param_steps: state.optimizer.paramSteps,
     best_eval: state.bestEval,
     bad_evals: state.badEvals,
+    seconds: state.seconds,
   };
-  await writeFolderAtomic(dir, [STATE_FILE], async (staging) => {
+  const files = config ? [STATE_FILE, CONFIG_FILE] : [STATE_FILE];
+  await writeFolderAtomic(dir, files, async (staging) => {
     await writeSafetensors(`${staging}/${STATE_FILE}`, tensors, {
       metadata: { ffwd_trainer_state: JSON.stringify(meta) },
     });
+    if (config) {
+      await Deno.writeTextFile(`${staging}/${CONFIG_FILE}`, JSON.stringify(config, null, 2) + "\n");
+    }
   });
+}
+
+/**
+ * Where the checkpoint of `dir` is: `dir` is a run's output folder (its `checkpoint/`) or the
+ * checkpoint folder itself. A folder without one is an error that says so, and how runs write
+ * them.
+ *
+ * @example
+ * ```ts
+ * import { findCheckpoint } from "./checkpoint.ts";
+ * import { rejects } from "node:assert/strict";
+ * const empty = await Deno.makeTempDir();
+ * await rejects(() => findCheckpoint(empty), /it holds no checkpoint/);
+ * ```
+ */
+export async function findCheckpoint(dir: string): Promise<{ folder: string; run: string }> {
+  const path = dir.replace(/(.)\/+$/, "$1");
+  for (const folder of [`${path}/checkpoint`, path]) {
+    try {
+      if ((await Deno.stat(`${folder}/${STATE_FILE}`)).isFile) {
+        const run = folder === path ? path.replace(/\/?[^/]*$/, "") || "." : path;
+        return { folder, run };
+      }
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) throw e;
+    }
+  }
+  const where = `Cannot resume from "${dir}"`;
+  try {
+    if (!(await Deno.stat(path)).isDirectory) {
+      throw new TypeError(`${where}: it is a file; give the output folder of a run`);
+    }
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Deno.errors.NotFound(`${where}: no such folder`);
+    }
+    throw e;
+  }
+  throw new Deno.errors.NotFound(
+    `${where}: it holds no checkpoint (checkpoint/${STATE_FILE}); a run writes one when it ends ` +
+      "or is interrupted, and every --checkpoint-every steps",
+  );
+}
+
+/**
+ * The options of the run that wrote the checkpoint in `dir` (see {@link findCheckpoint}), or
+ * `undefined` for a checkpoint written without them.
+ */
+export async function readCheckpointConfig(dir: string): Promise<TrainConfig | undefined> {
+  const path = `${(await findCheckpoint(dir)).folder}/${CONFIG_FILE}`;
+  try {
+    await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  return await readTrainConfig(path);
 }
 
 /**
@@ -75,12 +184,7 @@ export async function writeCheckpoint(
  * ```
  */
 export async function readCheckpoint(dir: string): Promise<TrainerState> {
-  let path = `${dir}/checkpoint/${STATE_FILE}`;
-  try {
-    await Deno.stat(path);
-  } catch {
-    path = `${dir}/${STATE_FILE}`;
-  }
+  const path = `${(await findCheckpoint(dir)).folder}/${STATE_FILE}`;
   const { tensors, metadata } = await readSafetensors(path);
   const raw = metadata["ffwd_trainer_state"];
   if (!raw) {
@@ -113,5 +217,6 @@ export async function readCheckpoint(dir: string): Promise<TrainerState> {
     params,
     bestEval: meta.best_eval,
     badEvals: meta.bad_evals,
+    ...(typeof meta.seconds === "number" ? { seconds: meta.seconds } : {}),
   };
 }

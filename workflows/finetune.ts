@@ -2,12 +2,14 @@
  * Fine-tuning end to end: a frozen base, adapters planned from a PEFT config, the compiled
  * training step, the loop, checkpoints that resume exactly, and the PEFT files at the end.
  *
- * Output folder:
+ * Options, data and targets are checked before anything is compiled or written (see
+ * `_finetune_checks.ts`). Output folder:
  * - `adapter_config.json`, `adapter_model.safetensors` (PEFT), `ffwd_training.json` (ours);
  * - `metrics.jsonl`: one line per step `{"step", "loss", "lr"}`, plus eval lines;
- * - `checkpoint/`: the adapter plus `trainer_state.safetensors` (optimizer buffers, generator
- *   state, position), replaced atomically every `checkpointEvery` steps and at the end;
- * - `summary.json`.
+ * - `checkpoint/`: the adapter, `trainer_state.safetensors` (optimizer buffers, generator state,
+ *   position) and `train_config.json` (the run's options), replaced atomically every
+ *   `checkpointEvery` steps, at the end, and when `signal` interrupts the run;
+ * - `summary.json` and `report.html`.
  *
  * @module
  */
@@ -15,28 +17,36 @@
 import { Session } from "../src/engine/runtime.ts";
 import { writeFileAtomic } from "../src/fs/atomic.ts";
 import type { BaseModel } from "../src/models/model.ts";
-import { Rng } from "../src/rng.ts";
-import { type Tensor, toFloat32 } from "../src/tensor.ts";
+import { ITEMSIZE, numel, type Tensor, toFloat32 } from "../src/tensor.ts";
 import { type Dataset, sliceBatch } from "../src/data/dataset.ts";
 import { type InputSpec, modelFeeds } from "../src/data/feeds.ts";
 import { cacheDataset, planPrefix, stepInputs } from "../src/train/prefix_cache.ts";
 import { TrainStep } from "../src/train/step.ts";
 import { batchFeeds, train } from "../src/train/trainer.ts";
-import { type Adapter, loadAdapter, matchAdapter } from "../adapters/adapter.ts";
-import { type PeftConfig, toTargetOptions } from "../adapters/config.ts";
+import type { Adapter } from "../adapters/adapter.ts";
+import { toTargetOptions } from "../adapters/config.ts";
 import { buildAdapted } from "../src/lora/adapted.ts";
-import { weightRowNorms } from "../src/lora/dora.ts";
-import { initAdapter, type LayerAdapter, peftKeys } from "../src/lora/branch.ts";
 import { savePeftAdapter } from "../adapters/peft.ts";
 import { planAdapters } from "../adapters/targets.ts";
 import { writeReport } from "../report/html.ts";
-import { readCheckpoint, writeCheckpoint } from "./checkpoint.ts";
+import { readCheckpoint, trackWrite, writeCheckpoint } from "./checkpoint.ts";
+import {
+  checkNumbers,
+  checkOutDir,
+  checkRanks,
+  checkResume,
+  checkSplit,
+  fitData,
+  refuseProbabilities,
+} from "./_finetune_checks.ts";
+import { initialParams, toAdapter, trainedTensors } from "./_finetune_params.ts";
 import { parseTrainConfig, readTrainConfig, type TrainConfig } from "./train_config.ts";
 import {
   evalSets,
   type FinetuneOptions,
   type ResolvedTrainOptions,
   resolveTrainOptions,
+  toTrainConfig,
 } from "./train_options.ts";
 
 export { readCheckpoint };
@@ -57,7 +67,7 @@ export interface FinetuneResult {
   readonly lastLoss: number;
   /** The last evaluation, when the run had evaluation data. */
   readonly eval?: { loss: number; accuracy?: number };
-  /** Wall time of the training loop. */
+  /** Wall time of the training loop, that of the runs before a resume included. */
   readonly seconds: number;
   /** Number of trained values: A, B and DoRA magnitudes. */
   readonly trainableParams: number;
@@ -65,11 +75,13 @@ export interface FinetuneResult {
   readonly baseParams: number;
   /** Whether early stopping ended the run. */
   readonly stoppedEarly: boolean;
+  /** Whether `signal` ended the run early: `resume` from `outDir` continues it exactly. */
+  readonly interrupted: boolean;
   /**
    * The frozen-prefix cache, when the run had one: the values cached, their bytes (training and
    * evaluation data) and the seconds it took to compute them.
    */
-  readonly prefixCache?: { values: number; bytes: number; seconds: number };
+  readonly prefixCache?: { values: number; bytes: number; spilled: boolean; seconds: number };
 }
 
 /**
@@ -79,6 +91,7 @@ export interface FinetuneResult {
  *
  * @example
  * ```ts
+ * import { strictEqual } from "node:assert/strict";
  * import { finetune } from "./finetune.ts";
  * import { defaultPeftConfig } from "../adapters/config.ts";
  * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
@@ -95,7 +108,7 @@ export interface FinetuneResult {
  *   outDir: await Deno.makeTempDir(),
  *   batchSize: 4,
  * });
- * result.steps; // 2
+ * strictEqual(result.steps, 2);
  * model.close();
  * ```
  */
@@ -112,25 +125,43 @@ export async function finetune(
     );
   }
   const opts: RunOptions = { ...resolved, outDir };
+  // Everything that can be wrong is checked before anything is compiled or written.
+  checkNumbers(opts);
   refuseProbabilities(model, opts.loss);
-  const { data: trainData, evalData } = await evalSets(data, opts, model.inputs);
+  await checkOutDir(outDir);
+  const resume = opts.resume ? await readCheckpoint(opts.resume) : undefined;
+  const advice: string[] = [];
   const adapters = planAdapters(model, {
     ...toTargetOptions(opts.config, model.layers.map((l) => l.name)),
-    onWarning: opts.onWarning,
+    onWarning: (message) => advice.push(message),
   });
+  checkRanks(adapters, advice, opts.onWarning);
   const extraKeys = trainedTensors(model, adapters, opts.config);
   const built = buildAdapted(model, adapters, {
     loss: opts.loss,
     dropout: opts.config.loraDropout,
     trainable: new Set(extraKeys.keys()),
   });
-  // The data must fit the model's inputs before anything is compiled or written.
+  const source = opts.data ? `"${opts.data}"` : "the training data";
+  const fitted = fitData(data, opts.loss, built.output.shape, source);
+  const sets = await evalSets(fitted, opts, model.inputs);
+  checkSplit(opts, fitted.rows, sets, source);
+  const trainData = sets.data;
+  const evalData = sets.evalData &&
+    fitData(sets.evalData, opts.loss, built.output.shape, evalSource(opts));
   const where = `Cannot fine-tune "${model.source}"`;
   modelFeeds(built.inputs, sliceBatch(trainData, null, 0, 1).feeds, where);
   const params = await initialParams(model, adapters, opts);
   for (const key of extraKeys.keys()) {
     params.set(key, toFloat32(await model.readTensor(key)).data.slice());
   }
+  if (resume) checkResume(resume, params, opts.resume!);
+  opts.onStart?.({
+    adapters,
+    frozen: model.layers.filter((l) => !adapters.some((a) => a.layer === l)).map((l) => l.name),
+    trainRows: trainData.rows,
+    evalRows: evalData?.rows ?? 0,
+  });
   const values = [
     ...[...built.adapterInputs.values()].flatMap((
       i,
@@ -142,17 +173,24 @@ export async function finetune(
   const fed = plan?.cached;
   const stepSpecs = plan ? stepInputs(plan) : built.inputs;
   const cacheStart = performance.now();
-  const cacheOpts = { threads: opts.threads, budget: opts.cacheBudget ?? defaultBudget() };
+  // A cache over its budget spills beside the run folder, never inside a half-made one.
+  const spillDir = `${opts.outDir.replace(/\/+$/, "")}.prefix_cache.${crypto.randomUUID()}`;
+  const cacheOpts = {
+    threads: opts.threads,
+    budget: opts.cacheBudget ?? defaultBudget(),
+    spillDir,
+  };
   const [trainRows, evalRows] = plan
     ? [
       await cacheDataset(built.graph, plan, built.inputs, trainData, cacheOpts),
       evalData && await cacheDataset(built.graph, plan, built.inputs, evalData, cacheOpts),
     ]
     : [trainData, evalData];
+  const cachedInputs = [...trainRows.inputs?.values() ?? [], ...evalRows?.inputs?.values() ?? []];
   const cache = plan && {
     values: plan.cached.length,
-    bytes: [...trainRows.inputs?.values() ?? [], ...evalRows?.inputs?.values() ?? []]
-      .reduce((n, t) => n + t.data.byteLength, 0),
+    bytes: [trainRows, evalRows].reduce((n, d) => n + (d ? datasetBytes(d) : 0), 0),
+    spilled: cachedInputs.some((t) => t.spill !== undefined),
     seconds: (performance.now() - cacheStart) / 1000,
   };
   const step = await TrainStep.compile(
@@ -162,13 +200,17 @@ export async function finetune(
   const evalSession = evalRows
     ? await Session.compile(built.graph, { threads: opts.threads, outputs: forward, fed })
     : null;
-  await Deno.mkdir(opts.outDir, { recursive: true });
   const metricsPath = `${opts.outDir}/metrics.jsonl`;
-  const resume = opts.resume ? await readCheckpoint(opts.resume) : undefined;
-  if (!resume) await Deno.writeTextFile(metricsPath, "");
-  const metrics = await Deno.open(metricsPath, { append: true, create: true });
+  let metrics: Deno.FsFile | undefined;
   let lastEval: EvalResult | undefined;
   try {
+    // Interrupted before training starts: nothing is written.
+    opts.signal?.throwIfAborted();
+    await Deno.mkdir(opts.outDir, { recursive: true });
+    if (!resume) await Deno.writeTextFile(metricsPath, "");
+    metrics = await Deno.open(metricsPath, { append: true, create: true });
+    const log = metrics;
+    const runConfig = toTrainConfig(opts);
     const renamed = {
       run: (batch: Record<string, Tensor>, p: ReadonlyMap<string, Float32Array>) =>
         step.run(modelFeeds(stepSpecs, batch, where), p),
@@ -181,7 +223,7 @@ export async function finetune(
       hooks: {
         onMetric: async (line) => {
           opts.onMetric?.(line);
-          await metrics.write(new TextEncoder().encode(JSON.stringify(line) + "\n"));
+          await log.write(new TextEncoder().encode(JSON.stringify(line) + "\n"));
         },
         checkpointEvery: opts.checkpointEvery,
         checkpoint: (state) =>
@@ -189,15 +231,25 @@ export async function finetune(
             `${opts.outDir}/checkpoint`,
             toAdapter(opts, adapters, state.params, extraKeys),
             state,
+            runConfig,
           ),
         evaluate: evalSession && evalRows
-          ? async (p) =>
-            (lastEval = await evaluate(evalSession, built, stepSpecs, evalRows, p, opts.batchSize))
+          ? async (
+            p,
+          ) => (lastEval = await evaluate(
+            evalSession,
+            built,
+            stepSpecs,
+            evalRows,
+            p,
+            opts.batchSize,
+          ))
           : undefined,
       },
     });
     const adapter = toAdapter(opts, adapters, params, extraKeys, {
       steps: result.steps,
+      targets: [runConfig.targets ?? []].flat().join(","),
       loss: opts.loss,
       optimizer: opts.optimizer,
       lr: opts.lr,
@@ -205,32 +257,58 @@ export async function finetune(
       batch_size: opts.batchSize,
       seed: opts.seed,
     });
-    await savePeftAdapter(opts.outDir, adapter);
+    // Tracked: a process ending at once lets them finish (the first swaps the whole folder).
+    await trackWrite(() => savePeftAdapter(opts.outDir, adapter));
     const trainableParams = [...params.values()].reduce((n, p) => n + p.length, 0);
     const baseParams = countBaseParams(model);
+    const seconds = (resume?.seconds ?? 0) + result.seconds;
     const summary = {
       steps: result.steps,
       last_loss: result.lastLoss,
       eval: lastEval ? { loss: lastEval.loss, accuracy: lastEval.accuracy ?? null } : null,
-      seconds: result.seconds,
+      seconds,
       trainable_params: trainableParams,
       base_params: baseParams,
       stopped_early: result.stoppedEarly,
+      interrupted: result.interrupted,
+      adapted_layers: adapters.map((a) => a.layer.name),
       prefix_cache: cache ?? null,
     };
-    await writeFileAtomic(`${opts.outDir}/summary.json`, json(summary));
+    await trackWrite(() => writeFileAtomic(`${opts.outDir}/summary.json`, json(summary)));
     if (lastEval?.confusion) {
       const confusion = { matrix: lastEval.confusion, step: result.steps };
-      await writeFileAtomic(`${opts.outDir}/confusion.json`, json(confusion));
+      await trackWrite(() => writeFileAtomic(`${opts.outDir}/confusion.json`, json(confusion)));
     }
-    await writeReport(opts.outDir);
+    await trackWrite(() => writeReport(opts.outDir));
     const evalOut = lastEval ? { loss: lastEval.loss, accuracy: lastEval.accuracy } : undefined;
-    return { adapter, ...result, eval: evalOut, trainableParams, baseParams, prefixCache: cache };
+    return {
+      adapter,
+      ...result,
+      seconds,
+      eval: evalOut,
+      trainableParams,
+      baseParams,
+      prefixCache: cache,
+    };
   } finally {
-    metrics.close();
+    metrics?.close();
     await step.release();
     await evalSession?.release();
+    await Deno.remove(spillDir, { recursive: true }).catch(() => {});
   }
+}
+
+/** Bytes of a dataset's named inputs, spilled ones included. */
+function datasetBytes(d: Dataset): number {
+  let n = 0;
+  for (const t of d.inputs?.values() ?? []) n += d.rows * numel(t.shape) * ITEMSIZE[t.dtype];
+  return n;
+}
+
+/** How messages name the evaluation data. */
+function evalSource(o: RunOptions): string {
+  if (!o.evalData && o.evalFile) return `"${o.evalFile}"`;
+  return o.data && !o.evalData ? `the rows held out of "${o.data}"` : "the evaluation data";
 }
 
 /** A training config given as an object (validated) or a path (read), or none. */
@@ -239,166 +317,6 @@ async function trainConfigOf(given: TrainConfig | string | undefined): Promise<T
   return typeof given === "string"
     ? await readTrainConfig(given)
     : parseTrainConfig(given, "trainConfig");
-}
-
-async function initialParams(
-  model: BaseModel,
-  adapters: readonly LayerAdapter[],
-  opts: ResolvedTrainOptions,
-) {
-  const params = new Map<string, Float32Array>();
-  const rng = new Rng(opts.seed);
-  const method = opts.config.initLoraWeights === "gaussian" ? "gaussian" : "kaiming";
-  for (const ad of adapters) {
-    const k = peftKeys(ad.layer.name);
-    const init = initAdapter(ad, rng, { method });
-    params.set(k.A, init.A.data);
-    params.set(k.B, init.B.data);
-    if (ad.dora) params.set(k.magnitude, (await weightRowNorms(model, ad)).data);
-  }
-  if (opts.initAdapter) {
-    const warm = await loadAdapter(opts.initAdapter);
-    const match = matchAdapter(warm, model);
-    for (const ad of match.layers) {
-      const l = warm.layers.get(ad.layer.name)!;
-      const k = peftKeys(ad.layer.name);
-      const set = (key: string, t: Tensor | undefined) => {
-        const p = params.get(key);
-        if (!p || !t) return;
-        if (t.data.length !== p.length) {
-          throw new TypeError(
-            `Cannot warm-start from "${opts.initAdapter}": tensor "${key}" has ${t.data.length} values, the adapter being trained needs ${p.length} (check --rank and --targets)`,
-          );
-        }
-        p.set(t.data as Float32Array);
-      };
-      set(k.A, l.A);
-      set(k.B, l.B);
-      set(k.magnitude, l.magnitude);
-    }
-  }
-  return params;
-}
-
-function toAdapter(
-  opts: RunOptions,
-  adapters: readonly LayerAdapter[],
-  params: ReadonlyMap<string, Float32Array>,
-  trained: ReadonlyMap<string, TrainedTensor>,
-  training?: Record<string, string | number>,
-): Adapter {
-  const layers = new Map(adapters.map((ad) => {
-    const k = peftKeys(ad.layer.name);
-    const { inFeatures: n, outFeatures: m } = ad.layer;
-    const t = (data: Float32Array, shape: number[]): Tensor => ({
-      dtype: "F32",
-      shape,
-      data: data.slice(),
-    });
-    return [ad.layer.name, {
-      A: t(params.get(k.A)!, [ad.rank, n]),
-      B: t(params.get(k.B)!, [m, ad.rank]),
-      ...(ad.dora ? { magnitude: t(params.get(k.magnitude)!, [m]) } : {}),
-    }];
-  }));
-  const name = opts.outDir.replace(/\/+$/, "").split("/").pop() || "adapter";
-  return {
-    name,
-    config: {
-      ...opts.config,
-      targetModules: opts.config.targetModules ?? adapters.map((a) => a.layer.name),
-    },
-    layers,
-    biases: new Map(
-      [...trained].filter(([, t]) => t.kind === "bias").map(([key, t]) => [
-        t.module,
-        { dtype: "F32", shape: [...t.shape], data: params.get(key)!.slice() },
-      ]),
-    ),
-    extra: new Map(
-      [...trained].filter(([, t]) => t.kind === "extra").map(([key, t]) => [
-        key,
-        { dtype: "F32", shape: [...t.shape], data: params.get(key)!.slice() },
-      ]),
-    ),
-    training,
-  };
-}
-
-/** A base tensor trained whole: a layer's bias (`bias` option) or a `modules_to_save` tensor. */
-interface TrainedTensor {
-  readonly kind: "bias" | "extra";
-  /** The layer's module path. */
-  readonly module: string;
-  readonly shape: readonly number[];
-}
-
-/**
- * The base tensors trained alongside the adapters, by source key: PEFT's `bias: "lora_only"`
- * (biases of adapted layers), `"all"` (every linear layer's bias), and `modules_to_save` (the
- * named layers' weights and biases, saved whole).
- */
-function trainedTensors(
-  model: BaseModel,
-  adapters: readonly LayerAdapter[],
-  config: PeftConfig,
-): Map<string, TrainedTensor> {
-  const out = new Map<string, TrainedTensor>();
-  const saved = config.modulesToSave ?? [];
-  for (const layer of model.layers) {
-    const whole = saved.some((m) => layer.name === m || layer.name.endsWith(`.${m}`));
-    if (whole) {
-      if (layer.orientation !== "out_in") {
-        throw new TypeError(
-          `Cannot train "${layer.name}" as a module to save: its weight is stored [in, out], and saving it whole is supported for [out, in] weights only`,
-        );
-      }
-      if (adapters.some((a) => a.layer === layer)) {
-        throw new TypeError(
-          `Cannot train "${layer.name}" both with an adapter and as a module to save`,
-        );
-      }
-      out.set(layer.weightKey, {
-        kind: "extra",
-        module: layer.name,
-        shape: [layer.outFeatures, layer.inFeatures],
-      });
-      if (layer.biasKey) {
-        out.set(layer.biasKey, { kind: "extra", module: layer.name, shape: [layer.outFeatures] });
-      }
-      continue;
-    }
-    const adapted = adapters.some((a) => a.layer === layer);
-    if (layer.biasKey && (config.bias === "all" || (config.bias === "lora_only" && adapted))) {
-      out.set(layer.biasKey, { kind: "bias", module: layer.name, shape: [layer.outFeatures] });
-    }
-  }
-  for (const m of saved) {
-    if (!model.layers.some((l) => l.name === m || l.name.endsWith(`.${m}`))) {
-      throw new RangeError(
-        `modules_to_save entry "${m}" matches no linear layer; available layers: ${
-          model.layers.map((l) => l.name).join(", ")
-        }`,
-      );
-    }
-  }
-  return out;
-}
-
-/**
- * Cross-entropy and binary cross-entropy expect logits: on an output that is already a Softmax or
- * a Sigmoid they train silently wrong (the gradient vanishes as probabilities saturate). A
- * LogSoftmax output is fine for cross-entropy (log-softmax is idempotent).
- */
-function refuseProbabilities(model: BaseModel, loss: string): void {
-  const act = model.finalActivation;
-  if (!act || (loss !== "cross_entropy" && loss !== "bce")) return;
-  if (act.op === "LogSoftmax" && loss === "cross_entropy") return;
-  throw new TypeError(
-    `Cannot fine-tune "${model.source}" with ${loss}: its output "${model.outputs[0]?.name}" is ` +
-      `already a ${act.op} of "${act.input}", and ${loss} expects logits; train on the logits ` +
-      `with --output ${act.input} (library: openModel(path, { output: "${act.input}" }))`,
-  );
 }
 
 /** A quarter of the machine's memory: the default budget of the frozen-prefix cache. */
@@ -451,9 +369,11 @@ interface EvalResult {
  *
  * @example
  * ```ts
+ * import { strictEqual } from "node:assert/strict";
  * import { countCorrect } from "./finetune.ts";
  * const logits = { dtype: "F32" as const, shape: [2, 2], data: new Float32Array([0, 1, 1, 0]) };
- * countCorrect(logits, { dtype: "I64", shape: [2], data: new BigInt64Array([1n, 1n]) }); // 1
+ * const labels = { dtype: "I64" as const, shape: [2], data: new BigInt64Array([1n, 1n]) };
+ * strictEqual(countCorrect(logits, labels), 1);
  * ```
  */
 export function countCorrect(logits: Tensor, labels: Tensor, confusion?: number[][]): number {

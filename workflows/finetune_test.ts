@@ -7,7 +7,7 @@ import { Rng } from "../src/rng.ts";
 import type { Dataset } from "../src/data/dataset.ts";
 import { loadAdapter } from "../adapters/adapter.ts";
 import { defaultPeftConfig } from "../adapters/config.ts";
-import { finetune } from "./finetune.ts";
+import { finetune, readCheckpoint } from "./finetune.ts";
 import { engineWeights } from "../adapters/weights.ts";
 
 const MODEL = new URL("../fixtures/hf/fc_mlp/model.safetensors", import.meta.url).pathname;
@@ -234,4 +234,61 @@ Deno.test("finetune() names a bad training config's field, and a missing output 
     TypeError,
     'pass outDir, or set "out" in the training config',
   );
+});
+
+Deno.test("finetune() stops after the step in progress when its signal aborts, saves the run, and resumes to the uninterrupted end", async () => {
+  const data = toyData(64);
+  const common = {
+    config: config({ loraDropout: 0.1 }),
+    loss: "cross_entropy" as const,
+    batchSize: 16,
+    epochs: 6,
+    lr: 5e-3,
+    seed: 4,
+    evalData: toyData(16, 2),
+  };
+  const full = await Deno.makeTempDir();
+  await finetune(await openSafetensorsModel(MODEL), data, { ...common, outDir: full });
+  const cut = await Deno.makeTempDir();
+  const controller = new AbortController();
+  const r = await finetune(await openSafetensorsModel(MODEL), data, {
+    ...common,
+    outDir: cut,
+    signal: controller.signal,
+    onMetric: (line) => void (!("eval" in line) && line.step === 8 && controller.abort()),
+  });
+  // Step 8 ends epoch 2: its evaluation is left to the resumed run.
+  assertEquals([r.interrupted, r.steps, (await readCheckpoint(cut)).step], [true, 8, 8]);
+  const summary = JSON.parse(await Deno.readTextFile(`${cut}/summary.json`));
+  assertEquals([summary.interrupted, summary.steps], [true, 8]);
+  await Deno.stat(`${cut}/report.html`);
+  const resumed = await finetune(await openSafetensorsModel(MODEL), data, {
+    ...common,
+    outDir: cut,
+    resume: cut,
+  });
+  assertEquals([resumed.interrupted, resumed.steps], [false, 24]);
+  for (const file of ["adapter_model.safetensors", "metrics.jsonl"]) {
+    const strip = (dir: string) =>
+      Deno.readTextFileSync(`${dir}/${file}`).replace(/,"samples_per_s":[\d.e+-]+/g, "");
+    assertEquals(strip(cut), strip(full), file);
+  }
+});
+
+Deno.test("finetune() aborted before training starts writes nothing and rejects with the signal's reason", async () => {
+  const model = await openSafetensorsModel(MODEL);
+  const outDir = `${await Deno.makeTempDir()}/run`;
+  const controller = new AbortController();
+  controller.abort(new Error("stop"));
+  await assertRejects(
+    () =>
+      finetune(model, toyData(16), {
+        config: config(),
+        outDir,
+        signal: controller.signal,
+      }),
+    Error,
+    "stop",
+  );
+  await assertRejects(() => Deno.stat(outDir), Deno.errors.NotFound);
 });

@@ -9,6 +9,7 @@
  */
 
 import { defaultPeftConfig, type PeftConfig } from "../adapters/config.ts";
+import type { LayerAdapter } from "../src/lora/branch.ts";
 import { type Dataset, splitDataset } from "../src/data/dataset.ts";
 import { loadDataset } from "../src/data/files.ts";
 import type { InputSpec } from "../src/data/feeds.ts";
@@ -20,7 +21,8 @@ import type { TrainConfig } from "./train_config.ts";
 
 /**
  * The defaults of a run's options: the loop's (`TRAINER_DEFAULTS`), LoRA of rank 8 and alpha
- * 2 × rank on every linear layer, no dropout, no trained bias, and cross-entropy.
+ * 2 × rank on every linear layer but a whole model's output layer (`all-linear`, as PEFT), no
+ * dropout, no trained bias, and cross-entropy.
  *
  * @example
  * ```ts
@@ -96,7 +98,11 @@ export interface FinetuneOptions extends TrainerOptions {
   readonly loss?: LossName;
   /** Optimizer steps between checkpoints in `<outDir>/checkpoint` (default: only at the end). */
   readonly checkpointEvery?: number;
-  /** Continue from `<dir>/checkpoint` (or `<dir>` itself when it holds a checkpoint). */
+  /**
+   * Continue from `<dir>/checkpoint` (or `<dir>` itself when it holds a checkpoint), with the
+   * options of the run that wrote it (`ffwd train --resume` reads them from the checkpoint's
+   * `train_config.json`; `finetune()` takes them as given).
+   */
   readonly resume?: string;
   /** Warm start from an adapter folder (ours, PEFT's or MLX's). */
   readonly initAdapter?: string;
@@ -114,6 +120,23 @@ export interface FinetuneOptions extends TrainerOptions {
   readonly onMetric?: (line: MetricLine) => void;
   /** Receives advice that does not stop training (e.g. a rank above a layer's min(in, out)). */
   readonly onWarning?: (message: string) => void;
+  /**
+   * Called once the options, the data and the targets are checked, before compiling: the layers
+   * that get adapters, the linear layers that do not, and the rows that train and evaluate.
+   */
+  readonly onStart?: (plan: {
+    readonly adapters: readonly LayerAdapter[];
+    readonly frozen: readonly string[];
+    readonly trainRows: number;
+    readonly evalRows: number;
+  }) => void;
+  /**
+   * Once aborted, training ends after the step in progress and the run is saved as at its end
+   * (checkpoint, adapter, summary, report), with `interrupted` set in the result: resuming it
+   * gives what the uninterrupted run gives. Aborted before training starts, nothing is written
+   * and `finetune()` rejects with the signal's reason.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -283,6 +306,80 @@ export async function evalSets(
   if (!evalSplit) return { data };
   const [train, held] = splitDataset(data, evalSplit, new Rng(seed).permutation(data.rows));
   return { data: train, evalData: held };
+}
+
+/**
+ * The training config file that resolves to `options` (see {@link resolveTrainOptions}): a run
+ * saves it with its checkpoint, so `ffwd train --resume DIR` continues it with nothing else.
+ * Left out: the output folder, `resume` and `initAdapter` (a resumed run takes the folder it
+ * resumes, and its checkpoint holds every trained value), and what a file cannot hold (data in
+ * memory, callbacks, optimizer options other than weight decay, momentum and Nesterov).
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { resolveTrainOptions, toTrainConfig } from "./train_options.ts";
+ * const o = resolveTrainOptions({}, { targets: "/fc[12]/", rank: 4, lr: 0.01, outDir: "runs/a" });
+ * const file = toTrainConfig(o);
+ * deepStrictEqual([file.targets, file.rank, file.alpha, file.lr], ["/fc[12]/", 4, 8, 0.01]);
+ * deepStrictEqual(resolveTrainOptions(file, { outDir: "runs/a" }), o);
+ * ```
+ */
+export function toTrainConfig(options: ResolvedTrainOptions): TrainConfig {
+  const o = options, c = o.config, t = c.targetModules;
+  const nonEmpty = <T>(
+    r: Readonly<Record<string, T>>,
+  ) => (Object.keys(r).length ? { ...r } : undefined);
+  return defined({
+    model: o.model,
+    block: o.block,
+    output: o.output,
+    data: o.data,
+    eval: o.evalFile,
+    eval_split: o.evalSplit,
+    label_column: o.labelColumn,
+    rank: c.r,
+    alpha: c.loraAlpha,
+    // null: every linear layer (finetune() passes them all as the modules), which /.*/ matches
+    targets: t === null
+      ? "/.*/"
+      : t.length === 0
+      ? undefined
+      : typeof t !== "string"
+      ? [t[0]!, ...t.slice(1)]
+      : t === "all-linear"
+      ? t
+      : `/${t}/`,
+    layers_to_transform: c.layersToTransform ? [...c.layersToTransform] : undefined,
+    rank_pattern: nonEmpty(c.rankPattern),
+    alpha_pattern: nonEmpty(c.alphaPattern),
+    dora: c.useDora,
+    rslora: c.useRslora,
+    bias: c.bias,
+    modules_to_save: c.modulesToSave ? [...c.modulesToSave] : undefined,
+    init: c.initLoraWeights === "gaussian" ? "gaussian" : undefined,
+    dropout: c.loraDropout,
+    loss: o.loss,
+    epochs: o.epochs,
+    max_steps: o.maxSteps,
+    batch_size: o.batchSize,
+    grad_accum: o.gradAccum,
+    lr: o.lr,
+    schedule: o.schedule,
+    warmup_steps: o.warmupSteps,
+    optimizer: o.optimizer,
+    weight_decay: o.optimizerOptions?.weightDecay,
+    momentum: o.optimizerOptions?.momentum,
+    nesterov: o.optimizerOptions?.nesterov,
+    clip_norm: o.clipNorm,
+    seed: o.seed,
+    shuffle: o.shuffle,
+    checkpoint_every: o.checkpointEvery,
+    early_stopping: o.earlyStopping?.patience,
+    threads: o.threads,
+    cache: o.cache,
+    cache_budget_mb: o.cacheBudget === undefined ? undefined : o.cacheBudget / 2 ** 20,
+  });
 }
 
 /** `all-linear`, `/regex/` (the regular expression), or a comma-separated list of names. */

@@ -1,7 +1,8 @@
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import { defaultPeftConfig } from "../adapters/config.ts";
 import type { Dataset } from "../src/data/dataset.ts";
-import { evalSets, resolveTrainOptions, TRAIN_DEFAULTS } from "./train_options.ts";
+import { evalSets, resolveTrainOptions, toTrainConfig, TRAIN_DEFAULTS } from "./train_options.ts";
+import { parseTrainConfig } from "./train_config.ts";
 import { withTempDir } from "../tests/_assert.ts";
 
 Deno.test("resolveTrainOptions() with nothing given is the defaults", () => {
@@ -114,4 +115,53 @@ Deno.test("evalSets() prefers evalData, then the eval file, then a seeded split"
   const rows = [...split.data.x, ...split.evalData!.x].filter((_, i) => i % 2 === 0);
   deepStrictEqual(rows.sort((a, b) => a - b), [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]);
   strictEqual((await evalSets(data, resolveTrainOptions({}))).evalData, undefined);
+});
+
+Deno.test("toTrainConfig() saves options that resolve again to the same run, and passes the schema", () => {
+  const file = {
+    model: "base.onnx",
+    block: "mlp",
+    output: "logits",
+    data: "train.csv",
+    eval_split: 0.2,
+    label_column: "label",
+    rank: 4,
+    alpha: 12,
+    targets: ["fc1", "fc2"],
+    layers_to_transform: [0, 2],
+    rank_pattern: { fc2: 2 },
+    alpha_pattern: { fc2: 3 },
+    dora: true,
+    rslora: true,
+    bias: "lora_only" as const,
+    modules_to_save: ["head"],
+    init: "gaussian" as const,
+    dropout: 0.1,
+    loss: "mse" as const,
+    epochs: 3,
+    max_steps: 50,
+    batch_size: 16,
+    grad_accum: 2,
+    lr: 0.02,
+    schedule: "cosine" as const,
+    warmup_steps: 5,
+    optimizer: "sgd" as const,
+    weight_decay: 0.1,
+    momentum: 0.9,
+    nesterov: true,
+    clip_norm: 1,
+    seed: 7,
+    shuffle: false,
+    checkpoint_every: 10,
+    early_stopping: 2,
+    threads: 1,
+    cache: false,
+    cache_budget_mb: 64,
+  };
+  for (const given of [file, {}, { targets: "/fc[12]/" }, { targets: "all-linear" }]) {
+    const o = resolveTrainOptions(given, { outDir: "runs/a" });
+    const saved = parseTrainConfig(JSON.parse(JSON.stringify(toTrainConfig(o))));
+    deepStrictEqual(resolveTrainOptions(saved, { outDir: "runs/a" }), o);
+  }
+  deepStrictEqual(toTrainConfig(resolveTrainOptions(file)), file);
 });

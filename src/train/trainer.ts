@@ -6,7 +6,9 @@
  * reproduce the uninterrupted one exactly.
  *
  * Reproducibility: the epoch order comes from `Rng(seed + 1 + epoch)` (so a resumed run recomputes
- * it), and dropout masks come from one generator whose state is checkpointed.
+ * it), and dropout masks come from one generator whose state is checkpointed. An aborted `signal`
+ * ends the run after the current step with a final checkpoint, so an interrupted run resumes
+ * exactly too.
  *
  * @module
  */
@@ -100,6 +102,8 @@ export interface TrainerState {
   readonly bestEval: number | null;
   /** Evaluations in a row without improvement, counted against the patience. */
   readonly badEvals: number;
+  /** Seconds spent in the loop up to this state, over every run that led to it. */
+  readonly seconds?: number;
 }
 
 /** One line of `metrics.jsonl`. */
@@ -139,6 +143,8 @@ export interface TrainResult {
   readonly lastLoss: number;
   /** Whether early stopping ended the run. */
   readonly stoppedEarly: boolean;
+  /** Whether `signal` ended the run before its last step (the final checkpoint holds its state). */
+  readonly interrupted: boolean;
   /** Wall time of this call. */
   readonly seconds: number;
 }
@@ -153,6 +159,11 @@ export interface TrainOptions extends TrainerOptions {
   readonly masks?: readonly MaskInput[];
   /** Continue from this checkpoint: parameters, optimizer, generator and position. */
   readonly resume?: TrainerState;
+  /**
+   * Once aborted, the run ends after the step in progress (an evaluation due then is left to the
+   * resumed run), with the final checkpoint, as `stopAfter` ends it.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -192,7 +203,7 @@ export async function train(
   data: Dataset,
   options: TrainOptions,
 ): Promise<TrainResult> {
-  const { params, hooks = {}, masks = [], resume, ...opts } = options;
+  const { params, hooks = {}, masks = [], resume, signal, ...opts } = options;
   const D = TRAINER_DEFAULTS;
   const batchSize = opts.batchSize ?? D.batchSize;
   const accum = opts.gradAccum ?? D.gradAccum;
@@ -211,6 +222,7 @@ export async function train(
     opt.load(resume.optimizer);
     for (const [k, v] of resume.params) params.get(k)?.set(v);
   }
+  const t0 = performance.now();
   const state = (): TrainerState => ({
     step: stepNo,
     epoch,
@@ -220,10 +232,12 @@ export async function train(
     params: new Map([...params].map(([k, v]) => [k, v.slice()])),
     bestEval,
     badEvals,
+    seconds: (resume?.seconds ?? 0) + (performance.now() - t0) / 1000,
   });
-  const t0 = performance.now();
-  let lastLoss = NaN, stoppedEarly = false;
+  let lastLoss = NaN, stoppedEarly = false, interrupted = false;
   const lastStep = Math.min(totalSteps, opts.stopAfter ?? Infinity);
+  // A signal after the last step changes nothing: the run ends as planned, evaluation included.
+  const stop = () => signal?.aborted === true && stepNo < lastStep;
   // Reused for every full batch: each step is done with its feeds before the next is sliced.
   const buffers = batchBuffers(data, batchSize);
   outer: while (
@@ -281,6 +295,12 @@ export async function train(
       ) {
         await hooks.checkpoint(state(), false);
       }
+      // At an epoch's end the state says so (position = batches, epoch not yet counted): the
+      // resumed run then evaluates first, where this one would have.
+      if (stop()) {
+        interrupted = true;
+        break outer;
+      }
     }
     if (position >= batchesPerEpoch) {
       epoch++;
@@ -300,9 +320,14 @@ export async function train(
         }
       }
     }
+    if (stop()) {
+      interrupted = true;
+      break;
+    }
   }
   if (hooks.checkpoint) await hooks.checkpoint(state(), true);
-  return { steps: stepNo, lastLoss, stoppedEarly, seconds: (performance.now() - t0) / 1000 };
+  const seconds = (performance.now() - t0) / 1000;
+  return { steps: stepNo, lastLoss, stoppedEarly, interrupted, seconds };
 }
 
 /** Σ g² over every gradient element, in float64. */

@@ -4,7 +4,7 @@
  * larger batch, clipping gives an update of norm `lr · maxNorm`, the reported gradient norm is
  * the gradients' norm, a non-finite gradient stops training naming the parameter, an
  * overflowing sum of squares of finite gradients does not, early stopping honours its patience,
- * and the seeded order is reproducible.
+ * the seeded order is reproducible, and a run aborted after any step resumes to the same end.
  *
  * @module
  */
@@ -17,7 +17,7 @@ import type { Tensor } from "../tensor.ts";
 import { Rng } from "../rng.ts";
 import type { Dataset } from "../data/dataset.ts";
 import { TrainStep } from "./step.ts";
-import { type MetricLine, NonFiniteError, train } from "./trainer.ts";
+import { type MetricLine, NonFiniteError, train, type TrainerState } from "./trainer.ts";
 
 const IN = 3, OUT = 2;
 
@@ -266,4 +266,50 @@ Deno.test("the batch order is a function of the seed, and --no-shuffle keeps the
     ...[...Array(12).keys()],
     ...Array(12).keys(),
   ]);
+});
+
+Deno.test("a run aborted after any step resumes from its final checkpoint to the uninterrupted result", async () => {
+  const step = await linearStep();
+  try {
+    const d = data(12);
+    type Run = { params: Float32Array; lines: MetricLine[]; state?: TrainerState };
+    const run = async (abortAt?: number, resume?: TrainerState): Promise<Run> => {
+      const w = W0();
+      const lines: MetricLine[] = [];
+      const controller = new AbortController();
+      let state: TrainerState | undefined;
+      const r = await train(step, d, {
+        params: new Map([["w", w]]),
+        batchSize: 4,
+        epochs: 3, // 3 steps an epoch, 9 in all
+        optimizer: "adam",
+        lr: 0.05,
+        schedule: "cosine",
+        earlyStopping: { patience: 5 },
+        resume,
+        signal: controller.signal,
+        hooks: {
+          onMetric: ({ samples_per_s: _, ...line }: Record<string, unknown>) => {
+            lines.push(line as MetricLine);
+            if (!("eval" in line) && line.step === abortAt) controller.abort();
+          },
+          // Evaluation reads the parameters: a resumed run that evaluated elsewhere differs.
+          evaluate: (p) => Promise.resolve({ loss: p.get("w")!.reduce((s, v) => s + v * v, 0) }),
+          checkpoint: (s, final) => Promise.resolve(void (final && (state = s))),
+        },
+      });
+      assertEquals(r.interrupted, abortAt !== undefined && abortAt < 9, `abort at ${abortAt}`);
+      return { params: w, lines, state };
+    };
+    const full = await run();
+    for (let k = 1; k <= 9; k++) {
+      const cut = await run(k);
+      assertEquals(cut.state!.step, k);
+      const rest = await run(undefined, cut.state);
+      assertEquals([...rest.params], [...full.params], `abort after step ${k}`);
+      assertEquals([...cut.lines, ...rest.lines], full.lines, `abort after step ${k}`);
+    }
+  } finally {
+    await step.release();
+  }
 });

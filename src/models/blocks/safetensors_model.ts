@@ -152,7 +152,8 @@ async function openBlock(
     );
   } else {
     throw new RangeError(
-      `${where}: it holds ${blocks.length} feedforward blocks, choose one with the block option: ${list()}`,
+      `${where}: it holds ${blocks.length} feedforward blocks (${list()}); choose one with ` +
+        `--block NAME (library: openModel(path, { block: NAME }))`,
     );
   }
   const entries = new Map(file.header.tensors.map((t) => [t.name, t]));

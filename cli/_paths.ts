@@ -1,0 +1,71 @@
+/**
+ * The paths commands take, checked before anything is read or written: a model flag names a file
+ * (or a TF.js model's folder), and the output of `merge` and `export` is a file (`finetune()`
+ * checks `train`'s output folder). A missing file is left to the opener, which says so; the
+ * messages here name the flag and what would work.
+ *
+ * @module
+ */
+
+const MODEL_FILE = /\.(onnx|safetensors)$|(^|\/)model\.json$/i;
+
+/**
+ * Refuses a model path that is a folder, naming the model files in it, unless it is a TF.js
+ * model's folder (it holds `model.json`).
+ *
+ * @example
+ * ```ts
+ * import { rejects } from "node:assert/strict";
+ * import { checkModelFile } from "./_paths.ts";
+ * const folder = "fixtures/hf/fc_mlp";
+ * await rejects(() => checkModelFile(folder), /fixtures\/hf\/fc_mlp\/model\.safetensors/);
+ * await checkModelFile("fixtures/tfjs/dense"); // a TF.js model's folder: it holds model.json
+ * ```
+ */
+export async function checkModelFile(path: string, flag = "--model"): Promise<void> {
+  if (!(await stat(path))?.isDirectory || (await stat(`${path}/model.json`))?.isFile) return;
+  const files: string[] = [];
+  for await (const e of Deno.readDir(path)) {
+    if (e.isFile && MODEL_FILE.test(e.name)) files.push(`${path.replace(/\/+$/, "")}/${e.name}`);
+  }
+  // model.* first: the file a folder of a model is named after.
+  files.sort((a, b) =>
+    Number(!/\/model\./.test(a)) - Number(!/\/model\./.test(b)) || (a < b ? -1 : 1)
+  );
+  const hint = files.length
+    ? `give the model file in it: ${files.slice(0, 3).join(" or ")}`
+    : "give a .onnx or .safetensors file, or a TF.js model.json";
+  throw new TypeError(
+    `Cannot open ${flag} "${path}": it is a folder, and not a TF.js model's (no model.json); ` +
+      hint,
+  );
+}
+
+/**
+ * Refuses an output file that is an existing folder.
+ *
+ * @example
+ * ```ts
+ * import { rejects } from "node:assert/strict";
+ * import { checkOutFile } from "./_paths.ts";
+ * await rejects(() => checkOutFile("fixtures", ".onnx"), /fixtures\/model\.onnx/);
+ * ```
+ */
+export async function checkOutFile(path: string, extension: string, flag = "--out"): Promise<void> {
+  if (!(await stat(path))?.isDirectory) return;
+  throw new TypeError(
+    `Cannot write to ${flag} "${path}": it is a folder; give the file to write, such as ` +
+      `"${trim(path)}/model${extension}"`,
+  );
+}
+
+async function stat(path: string): Promise<Deno.FileInfo | undefined> {
+  try {
+    return await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return;
+    throw e;
+  }
+}
+
+const trim = (path: string) => path.replace(/(.)\/+$/, "$1");
