@@ -21,6 +21,7 @@ const RANKS: readonly (readonly string[])[] = [
   ["workflows", "report"],
   ["mod.ts"],
   ["cli"],
+  ["examples"],
 ];
 
 interface Import {
