@@ -101,13 +101,34 @@ export interface GemmOptions {
  *
  * @example
  * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
  * import { Graph } from "../graph.ts";
  * import { gemm } from "./matmul.ts";
  * const g = new Graph();
  * const x = g.input("x", "F32", ["batch", 4]);
  * const w = g.input("w", "F32", [3, 4]); // [out, in]
  * const b = g.input("b", "F32", [3]);
- * gemm(x, w, b, { transB: true }).shape; // ["batch", 3]
+ * deepStrictEqual(gemm(x, w, b, { transB: true }).shape, ["batch", 3]);
+ * ```
+ *
+ * @example The forward pass by hand (the tutorial's §4.3): three dense layers whose weights and
+ * biases are all ones take x = [1] to [2, 2], then [5, 5], then [11, 11].
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { Graph } from "../graph.ts";
+ * import { Session } from "../runtime.ts";
+ * import { gemm } from "./matmul.ts";
+ * const g = new Graph();
+ * const ones = (...shape: number[]) =>
+ *   g.constant({ dtype: "F32", shape, data: new Float32Array(shape.reduce((a, b) => a * b)).fill(1) });
+ * const x = g.input("x", "F32", ["batch", 1]);
+ * const h1 = gemm(x, ones(2, 1), ones(2), { transB: true }); // [out, in] weights, as nn.Linear
+ * const h2 = gemm(h1, ones(2, 2), ones(2), { transB: true });
+ * const y = gemm(h2, ones(2, 2), ones(2), { transB: true });
+ * const session = await Session.compile(g, { outputs: [h1, h2, y] });
+ * const out = await session.run({ x: { dtype: "F32", shape: [1, 1], data: new Float32Array([1]) } });
+ * deepStrictEqual([h1, h2, y].map((v) => [...out[v.name]!.data]), [[2, 2], [5, 5], [11, 11]]);
+ * await session.release();
  * ```
  */
 export function gemm(a: Value, b: Value, c: Value | null = null, opts: GemmOptions = {}): Value {
