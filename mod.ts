@@ -1,69 +1,112 @@
 /**
  * ffwd: fine-tune pretrained feedforward blocks with low-rank adapters, in Deno.
  *
- * Load a base (ONNX, safetensors with HF layouts, TF.js), attach LoRA / rsLoRA / DoRA adapters,
- * train them with ffwd's reverse-mode autograd compiled to ONNX, save them in PEFT's format,
- * merge and export with a parity report, and serve one base with hot-swapped adapters.
+ * Open a base (ONNX, safetensors with HF layouts, TF.js), load data for it, train LoRA / rsLoRA /
+ * DoRA adapters with ffwd's reverse-mode autograd compiled to ONNX, save them in PEFT's format,
+ * merge and export them with a parity report, and serve one base with hot-swapped adapters.
  *
- * @example Train an adapter and serve it
- * ```ts ignore
- * import { defaultPeftConfig, engineWeights, finetune, InferenceEngine, loadDataset, openModel } from "./mod.ts";
+ * The exports by use (the types a function takes and returns are exported beside it):
  *
- * const model = await openModel("fixtures/mnist/base.safetensors");
- * const data = await loadDataset("train.jsonl", { width: 784 });
- * const { adapter } = await finetune(model, data, {
+ * - Opening models: `openModel` opens any base as a `BaseModel` (its `inputs`, `outputs` and
+ *   linear `layers`); `inspectOnnx` and `inspectSafetensors` describe a file.
+ * - Data: `loadDataset(path, { model })` reads JSONL, CSV or safetensors training data for a
+ *   model, `loadInputs` inputs alone; `splitDataset`, `saveDatasetSafetensors`, `writeJsonl`;
+ *   `Tensor`, `tensor`, `toFloat32`, `readSafetensors`, `writeSafetensors`, `writeFileAtomic`.
+ * - Training: `finetune(model, data, options)`, into a run folder (`outDir`) or in memory;
+ *   `TRAIN_DEFAULTS`; `readTrainConfig` and `parseTrainConfig` for `ffwd train --config` files;
+ *   `readCheckpoint`.
+ * - Adapters: `loadAdapter` (PEFT, MLX or ffwd folders), `savePeftAdapter`, `defaultPeftConfig`,
+ *   `readPeftConfig`, `parsePeftConfig`, `matchAdapter`, `inspectAdapter`, `combineAdapters`.
+ * - Merge and export: `exportAdapter` writes the base with an adapter merged (ONNX or
+ *   safetensors) and checks it with a parity report (`ParityError` when it fails);
+ *   `writeReport` and `renderReport` make a run's HTML report.
+ * - Serving: `InferenceEngine` (one base, an adapter chosen per row, hot-swapped),
+ *   `engineWeights`, `serve` (HTTP).
+ * - The engine, for extension: `Graph`, `Value`, `ops`, `grad`, `Session`, `saveOnnx`,
+ *   `gradcheck`; `buildAdapted`, `TrainStep` and `train` for a training loop of your own.
+ *
+ * Lower-level pieces (the merge kernels and `deltaWeight`, the openers of each format, the
+ * training options' resolution) stay importable from their own modules.
+ *
+ * @example Train an adapter in memory and serve it
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import {
+ *   defaultPeftConfig,
+ *   engineWeights,
+ *   finetune,
+ *   InferenceEngine,
+ *   loadDataset,
+ *   openModel,
+ * } from "./mod.ts";
+ *
+ * const model = await openModel("fixtures/mnist/base.safetensors"); // 784 → 10
+ * const path = (await Deno.makeTempDir()) + "/train.jsonl";
+ * const row = (y: number) => JSON.stringify({ x: new Array(784).fill(y / 10), y }) + "\n";
+ * await Deno.writeTextFile(path, row(3) + row(7));
+ * const data = await loadDataset(path, { model }); // rows of 784 values, as the model takes
+ * const { adapter, steps } = await finetune(model, data, {
  *   config: defaultPeftConfig({ r: 8, loraAlpha: 16, targetModules: ["fc1", "fc2", "fc3"] }),
  *   loss: "cross_entropy",
- *   outDir: "runs/rot45",
  *   epochs: 5,
  * });
  * const engine = await InferenceEngine.create(model);
- * await engine.register("rot45", engineWeights(adapter, model));
+ * await engine.register("digits", engineWeights(adapter, model));
+ * const logits = await engine.run(
+ *   { dtype: "F32", shape: [1, 784], data: new Float32Array(784) },
+ *   "digits",
+ * );
+ * deepStrictEqual([steps, logits.shape], [5, [1, 10]]);
+ * await engine.close();
+ * model.close();
+ * ```
+ *
+ * @example Adapter folders: save, load, inspect
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { inspectAdapter, loadAdapter, readPeftConfig, savePeftAdapter } from "./mod.ts";
+ *
+ * const adapter = await loadAdapter("fixtures/peft/mlp_lora"); // written by PEFT
+ * const dir = (await Deno.makeTempDir()) + "/copy";
+ * await savePeftAdapter(dir, adapter);
+ * const config = await readPeftConfig(`${dir}/adapter_config.json`);
+ * const summary = await inspectAdapter(dir);
+ * deepStrictEqual([config.r, summary.kind, summary.parameters], [4, "peft", 115]);
+ * ```
+ *
+ * @example A gradient from the engine alone
+ * ```ts
+ * import { ok } from "node:assert/strict";
+ * import { grad, Graph, ops, Session, type Tensor, toFloat32 } from "./mod.ts";
+ *
+ * const g = new Graph();
+ * const x = g.input("x", "F32", ["batch", 4]);
+ * const w = g.input("w", "F32", [3, 4]);
+ * const labels = g.input("labels", "I64", ["batch"]);
+ * const loss = ops.crossEntropy(ops.gemm(x, w, null, { transB: true }), labels);
+ * const [dw] = grad(loss, [w]);
+ * g.output(loss);
+ * g.output(dw!);
+ * const session = await Session.compile(g);
+ * const out = await session.run({
+ *   x: { dtype: "F32", shape: [2, 4], data: new Float32Array(8).fill(1) },
+ *   w: { dtype: "F32", shape: [3, 4], data: new Float32Array(12) },
+ *   labels: { dtype: "I64", shape: [2], data: new BigInt64Array([0n, 2n]) },
+ * });
+ * // Zero weights: a uniform softmax, so the loss is ln 3 and row c of dW is the mean over the
+ * // rows of (1/3 − [label = c]) · x.
+ * const near = (t: Tensor, want: number[]) =>
+ *   want.every((v, i) => Math.abs(toFloat32(t).data[i]! - v) < 1e-6);
+ * ok(near(out[loss.name]!, [Math.log(3)]));
+ * ok(near(out[dw!.name]!, [-1 / 6, 1 / 3, -1 / 6].flatMap((v) => [v, v, v, v])));
+ * await session.release();
  * ```
  *
  * @module
  */
 
-// Tensors and files
-export {
-  castFloat,
-  type DataOf,
-  type DType,
-  DTYPES,
-  fromBytes,
-  numel,
-  type Tensor,
-  type TensorData,
-  tensor,
-  toBytes,
-  toFloat32,
-} from "./src/tensor.ts";
-export {
-  inspectSafetensors,
-  type LazyTensor,
-  type MetadataInput,
-  type NamedTensor,
-  openSafetensors,
-  readSafetensors,
-  type SafetensorsContents,
-  type SafetensorsEntry,
-  type SafetensorsFile,
-  type SafetensorsHeader,
-  type SafetensorsSummary,
-  type TensorCollection,
-  type TensorInput,
-  writeSafetensors,
-  type WriteSafetensorsOptions,
-} from "./src/io/safetensors.ts";
-export {
-  type AtomicWriteOptions,
-  type ByteSource,
-  withAtomicFile,
-  writeFileAtomic,
-} from "./src/fs/atomic.ts";
-export { Rng, type RngState } from "./src/rng.ts";
-
-// Base models
+// Opening models
+export { openModel, type OpenModelOptions } from "./src/models/open.ts";
 export type {
   BaseModel,
   BuildOptions,
@@ -74,67 +117,36 @@ export type {
   ModelIO,
   Orientation,
 } from "./src/models/model.ts";
-export { openModel, type OpenModelOptions } from "./src/models/open.ts";
-export {
-  type OnnxModel,
-  openOnnxModel,
-  type OpenOnnxOptions,
-  type OpsetImport,
-} from "./src/models/onnx/import.ts";
-export type { OnnxLinearLayer } from "./src/models/onnx/linear.ts";
-export type { ExternalLocation, InitializerInfo } from "./src/io/onnx/read.ts";
 export { inspectOnnx, type OnnxSummary } from "./src/models/onnx/inspect.ts";
 export {
-  detectSafetensorsBlocks,
-  type FileDetection,
-  openSafetensorsModel,
-  type OpenSafetensorsOptions,
-  type SafetensorsModel,
-} from "./src/models/blocks/safetensors_model.ts";
-export type { DetectedBlock, Detection, HfConfig, Layout } from "./src/models/blocks/detect.ts";
-export type { ResolvedBlock, ResolvedNorm } from "./src/models/blocks/resolve.ts";
-export type {
-  ActivationFn,
-  ActivationName,
-  ACTIVATIONS,
-  BlockSpec,
-} from "./src/models/blocks/spec.ts";
-export { openTfjsModel, type OpenTfjsOptions, type TfjsModel } from "./src/models/tfjs.ts";
-export type { KerasLayerInfo } from "./src/models/tfjs/convert.ts";
+  inspectSafetensors,
+  type LazyTensor,
+  type MetadataInput,
+  type NamedTensor,
+  readSafetensors,
+  type SafetensorsContents,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+  type SafetensorsSummary,
+  type TensorCollection,
+  type TensorInput,
+  writeSafetensors,
+  type WriteSafetensorsOptions,
+} from "./src/io/safetensors.ts";
 
-// The engine
+// Data
 export {
-  type Attr,
-  type Dim,
-  type ExternalTensor,
-  Graph,
-  type InitData,
-  type Node,
-  type OutputSpec,
-  type Shape,
-  Value,
-  type ValueKind,
-} from "./src/engine/graph.ts";
-export { grad, type GradOptions } from "./src/engine/autograd.ts";
-export {
-  type EmitOptions,
-  type SavedOnnx,
-  saveOnnx,
-  type SaveOptions,
-  serializeOnnx,
-} from "./src/engine/emit.ts";
-export { Session, type SessionOptions } from "./src/engine/runtime.ts";
-export {
-  type CheckInput,
-  gradcheck,
-  type GradcheckOptions,
-  type GradcheckResult,
-} from "./src/engine/gradcheck.ts";
-export * as ops from "./src/engine/ops/mod.ts";
-
-// Training
+  type DataOf,
+  type DType,
+  DTYPES,
+  type Tensor,
+  tensor,
+  type TensorData,
+  toFloat32,
+} from "./src/tensor.ts";
+export { type AtomicWriteOptions, type ByteSource, writeFileAtomic } from "./src/fs/atomic.ts";
 export { type Dataset, type RowTensor, splitDataset } from "./src/data/dataset.ts";
-export { type InputSpec, modelFeeds, rowWidth } from "./src/data/feeds.ts";
+export type { InputSpec } from "./src/data/feeds.ts";
 export {
   type DataFormat,
   type DataInputs,
@@ -145,37 +157,32 @@ export {
   saveDatasetSafetensors,
   writeJsonl,
 } from "./src/data/files.ts";
+
+// Training
 export {
-  clipGradNorm,
-  Optimizer,
-  type OptimizerName,
-  type OptimizerOptions,
-  type OptimizerState,
-} from "./src/train/optim.ts";
-export { learningRate, type ScheduleName, type ScheduleOptions } from "./src/train/schedule.ts";
-export { type StepResult, type StepSpec, TrainStep } from "./src/train/step.ts";
-export {
-  type MaskInput,
-  type MetricLine,
-  train,
-  TRAINER_DEFAULTS,
-  type TrainerHooks,
-  type TrainerOptions,
-  type TrainerState,
-  type TrainOptions,
-  type TrainResult,
+  finetune,
+  type FinetuneOptions,
+  type FinetuneResult,
+  type FinetuneSummary,
+  type PrefixCacheStats,
+  readCheckpoint,
+} from "./workflows/finetune.ts";
+export { TRAIN_DEFAULTS } from "./workflows/train_options.ts";
+export { parseTrainConfig, readTrainConfig, type TrainConfig } from "./workflows/train_config.ts";
+export type {
+  BestEval,
+  EvalResult,
+  MetricLine,
+  TrainerHooks,
+  TrainerOptions,
+  TrainerState,
 } from "./src/train/trainer.ts";
+export type { OptimizerName, OptimizerOptions, OptimizerState } from "./src/train/optim.ts";
+export type { ScheduleName } from "./src/train/schedule.ts";
+export type { LossName } from "./src/lora/adapted.ts";
+export type { RngState } from "./src/rng.ts";
 
 // Adapters
-export { type AdapterInputs, type LayerAdapter, loraScale, peftKeys } from "./src/lora/branch.ts";
-export { planAdapters, type TargetOptions } from "./adapters/targets.ts";
-export {
-  defaultPeftConfig,
-  type JsonValue,
-  parsePeftConfig,
-  type PeftConfig,
-  readPeftConfig,
-} from "./adapters/config.ts";
 export {
   type Adapter,
   type AdapterKind,
@@ -186,53 +193,25 @@ export {
   type MatchOptions,
   type ShapeMismatch,
 } from "./adapters/adapter.ts";
+export { savePeftAdapter, type SavePeftOptions } from "./adapters/peft.ts";
+export type { LoadMlxOptions } from "./adapters/mlx.ts";
 export {
-  loadPeftAdapter,
-  type LoadPeftOptions,
-  savePeftAdapter,
-  type SavePeftOptions,
-} from "./adapters/peft.ts";
-export { loadMlxAdapter, type LoadMlxOptions } from "./adapters/mlx.ts";
+  defaultPeftConfig,
+  type JsonValue,
+  parsePeftConfig,
+  type PeftConfig,
+  readPeftConfig,
+} from "./adapters/config.ts";
+export type { AdapterInputs, LayerAdapter } from "./src/lora/branch.ts";
 export { type AdapterSummary, inspectAdapter } from "./workflows/inspect.ts";
-export {
-  type AdaptedGraph,
-  buildAdapted,
-  type BuildAdaptedOptions,
-  type LossName,
-} from "./src/lora/adapted.ts";
-export {
-  finetune,
-  type FinetuneOptions,
-  type FinetuneResult,
-  readCheckpoint,
-} from "./workflows/finetune.ts";
-export { parseTrainConfig, readTrainConfig, type TrainConfig } from "./workflows/train_config.ts";
-export {
-  evalSets,
-  type ResolvedTrainOptions,
-  resolveTrainOptions,
-  TRAIN_DEFAULTS,
-} from "./workflows/train_options.ts";
-export { engineWeights } from "./adapters/weights.ts";
-export {
-  deltaWeight,
-  type KernelArgs,
-  type KernelKind,
-  type LayerDelta,
-  mergeAdapter,
-  type MergedWeights,
-  type MergeKernels,
-  type MergeOptions,
-  type MergePlan,
-  planMerge,
-  unmergeAdapter,
-} from "./workflows/merge.ts";
 export {
   combineAdapters,
   type Combined,
   type CombineMethod,
   type CombineOptions,
 } from "./workflows/combine.ts";
+
+// Merge and export
 export {
   exportAdapter,
   type ExportFormat,
@@ -244,7 +223,6 @@ export {
   type PairResult,
   ParityError,
   type ParityReport,
-  storageTolerance,
   type Tolerance,
 } from "./workflows/parity.ts";
 export {
@@ -255,7 +233,8 @@ export {
   writeReport,
 } from "./report/html.ts";
 
-// Inference
+// Serving
+export { engineWeights } from "./adapters/weights.ts";
 export {
   type AdapterLoader,
   type AdapterSnapshot,
@@ -269,3 +248,45 @@ export {
 export { serve, type ServeOptions, type Server, type WeightsLoader } from "./src/infer/server.ts";
 export type { BatcherOptions } from "./src/infer/batcher.ts";
 export type { Counter, Histogram, Labels, ServerMetrics } from "./src/infer/metrics.ts";
+
+// The engine, for extension
+export {
+  type Attr,
+  type Dim,
+  type ExternalTensor,
+  Graph,
+  type InitData,
+  type Node,
+  type OutputSpec,
+  type Shape,
+  Value,
+  type ValueKind,
+} from "./src/engine/graph.ts";
+export { grad, type GradOptions } from "./src/engine/autograd.ts";
+export { Session, type SessionOptions } from "./src/engine/runtime.ts";
+export { type EmitOptions, type SavedOnnx, saveOnnx, type SaveOptions } from "./src/engine/emit.ts";
+export {
+  type CheckInput,
+  gradcheck,
+  type GradcheckOptions,
+  type GradcheckResult,
+} from "./src/engine/gradcheck.ts";
+/**
+ * The op builders of the engine (`ops.gemm`, `ops.gelu`, `ops.layerNorm`, `ops.crossEntropy`,
+ * …): each adds a node to a {@link Graph} with its shape, and has the vector-Jacobian product
+ * {@link grad} uses.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { Graph, ops } from "./mod.ts";
+ * const g = new Graph();
+ * const x = g.input("x", "F32", ["batch", 4]);
+ * const w = g.input("w", "F32", [3, 4]);
+ * deepStrictEqual(ops.relu(ops.gemm(x, w, null, { transB: true })).shape, ["batch", 3]);
+ * ```
+ */
+export * as ops from "./src/engine/ops/mod.ts";
+export { type AdaptedGraph, buildAdapted, type BuildAdaptedOptions } from "./src/lora/adapted.ts";
+export { type StepResult, type StepSpec, TrainStep } from "./src/train/step.ts";
+export { type MaskInput, train, type TrainOptions, type TrainResult } from "./src/train/trainer.ts";

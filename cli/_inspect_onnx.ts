@@ -10,7 +10,7 @@
  */
 
 import { inspectOnnx, LAYER_ROLES, type OnnxSummary } from "../src/models/onnx/inspect.ts";
-import { count, dims, indent, plural, printable, table } from "./_inspect_text.ts";
+import { count, dims, indent, names, plural, printable, table } from "./_inspect_text.ts";
 
 /**
  * The JSON form (the {@linkcode OnnxSummary}, `format` first) and the table of an ONNX file.
@@ -43,7 +43,7 @@ function onnxTable(path: string, s: OnnxSummary): string[] {
       s.inputs.map((i) => [printable(i.name), i.dtype, dims(i.shape)]),
       [false, false, false],
     )),
-    `outputs: ${s.outputs.map(printable).join(", ") || "none"}`,
+    `outputs: ${names(s.outputs)}`,
     "",
     ...initializerLines(s),
     "",

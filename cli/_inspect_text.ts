@@ -41,6 +41,16 @@ export function plural(n: number, word: string): string {
   return `${count(n)} ${word}${n === 1 ? "" : "s"}`;
 }
 
+/**
+ * `2 ("logits", "15")`: how many, then each name quoted, so a name that is a number is not read
+ * as a count.
+ */
+export function names(list: readonly string[]): string {
+  return `${count(list.length)}${
+    list.length ? ` (${list.map((n) => JSON.stringify(n)).join(", ")})` : ""
+  }`;
+}
+
 /** `[512, 784]`, `[batch, 784]` */
 export function dims(shape: readonly (number | string)[]): string {
   return `[${shape.join(", ")}]`;

@@ -104,6 +104,11 @@ export function registerTrain(program: Program): void {
       "stop after this many evaluations without improvement",
       positiveInteger,
     )
+    .option(
+      "--save-best",
+      "save the adapter of the evaluation with the lowest eval loss, not the last step's " +
+        "(needs --eval or --eval-split; --resume keeps it)",
+    )
     .option("--init-adapter <dir>", "warm start from an adapter (ffwd, PEFT or MLX)")
     .option(
       "--resume <dir>",
@@ -126,7 +131,6 @@ export function registerTrain(program: Program): void {
         "../workflows/checkpoint.ts"
       );
       const { loadDataset } = await import("../src/data/files.ts");
-      const { rowWidth } = await import("../src/data/feeds.ts");
       const { openModel } = await import("../src/models/open.ts");
       const given = flags.config ? await readTrainConfig(flags.config) : {};
       // A resumed run takes the options its checkpoint saved, and its folder; flags win.
@@ -169,6 +173,7 @@ export function registerTrain(program: Program): void {
         earlyStopping: flags.earlyStopping === undefined
           ? undefined
           : { patience: flags.earlyStopping },
+        saveBest: flags.saveBest,
         initAdapter: flags.initAdapter,
         resume: resumeDir,
         threads: flags.threads,
@@ -186,11 +191,7 @@ export function registerTrain(program: Program): void {
       const out = o.outDir;
       await checkModelFile(o.model);
       const model = await openModel(o.model, { block: o.block, output: o.output });
-      const data = await loadDataset(o.data, {
-        width: model.inputs.length === 1 ? rowWidth(model.inputs[0]) : undefined,
-        inputs: model.inputs,
-        labelColumn: o.labelColumn,
-      });
+      const data = await loadDataset(o.data, { model, labelColumn: o.labelColumn });
       let progress: Progress | undefined;
       const resumeHint = `resume with: ffwd train --resume ${shellWord(out)}`;
       using interrupt = onInterrupt({
@@ -235,6 +236,7 @@ export function registerTrain(program: Program): void {
         steps: result.steps,
         last_loss: result.lastLoss,
         eval: result.eval ?? null,
+        best: result.best ?? null,
         seconds: Math.round(result.seconds * 100) / 100,
         trainable_params: result.trainableParams,
         base_params: result.baseParams,
@@ -249,6 +251,10 @@ export function registerTrain(program: Program): void {
               : ""
           }`
           : "";
+        const best = result.best
+          ? `; saved the adapter of epoch ${result.best.epoch} (step ${result.best.step}), ` +
+            `eval loss ${result.best.loss.toFixed(4)}`
+          : "";
         console.log(
           `trained ${plural(result.steps, "step")} in ${summary.seconds}s: loss ${
             result.lastLoss.toFixed(4)
@@ -256,7 +262,7 @@ export function registerTrain(program: Program): void {
             `${result.trainableParams.toLocaleString("en-US")} trainable parameters ` +
             `(${
               (100 * result.trainableParams / Math.max(1, result.baseParams)).toFixed(2)
-            }% of the base)\n` +
+            }% of the base)${best}\n` +
             `adapter: ${out}/adapter_model.safetensors, metrics: ${out}/metrics.jsonl, report: ${out}/report.html`,
         );
       }

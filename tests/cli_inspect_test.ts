@@ -298,6 +298,7 @@ Deno.test("ffwd inspect of an ONNX file shows producer, ops, initializers and li
   hasLines(
     lines,
     "ops: 6 nodes: Gemm 3, Relu 2, Identity 1",
+    'outputs: 1 ("y")',
     "initializers: 6 tensors, 940,584 bytes",
     "  fc1.weight  F32    [256, 784]  802,816",
   );

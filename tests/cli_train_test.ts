@@ -2,8 +2,9 @@
  * `ffwd train` and the numeric options of every command, run as subprocesses: a bad number is a
  * usage error (exit 2, one line naming the option and the value); a mistake in the data, the
  * options or the paths fails before anything is written, in one line naming the flag or the row
- * and what would work; and `ffwd train --config` with flags trains byte for byte the adapter
- * `finetune()` trains from the same file and options.
+ * and what would work; `ffwd train --config` with flags trains byte for byte the adapter
+ * `finetune()` trains from the same file and options; and `--save-best` saves the adapter
+ * `finetune()` keeps with `saveBest`.
  */
 
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
@@ -105,6 +106,48 @@ Deno.test("ffwd train --config with flags trains the adapter finetune() trains f
   });
 });
 
+Deno.test("ffwd train --save-best saves the adapter of the best evaluation, as finetune() does, and says which", async () => {
+  await withTempDir(async (dir) => {
+    const rng = new Rng(2);
+    const jsonl = (rows: number) =>
+      Array.from({ length: rows }, () => {
+        const x = Array.from({ length: 8 }, () => Math.round(rng.uniform() * 200 - 100) / 100);
+        return JSON.stringify({ x, y: (x[0]! > 0 ? 1 : 0) + (x[1]! > 0 ? 2 : 0) });
+      }).join("\n") + "\n";
+    await Deno.writeTextFile(`${dir}/train.jsonl`, jsonl(16));
+    await Deno.writeTextFile(`${dir}/eval.jsonl`, jsonl(32));
+    const options = { rank: 4, targets: "fc1,fc2,fc3", epochs: 6, batchSize: 8, lr: 0.05 };
+    const cli = await ffwd(
+      ...["train", "--model", MODEL, "--data", `${dir}/train.jsonl`, "--eval", `${dir}/eval.jsonl`],
+      ...["--rank", "4", "--targets", options.targets, "--epochs", "6", "--batch-size", "8"],
+      ...["--lr", "0.05", "--threads", "1", "--save-best", "--out", `${dir}/cli`],
+    );
+    strictEqual(cli.code, 0, cli.stderr);
+    const model = await openModel(MODEL);
+    try {
+      const data = await loadDataset(`${dir}/train.jsonl`, { model });
+      const r = await finetune(model, data, {
+        ...options,
+        evalFile: `${dir}/eval.jsonl`,
+        threads: 1,
+        saveBest: true,
+        outDir: `${dir}/lib`,
+      });
+      const { best } = r;
+      ok(best && best.epoch < 6, JSON.stringify(best)); // else the test shows nothing
+      ok(cli.stdout.includes(`saved the adapter of epoch ${best.epoch} (step ${best.step})`));
+      const summary = JSON.parse(await Deno.readTextFile(`${dir}/cli/summary.json`));
+      deepStrictEqual(summary.best, best);
+    } finally {
+      model.close();
+    }
+    deepStrictEqual(
+      await Deno.readFile(`${dir}/cli/adapter_model.safetensors`),
+      await Deno.readFile(`${dir}/lib/adapter_model.safetensors`),
+    );
+  });
+});
+
 Deno.test("input mistakes fail before anything is written, in one line naming the flag or the row", async () => {
   await withTempDir(async (dir) => {
     const rows = Array.from({ length: 32 }, (_, i) => {
@@ -142,6 +185,7 @@ Deno.test("input mistakes fail before anything is written, in one line naming th
         says: ['"y" has 5 values a row', "the model has 4 outputs"],
       },
       { args: ["--eval-split", "0.99"], says: ["--eval-split 0.99", "smaller fraction"] },
+      { args: ["--save-best"], says: ["--save-best", "no evaluation data", "give --eval"] },
       { args: ["--rank", "64"], says: ["--rank 64", "(fc1: 8, fc2: 16)", "--rank 16 or less"] },
       {
         args: [],

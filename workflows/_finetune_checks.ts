@@ -1,8 +1,9 @@
 /**
  * What `finetune()` checks before it compiles or writes anything (imported only by
- * `finetune.ts`): the loop's numbers, the output folder, the data against the loss and the
- * model's output, the evaluation split, ranks no targeted layer can use, a checkpoint that trains
- * other tensors, and a loss on probabilities. Messages name `ffwd train`'s flag (`finetune()`
+ * `finetune.ts`): the loop's numbers, the output folder (and what an in-memory run cannot write),
+ * the data against the loss and the model's output, the evaluation split, `saveBest` without
+ * evaluation, ranks no targeted layer can use, a checkpoint that trains other tensors, and a loss
+ * on probabilities. Messages name `ffwd train`'s flag (`finetune()`
  * spells its options the same, in camelCase) or the data's row, and what would work.
  *
  * @module
@@ -54,6 +55,28 @@ export async function checkOutDir(outDir: string): Promise<void> {
       if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) throw e;
     }
   }
+}
+
+/** Checkpoints and the report are files: a run without an output folder cannot write them. */
+export function checkInMemory(o: ResolvedTrainOptions): void {
+  if (o.outDir === "") {
+    throw new TypeError(
+      'Cannot write the run to "": outDir is empty; give a folder, or leave it out to train ' +
+        "in memory",
+    );
+  }
+  if (o.outDir !== undefined) return;
+  const asked = [
+    ...(o.checkpointEvery !== undefined
+      ? [`checkpoints (--checkpoint-every ${o.checkpointEvery})`]
+      : []),
+    ...(o.report ? ["the report"] : []),
+  ];
+  if (asked.length === 0) return;
+  throw new TypeError(
+    `Cannot write ${asked.join(" or ")} without an output folder: pass outDir, or set "out" in ` +
+      "the training config",
+  );
 }
 
 /**
@@ -177,6 +200,15 @@ export function checkSplit(
   if (sets.evalData?.rows === 0) {
     throw new RangeError(`Cannot evaluate: ${o.evalFile ?? "the evaluation data"} has no rows`);
   }
+}
+
+/** `saveBest` compares evaluations: a run without evaluation data has none. */
+export function checkSaveBest(saveBest: boolean | undefined, evalData: Dataset | undefined): void {
+  if (!saveBest || evalData) return;
+  throw new TypeError(
+    "Cannot train with --save-best: it keeps the adapter of the evaluation with the lowest loss, " +
+      "and the run has no evaluation data; give --eval or --eval-split",
+  );
 }
 
 /** A round fraction of `rows` that rounds to at least one row (as `splitDataset` rounds). */

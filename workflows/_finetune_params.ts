@@ -1,7 +1,8 @@
 /**
- * What a fine-tuning run trains and saves (imported only by `finetune.ts`): the initial values of
- * the adapters (seeded, or warm-started from another adapter), the base tensors trained whole
- * (PEFT's `bias` and `modules_to_save`), and the adapter they make.
+ * What a fine-tuning run trains and saves (imported only by `finetune.ts` and its `_finetune_*.ts`
+ * siblings): the initial values of the adapters (seeded, or warm-started from another adapter),
+ * the base tensors trained whole (PEFT's `bias` and `modules_to_save`), the adapter they make, and
+ * the values an adapter of the run holds.
  *
  * @module
  */
@@ -10,7 +11,7 @@ import type { BaseModel } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { type Adapter, loadAdapter, matchAdapter } from "../adapters/adapter.ts";
-import type { PeftConfig } from "../adapters/config.ts";
+import type { JsonValue, PeftConfig } from "../adapters/config.ts";
 import { isAllLinear } from "../adapters/targets.ts";
 import { weightRowNorms } from "../src/lora/dora.ts";
 import { initAdapter, type LayerAdapter, peftKeys } from "../src/lora/branch.ts";
@@ -56,13 +57,16 @@ export async function initialParams(
   return params;
 }
 
-/** The adapter of the values `params`, as saved in `opts.outDir` (named after the folder). */
+/**
+ * The adapter of the values `params`, as saved in `opts.outDir` (named after the folder; an
+ * in-memory run's is named `adapter`).
+ */
 export function toAdapter(
-  opts: ResolvedTrainOptions & { readonly outDir: string },
+  opts: ResolvedTrainOptions,
   adapters: readonly LayerAdapter[],
   params: ReadonlyMap<string, Float32Array>,
   trained: ReadonlyMap<string, TrainedTensor>,
-  training?: Record<string, string | number>,
+  training?: Record<string, JsonValue>,
 ): Adapter {
   const layers = new Map(adapters.map((ad) => {
     const k = peftKeys(ad.layer.name);
@@ -78,7 +82,7 @@ export function toAdapter(
       ...(ad.dora ? { magnitude: t(params.get(k.magnitude)!, [m]) } : {}),
     }];
   }));
-  const name = opts.outDir.replace(/\/+$/, "").split("/").pop() || "adapter";
+  const name = opts.outDir?.replace(/\/+$/, "").split("/").pop() || "adapter";
   return {
     name,
     config: { ...opts.config, targetModules: savedTargets(opts.config, adapters) },
@@ -97,6 +101,32 @@ export function toAdapter(
     ),
     training,
   };
+}
+
+/**
+ * The values of `adapter`, made by {@link toAdapter} for the same layers, by parameter name; a
+ * value the adapter lacks is left out.
+ */
+export function adapterParams(
+  adapter: Adapter,
+  adapters: readonly LayerAdapter[],
+  trained: ReadonlyMap<string, TrainedTensor>,
+): Map<string, Float32Array> {
+  const params = new Map<string, Float32Array>();
+  const set = (key: string, t: Tensor | undefined) => {
+    if (t?.dtype === "F32") params.set(key, t.data as Float32Array);
+  };
+  for (const ad of adapters) {
+    const k = peftKeys(ad.layer.name);
+    const l = adapter.layers.get(ad.layer.name);
+    set(k.A, l?.A);
+    set(k.B, l?.B);
+    set(k.magnitude, l?.magnitude);
+  }
+  for (const [key, t] of trained) {
+    set(key, t.kind === "bias" ? adapter.biases.get(t.module) : adapter.extra.get(key));
+  }
+  return params;
 }
 
 /** A base tensor trained whole: a layer's bias (`bias` option) or a `modules_to_save` tensor. */

@@ -3,43 +3,52 @@
  * training step, the loop, checkpoints that resume exactly, and the PEFT files at the end.
  *
  * Options, data and targets are checked before anything is compiled or written (see
- * `_finetune_checks.ts`). Output folder:
+ * `_finetune_checks.ts`). Without an output folder the run is in memory: nothing is written, and
+ * the result carries the adapter, the metric lines and the summary. Output folder:
  * - `adapter_config.json`, `adapter_model.safetensors` (PEFT), `ffwd_training.json` (ours);
  * - `metrics.jsonl`: one line per step `{"step", "loss", "lr"}`, plus eval lines;
- * - `checkpoint/`: the adapter, `trainer_state.safetensors` (optimizer buffers, generator state,
- *   position) and `train_config.json` (the run's options), replaced atomically every
- *   `checkpointEvery` steps, at the end, and when `signal` interrupts the run;
- * - `summary.json` and `report.html`.
+ * - `checkpoint/`: the adapter (with `saveBest`, the best so far: see `_finetune_best.ts`),
+ *   `trainer_state.safetensors` (optimizer buffers, generator state, position) and
+ *   `train_config.json` (the run's options), replaced atomically every `checkpointEvery` steps,
+ *   at the end, and when `signal` interrupts the run;
+ * - `summary.json`, `confusion.json` (classification) and `report.html`.
  *
  * @module
  */
 
 import { Session } from "../src/engine/runtime.ts";
-import { writeFileAtomic } from "../src/fs/atomic.ts";
 import type { BaseModel } from "../src/models/model.ts";
 import { ITEMSIZE, numel, type Tensor, toFloat32 } from "../src/tensor.ts";
 import { type Dataset, sliceBatch } from "../src/data/dataset.ts";
-import { type InputSpec, modelFeeds } from "../src/data/feeds.ts";
+import { modelFeeds } from "../src/data/feeds.ts";
 import { cacheDataset, planPrefix, stepInputs } from "../src/train/prefix_cache.ts";
 import { TrainStep } from "../src/train/step.ts";
-import { batchFeeds, train } from "../src/train/trainer.ts";
+import { type BestEval, type EvalResult, type MetricLine, train } from "../src/train/trainer.ts";
 import type { Adapter } from "../adapters/adapter.ts";
 import { toTargetOptions } from "../adapters/config.ts";
 import { buildAdapted } from "../src/lora/adapted.ts";
-import { savePeftAdapter } from "../adapters/peft.ts";
 import { planAdapters } from "../adapters/targets.ts";
-import { writeReport } from "../report/html.ts";
-import { readCheckpoint, trackWrite, writeCheckpoint } from "./checkpoint.ts";
+import { readCheckpoint, writeCheckpoint } from "./checkpoint.ts";
 import {
+  checkInMemory,
   checkNumbers,
   checkOutDir,
   checkRanks,
   checkResume,
+  checkSaveBest,
   checkSplit,
   fitData,
   refuseProbabilities,
 } from "./_finetune_checks.ts";
 import { initialParams, toAdapter, trainedTensors } from "./_finetune_params.ts";
+import { bestRecord, readBest } from "./_finetune_best.ts";
+import { countCorrect, evaluate } from "./_finetune_eval.ts";
+import {
+  type FinetuneSummary,
+  type PrefixCacheStats,
+  summarize,
+  writeRun,
+} from "./_finetune_output.ts";
 import { parseTrainConfig, readTrainConfig, type TrainConfig } from "./train_config.ts";
 import {
   evalSets,
@@ -49,17 +58,15 @@ import {
   toTrainConfig,
 } from "./train_options.ts";
 
-export { readCheckpoint };
-export type { FinetuneOptions };
-
-const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v, null, 2) + "\n");
-
-/** Resolved options with the output folder known. */
-type RunOptions = ResolvedTrainOptions & { readonly outDir: string };
+export { countCorrect, readCheckpoint };
+export type { FinetuneOptions, FinetuneSummary, PrefixCacheStats };
 
 /** What {@link finetune} returns. */
 export interface FinetuneResult {
-  /** The trained adapter, as saved in `outDir` (named after the folder). */
+  /**
+   * The trained adapter, as saved in `outDir` (named after the folder; `adapter` in memory):
+   * with `saveBest`, that of the best evaluation.
+   */
   readonly adapter: Adapter;
   /** Optimizer steps taken, those before a resume included. */
   readonly steps: number;
@@ -67,31 +74,40 @@ export interface FinetuneResult {
   readonly lastLoss: number;
   /** The last evaluation, when the run had evaluation data. */
   readonly eval?: { loss: number; accuracy?: number };
+  /** With `saveBest`, the evaluation whose adapter was kept (none before the first one). */
+  readonly best?: BestEval;
   /** Wall time of the training loop, that of the runs before a resume included. */
   readonly seconds: number;
-  /** Number of trained values: A, B and DoRA magnitudes. */
+  /** Values trained: A, B, DoRA magnitudes, trained biases and `modules_to_save` tensors. */
   readonly trainableParams: number;
   /** Weights and biases of the base's linear layers. */
   readonly baseParams: number;
   /** Whether early stopping ended the run. */
   readonly stoppedEarly: boolean;
-  /** Whether `signal` ended the run early: `resume` from `outDir` continues it exactly. */
+  /**
+   * Whether `signal` ended the run early: `resume` from `outDir` continues it exactly (an
+   * in-memory run leaves no checkpoint to resume).
+   */
   readonly interrupted: boolean;
   /**
    * The frozen-prefix cache, when the run had one: the values cached, their bytes (training and
    * evaluation data) and the seconds it took to compute them.
    */
-  readonly prefixCache?: { values: number; bytes: number; spilled: boolean; seconds: number };
+  readonly prefixCache?: PrefixCacheStats;
+  /** The lines of this call's `metrics.jsonl` (written or not), in order. */
+  readonly metrics: readonly MetricLine[];
+  /** What `summary.json` holds (written or not). */
+  readonly summary: FinetuneSummary;
 }
 
 /**
- * Trains adapters on `model` with `data` and writes them to `options.outDir`. Options left unset
- * come from `options.trainConfig` when given, then from the defaults, as for `ffwd train` (see
- * {@link resolveTrainOptions}).
+ * Trains adapters on `model` with `data` and writes them to `options.outDir`, or keeps them in
+ * memory without one. Options left unset come from `options.trainConfig` when given, then from
+ * the defaults, as for `ffwd train` (see {@link resolveTrainOptions}).
  *
  * @example
  * ```ts
- * import { strictEqual } from "node:assert/strict";
+ * import { deepStrictEqual, strictEqual } from "node:assert/strict";
  * import { finetune } from "./finetune.ts";
  * import { defaultPeftConfig } from "../adapters/config.ts";
  * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
@@ -102,13 +118,15 @@ export interface FinetuneResult {
  *   x: new Float32Array(8 * 784).fill(0.5),
  *   y: { kind: "labels" as const, data: new BigInt64Array(8).fill(3n) },
  * };
+ * // No outDir: nothing is written.
  * const result = await finetune(model, data, {
  *   config: defaultPeftConfig({ r: 4, loraAlpha: 8, targetModules: ["fc1", "fc2"] }),
  *   loss: "cross_entropy",
- *   outDir: await Deno.makeTempDir(),
  *   batchSize: 4,
  * });
  * strictEqual(result.steps, 2);
+ * deepStrictEqual([...result.adapter.layers.keys()], ["fc1", "fc2"]);
+ * deepStrictEqual(result.metrics.map((line) => line.step), [1, 2]);
  * model.close();
  * ```
  */
@@ -117,18 +135,13 @@ export async function finetune(
   data: Dataset,
   options: FinetuneOptions,
 ): Promise<FinetuneResult> {
-  const resolved = resolveTrainOptions(await trainConfigOf(options.trainConfig), options);
-  const outDir = resolved.outDir;
-  if (!outDir) {
-    throw new TypeError(
-      'Cannot fine-tune without an output folder: pass outDir, or set "out" in the training config',
-    );
-  }
-  const opts: RunOptions = { ...resolved, outDir };
+  const opts = resolveTrainOptions(await trainConfigOf(options.trainConfig), options);
+  const outDir = opts.outDir;
   // Everything that can be wrong is checked before anything is compiled or written.
   checkNumbers(opts);
+  checkInMemory(opts);
   refuseProbabilities(model, opts.loss);
-  await checkOutDir(outDir);
+  if (outDir !== undefined) await checkOutDir(outDir);
   const resume = opts.resume ? await readCheckpoint(opts.resume) : undefined;
   const advice: string[] = [];
   const adapters = planAdapters(model, {
@@ -156,6 +169,12 @@ export async function finetune(
     params.set(key, toFloat32(await model.readTensor(key)).data.slice());
   }
   if (resume) checkResume(resume, params, opts.resume!);
+  // A resumed run keeps saveBest, and the best so far, from its checkpoint's adapter.
+  const kept = opts.resume && opts.saveBest !== false
+    ? await readBest(opts.resume, adapters, extraKeys, params)
+    : undefined;
+  const saveBest = opts.saveBest ?? kept?.saveBest ?? false;
+  checkSaveBest(saveBest, evalData);
   opts.onStart?.({
     adapters,
     frozen: model.layers.filter((l) => !adapters.some((a) => a.layer === l)).map((l) => l.name),
@@ -173,18 +192,23 @@ export async function finetune(
   const fed = plan?.cached;
   const stepSpecs = plan ? stepInputs(plan) : built.inputs;
   const cacheStart = performance.now();
-  // A cache over its budget spills beside the run folder, never inside a half-made one.
-  const spillDir = `${opts.outDir.replace(/\/+$/, "")}.prefix_cache.${crypto.randomUUID()}`;
+  // A cache over its budget spills beside the run folder, never inside a half-made one; an
+  // in-memory run has nowhere to spill it.
+  const spillDir = outDir && `${outDir.replace(/\/+$/, "")}.prefix_cache.${crypto.randomUUID()}`;
   const cacheOpts = {
     threads: opts.threads,
     budget: opts.cacheBudget ?? defaultBudget(),
     spillDir,
   };
+  const cacheOf = (d: Dataset) =>
+    cacheDataset(built.graph, plan!, built.inputs, d, cacheOpts).catch((e) => {
+      throw spillDir || !(e instanceof RangeError) ? e : new RangeError(
+        `${e.message}; an in-memory run cannot spill it to files: pass outDir, a larger ` +
+          "cacheBudget, or cache: false",
+      );
+    });
   const [trainRows, evalRows] = plan
-    ? [
-      await cacheDataset(built.graph, plan, built.inputs, trainData, cacheOpts),
-      evalData && await cacheDataset(built.graph, plan, built.inputs, evalData, cacheOpts),
-    ]
+    ? [await cacheOf(trainData), evalData && await cacheOf(evalData)]
     : [trainData, evalData];
   const cachedInputs = [...trainRows.inputs?.values() ?? [], ...evalRows?.inputs?.values() ?? []];
   const cache = plan && {
@@ -200,15 +224,18 @@ export async function finetune(
   const evalSession = evalRows
     ? await Session.compile(built.graph, { threads: opts.threads, outputs: forward, fed })
     : null;
-  const metricsPath = `${opts.outDir}/metrics.jsonl`;
   let metrics: Deno.FsFile | undefined;
   let lastEval: EvalResult | undefined;
+  const lines: MetricLine[] = [];
   try {
     // Interrupted before training starts: nothing is written.
     opts.signal?.throwIfAborted();
-    await Deno.mkdir(opts.outDir, { recursive: true });
-    if (!resume) await Deno.writeTextFile(metricsPath, "");
-    metrics = await Deno.open(metricsPath, { append: true, create: true });
+    if (outDir !== undefined) {
+      const metricsPath = `${outDir}/metrics.jsonl`;
+      await Deno.mkdir(outDir, { recursive: true });
+      if (!resume) await Deno.writeTextFile(metricsPath, "");
+      metrics = await Deno.open(metricsPath, { append: true, create: true });
+    }
     const log = metrics;
     const runConfig = toTrainConfig(opts);
     const renamed = {
@@ -217,33 +244,35 @@ export async function finetune(
     };
     const result = await train(renamed, trainRows, {
       ...opts,
+      saveBest,
       params,
       masks: built.masks,
-      resume,
+      resume: resume && kept?.best ? { ...resume, best: kept.best } : resume,
       hooks: {
         onMetric: async (line) => {
+          lines.push(line);
           opts.onMetric?.(line);
-          await log.write(new TextEncoder().encode(JSON.stringify(line) + "\n"));
+          await log?.write(new TextEncoder().encode(JSON.stringify(line) + "\n"));
         },
         checkpointEvery: opts.checkpointEvery,
-        checkpoint: (state) =>
+        checkpoint: outDir === undefined ? undefined : (state) =>
           writeCheckpoint(
-            `${opts.outDir}/checkpoint`,
-            toAdapter(opts, adapters, state.params, extraKeys),
+            `${outDir}/checkpoint`,
+            toAdapter(
+              opts,
+              adapters,
+              state.best?.params ?? state.params,
+              extraKeys,
+              saveBest ? bestRecord(state.best) : undefined,
+            ),
             state,
             runConfig,
           ),
         evaluate: evalSession && evalRows
-          ? async (
-            p,
-          ) => (lastEval = await evaluate(
-            evalSession,
-            built,
-            stepSpecs,
-            evalRows,
-            p,
-            opts.batchSize,
-          ))
+          ? async (p) => {
+            lastEval = await evaluate(evalSession, built, stepSpecs, evalRows, p, opts.batchSize);
+            return lastEval;
+          }
           : undefined,
       },
     });
@@ -256,30 +285,19 @@ export async function finetune(
       epochs: opts.epochs,
       batch_size: opts.batchSize,
       seed: opts.seed,
+      ...(result.best ? { best_eval_loss: result.best.loss, best_step: result.best.step } : {}),
     });
-    // Tracked: a process ending at once lets them finish (the first swaps the whole folder).
-    await trackWrite(() => savePeftAdapter(opts.outDir, adapter));
     const trainableParams = [...params.values()].reduce((n, p) => n + p.length, 0);
     const baseParams = countBaseParams(model);
     const seconds = (resume?.seconds ?? 0) + result.seconds;
-    const summary = {
-      steps: result.steps,
-      last_loss: result.lastLoss,
-      eval: lastEval ? { loss: lastEval.loss, accuracy: lastEval.accuracy ?? null } : null,
+    const summary = summarize(result, lastEval, {
       seconds,
       trainable_params: trainableParams,
       base_params: baseParams,
-      stopped_early: result.stoppedEarly,
-      interrupted: result.interrupted,
       adapted_layers: adapters.map((a) => a.layer.name),
       prefix_cache: cache ?? null,
-    };
-    await trackWrite(() => writeFileAtomic(`${opts.outDir}/summary.json`, json(summary)));
-    if (lastEval?.confusion) {
-      const confusion = { matrix: lastEval.confusion, step: result.steps };
-      await trackWrite(() => writeFileAtomic(`${opts.outDir}/confusion.json`, json(confusion)));
-    }
-    await trackWrite(() => writeReport(opts.outDir));
+    });
+    if (outDir !== undefined) await writeRun(outDir, adapter, summary, lastEval, opts.report);
     const evalOut = lastEval ? { loss: lastEval.loss, accuracy: lastEval.accuracy } : undefined;
     return {
       adapter,
@@ -289,12 +307,14 @@ export async function finetune(
       trainableParams,
       baseParams,
       prefixCache: cache,
+      metrics: lines,
+      summary,
     };
   } finally {
     metrics?.close();
     await step.release();
     await evalSession?.release();
-    await Deno.remove(spillDir, { recursive: true }).catch(() => {});
+    if (spillDir) await Deno.remove(spillDir, { recursive: true }).catch(() => {});
   }
 }
 
@@ -306,7 +326,7 @@ function datasetBytes(d: Dataset): number {
 }
 
 /** How messages name the evaluation data. */
-function evalSource(o: RunOptions): string {
+function evalSource(o: ResolvedTrainOptions): string {
   if (!o.evalData && o.evalFile) return `"${o.evalFile}"`;
   return o.data && !o.evalData ? `the rows held out of "${o.data}"` : "the evaluation data";
 }
@@ -322,73 +342,6 @@ async function trainConfigOf(given: TrainConfig | string | undefined): Promise<T
 /** A quarter of the machine's memory: the default budget of the frozen-prefix cache. */
 function defaultBudget(): number {
   return Deno.systemMemoryInfo().total / 4;
-}
-
-/** Loss and accuracy over a dataset, forward only, dropout off. */
-async function evaluate(
-  session: Session,
-  built: ReturnType<typeof buildAdapted>,
-  inputs: readonly InputSpec[],
-  data: Dataset,
-  params: ReadonlyMap<string, Float32Array>,
-  batchSize: number,
-): Promise<EvalResult> {
-  let lossSum = 0, correct = 0;
-  const classes = built.output.shape.at(-1);
-  const k = typeof classes === "number" ? classes : 0;
-  const matrix = Array.from({ length: k }, () => new Array<number>(k).fill(0));
-  for (let start = 0; start < data.rows; start += batchSize) {
-    const b = sliceBatch(data, null, start, batchSize);
-    const feeds = modelFeeds(inputs, batchFeeds(b, built.masks), "Cannot evaluate");
-    for (const v of built.graph.inputs) {
-      const d = params.get(v.name);
-      if (d) feeds[v.name] = { dtype: "F32", shape: v.shape as number[], data: d };
-    }
-    const out = await session.run(feeds);
-    lossSum += Number(out[built.loss!.name]!.data[0]) * b.rows;
-    if (built.target?.name === "labels") {
-      correct += countCorrect(out[built.output.name]!, b.feeds.labels!, k ? matrix : undefined);
-    }
-  }
-  const loss = lossSum / data.rows;
-  return built.target?.name === "labels"
-    ? { loss, accuracy: correct / data.rows, confusion: matrix }
-    : { loss };
-}
-
-/** Loss, accuracy and (classification) the confusion matrix of one evaluation. */
-interface EvalResult {
-  loss: number;
-  accuracy?: number;
-  /** `matrix[true][predicted]` counts. */
-  confusion?: number[][];
-}
-
-/**
- * Rows whose arg-max equals the label; also counts `confusion[label][argmax]` when given.
- *
- * @example
- * ```ts
- * import { strictEqual } from "node:assert/strict";
- * import { countCorrect } from "./finetune.ts";
- * const logits = { dtype: "F32" as const, shape: [2, 2], data: new Float32Array([0, 1, 1, 0]) };
- * const labels = { dtype: "I64" as const, shape: [2], data: new BigInt64Array([1n, 1n]) };
- * strictEqual(countCorrect(logits, labels), 1);
- * ```
- */
-export function countCorrect(logits: Tensor, labels: Tensor, confusion?: number[][]): number {
-  const z = logits.data as Float32Array;
-  const y = labels.data as BigInt64Array;
-  const c = logits.shape[logits.shape.length - 1]!;
-  let n = 0;
-  for (let r = 0; r < y.length; r++) {
-    let best = 0;
-    for (let j = 1; j < c; j++) if (z[r * c + j]! > z[r * c + best]!) best = j;
-    if (BigInt(best) === y[r]) n++;
-    const row = confusion?.[Number(y[r])];
-    if (row && best < row.length) row[best] = row[best]! + 1;
-  }
-  return n;
 }
 
 function countBaseParams(model: BaseModel): number {

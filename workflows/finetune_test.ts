@@ -222,18 +222,132 @@ Deno.test("bias and modules_to_save are trained, saved in PEFT's layout, and mer
   assertEquals(report!.verdict, "pass");
 });
 
-Deno.test("finetune() names a bad training config's field, and a missing output folder", async () => {
+Deno.test("finetune() names a bad training config's field", async () => {
   const model = await openSafetensorsModel(MODEL);
   await assertRejects(
     () => finetune(model, toyData(8), { trainConfig: { rank: 0 }, outDir: "unused" }),
     TypeError,
     'Invalid training config "trainConfig": field "rank"',
   );
-  await assertRejects(
-    () => finetune(model, toyData(8), { trainConfig: { rank: 2 } }),
-    TypeError,
-    'pass outDir, or set "out" in the training config',
-  );
+});
+
+Deno.test("finetune() in memory returns the adapter, metric lines and summary a run folder holds", async () => {
+  const options = {
+    config: config(),
+    loss: "cross_entropy" as const,
+    batchSize: 16,
+    epochs: 3,
+    lr: 1e-2,
+    evalSplit: 0.25,
+  };
+  const dir = await Deno.makeTempDir();
+  await finetune(await openSafetensorsModel(MODEL), toyData(64), { ...options, outDir: dir });
+  const r = await finetune(await openSafetensorsModel(MODEL), toyData(64), options);
+  const saved = await loadAdapter(dir);
+  for (const [name, { A, B }] of saved.layers) {
+    const mem = r.adapter.layers.get(name)!;
+    assertEquals([[...mem.A.data], [...mem.B.data]], [[...A.data], [...B.data]], name);
+  }
+  const timeless = (v: unknown) =>
+    JSON.parse(JSON.stringify(v, (k, x) => (k === "seconds" || k === "samples_per_s" ? 0 : x)));
+  const lines = (await Deno.readTextFile(`${dir}/metrics.jsonl`)).trim().split("\n");
+  assertEquals(timeless(r.metrics), timeless(lines.map((l) => JSON.parse(l))));
+  assert(r.metrics.some((l) => "eval" in l && l.confusion?.length === 4), "no confusion matrix");
+  const summary = JSON.parse(await Deno.readTextFile(`${dir}/summary.json`));
+  assertEquals(timeless(r.summary), timeless(summary));
+});
+
+Deno.test({
+  name: "finetune() without an output folder writes nothing, and refuses checkpoints and a report",
+  permissions: { read: true, env: true, ffi: true, sys: true, write: false },
+  fn: async () => {
+    const model = await openSafetensorsModel(MODEL);
+    const options = { config: config(), batchSize: 16, evalSplit: 0.25, saveBest: true };
+    const r = await finetune(model, toyData(32), options);
+    assertEquals([r.steps, r.adapter.name, r.summary.steps], [2, "adapter", 2]);
+    for (
+      const [extra, says] of [
+        [{ checkpointEvery: 1 }, "Cannot write checkpoints (--checkpoint-every 1) without"],
+        [{ report: true }, "Cannot write the report without an output folder: pass outDir"],
+      ] as const
+    ) {
+      await assertRejects(
+        () => finetune(model, toyData(32), { ...options, ...extra }),
+        TypeError,
+        says,
+      );
+    }
+    await assertRejects(
+      () => finetune(model, toyData(32), { ...options, outDir: "" }),
+      TypeError,
+      'Cannot write the run to "": outDir is empty',
+    );
+    await assertRejects(
+      () => finetune(model, toyData(32), { config: config(), saveBest: true }),
+      TypeError,
+      "Cannot train with --save-best: it keeps the adapter of the evaluation with the lowest loss",
+    );
+    model.close();
+  },
+});
+
+/** Trains on 16 rows long enough to overfit: the eval loss is lowest at epoch 2 of 6. */
+const overfit = {
+  config: config(),
+  loss: "cross_entropy" as const,
+  batchSize: 8,
+  epochs: 6,
+  lr: 0.05,
+  evalData: toyData(32, 2),
+  saveBest: true,
+};
+
+Deno.test("with saveBest the saved adapter is the best epoch's: its eval loss recomputed equals the best logged", async () => {
+  const dir = await Deno.makeTempDir();
+  const r = await finetune(await openSafetensorsModel(MODEL), toyData(16), {
+    ...overfit,
+    outDir: dir,
+  });
+  const evals = r.metrics.filter((l) => "eval" in l);
+  const lowest = Math.min(...evals.map((l) => l.loss));
+  assertEquals(r.best, { loss: lowest, step: 4, epoch: 2 });
+  assert(evals.at(-1)!.loss > lowest, "the last epoch is the best: the test shows nothing");
+  assertEquals(JSON.parse(await Deno.readTextFile(`${dir}/summary.json`)).best, r.best);
+  // One epoch at lr 0 from the saved adapter evaluates it unchanged.
+  const again = await finetune(await openSafetensorsModel(MODEL), toyData(16), {
+    ...overfit,
+    saveBest: false,
+    initAdapter: dir,
+    lr: 0,
+    epochs: 1,
+  });
+  assertEquals(again.eval!.loss, lowest);
+});
+
+Deno.test("with saveBest a run interrupted after its best epoch resumes to the same best adapter", async () => {
+  const full = await Deno.makeTempDir();
+  const r = await finetune(await openSafetensorsModel(MODEL), toyData(16), {
+    ...overfit,
+    outDir: full,
+  });
+  const cut = await Deno.makeTempDir();
+  await finetune(await openSafetensorsModel(MODEL), toyData(16), {
+    ...overfit,
+    outDir: cut,
+    stopAfter: 7,
+  });
+  // The checkpoint's adapter is the best so far; saveBest comes back from it.
+  const best = await loadAdapter(`${cut}/checkpoint`);
+  assertEquals(best.training?.best_step, 4);
+  const { saveBest: _, ...rest } = overfit;
+  const resumed = await finetune(await openSafetensorsModel(MODEL), toyData(16), {
+    ...rest,
+    outDir: cut,
+    resume: cut,
+  });
+  assertEquals([resumed.best, r.best?.step], [r.best, 4]);
+  const bytes = (dir: string) => Deno.readFileSync(`${dir}/adapter_model.safetensors`);
+  assert(bytes(cut).every((v, i) => v === bytes(full)[i]), "adapters differ");
 });
 
 Deno.test("finetune() stops after the step in progress when its signal aborts, saves the run, and resumes to the uninterrupted end", async () => {

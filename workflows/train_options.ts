@@ -63,8 +63,24 @@ export interface FinetuneOptions extends TrainerOptions {
   readonly output?: string;
   /** The training data's file (`ffwd train` reads it). */
   readonly data?: string;
-  /** Folder for the adapter, metrics, checkpoints, summary and report (required). */
+  /**
+   * Folder for the adapter, metrics, checkpoints, summary and report. Without it (and without
+   * the file's `out`) the run is in memory: nothing is written, and `finetune()`'s result carries
+   * the adapter, the metric lines and the summary.
+   */
   readonly outDir?: string;
+  /**
+   * Write `report.html` in `outDir` (default: when there is an `outDir`). Asked for without
+   * one, like `checkpointEvery`, it is an error.
+   */
+  readonly report?: boolean;
+  /**
+   * Save the adapter of the evaluation with the lowest eval loss instead of the last step's
+   * (early stopping then restores it too); it needs evaluation data. With `outDir`, the
+   * checkpoint's adapter is that best one and says so in its `ffwd_training.json`, and a resumed
+   * run keeps it unless `saveBest` is `false` (a training config file has no field for it).
+   */
+  readonly saveBest?: boolean;
   /** Data evaluated after each epoch (loss, and accuracy for cross-entropy), dropout off. */
   readonly evalData?: Dataset;
   /** A file of evaluation data, read when `evalData` is not given. */
@@ -313,7 +329,8 @@ export async function evalSets(
  * saves it with its checkpoint, so `ffwd train --resume DIR` continues it with nothing else.
  * Left out: the output folder, `resume` and `initAdapter` (a resumed run takes the folder it
  * resumes, and its checkpoint holds every trained value), and what a file cannot hold (data in
- * memory, callbacks, optimizer options other than weight decay, momentum and Nesterov).
+ * memory, callbacks, `report`, `saveBest` (the checkpoint's adapter records it), optimizer options
+ * other than weight decay, momentum and Nesterov).
  *
  * @example
  * ```ts

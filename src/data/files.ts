@@ -12,6 +12,9 @@
  * - safetensors: `x` `[rows, width]` in any float dtype, or one tensor per model input named as
  *   the input; `y` integer `[rows]` or float `[rows, k]`. `_safetensors.ts`.
  *
+ * Given the model the data is for (`{ model }`), the readers take the width and the named inputs
+ * from its inputs.
+ *
  * Rows are numbered as lines in an editor (blank lines and the header count), so an error such as
  * `Cannot load "train.jsonl": row 17 has 783 values, expected 784` points at line 17.
  *
@@ -24,7 +27,7 @@ import type { DataInputs } from "./_rows.ts";
 import { readJsonl } from "./_jsonl.ts";
 import { readCsv } from "./_csv.ts";
 import { readSafetensorsData, writeSafetensorsData } from "./_safetensors.ts";
-import type { InputSpec } from "./feeds.ts";
+import { type InputSpec, rowWidth } from "./feeds.ts";
 
 export type { DataInputs };
 
@@ -35,7 +38,10 @@ export type DataFormat = "jsonl" | "csv" | "safetensors";
 export interface LoadInputsOptions {
   /** The file's format. Default: from its extension (`.jsonl`/`.ndjson`, `.csv`, `.safetensors`). */
   readonly format?: DataFormat;
-  /** Expected input width (the model's). Default: the width of the first row. */
+  /**
+   * Expected input width. Default: the values a row of `model`'s one input holds, else the width
+   * of the first row.
+   */
   readonly width?: number;
   /**
    * CSV: the label column, by header name or 0-based index (negative counts from the end). It is
@@ -46,9 +52,16 @@ export interface LoadInputsOptions {
   readonly header?: boolean;
   /**
    * The model's inputs (name, dtype, shape), for files that give inputs by name: JSONL rows
-   * `{"inputs": {"input_ids": [...]}}` or safetensors tensors named after the inputs.
+   * `{"inputs": {"input_ids": [...]}}` or safetensors tensors named after the inputs. Default:
+   * `model`'s.
    */
   readonly inputs?: readonly InputSpec[];
+  /**
+   * The model the data is for (a `BaseModel` from `openModel`, or anything with its `inputs`): it
+   * gives `inputs`, and `width` when it has one input whose row size is fixed (see
+   * {@linkcode rowWidth}). `width` and `inputs` given here win over it.
+   */
+  readonly model?: { readonly inputs: readonly InputSpec[] };
 }
 
 /** Options of {@linkcode loadDataset}. */
@@ -70,12 +83,23 @@ export interface LoadDatasetOptions extends LoadInputsOptions {
  * strictEqual(data.rows, 2);
  * strictEqual(data.y.kind, "labels");
  * ```
+ *
+ * @example The model gives the width
+ * ```ts
+ * import { loadDataset } from "./files.ts";
+ * import { rejects } from "node:assert/strict";
+ * const model = { inputs: [{ name: "x", dtype: "F32" as const, shape: ["batch", 784] }] };
+ * const path = (await Deno.makeTempDir()) + "/train.jsonl";
+ * await Deno.writeTextFile(path, '{"x": [0.5, 1], "y": 1}\n');
+ * await rejects(loadDataset(path, { model }), /row 1 has 2 values, expected 784/);
+ * ```
  */
 export async function loadDataset(
   path: string | URL,
   options: LoadDatasetOptions = {},
 ): Promise<Dataset> {
   const where = `Cannot load "${show(path)}"`;
+  options = fromModel(options, where);
   const format = checkOptions(path, options, where);
   const { width, classes } = options;
   switch (format) {
@@ -118,6 +142,7 @@ export async function loadInputs(
   options: LoadInputsOptions = {},
 ): Promise<DataInputs> {
   const where = `Cannot load "${show(path)}"`;
+  options = fromModel(options, where);
   const format = checkOptions(path, options, where);
   const { width } = options;
   let data: DataInputs;
@@ -238,6 +263,17 @@ export function shortestFloat32(v: number): number {
     if (Math.fround(c) === v) return c;
   }
   return v;
+}
+
+/** `options` with `width` and `inputs` taken from `model` where not given. */
+function fromModel<T extends LoadInputsOptions>(options: T, where: string): T {
+  const { model, ...rest } = options;
+  if (model === undefined) return options;
+  if (model === null || !Array.isArray(model.inputs)) {
+    throw new TypeError(`${where}: model has no inputs; pass a model opened with openModel()`);
+  }
+  const one = model.inputs.length === 1 ? rowWidth(model.inputs[0]) : undefined;
+  return { ...rest, width: rest.width ?? one, inputs: rest.inputs ?? model.inputs } as T;
 }
 
 function checkOptions(path: string | URL, options: LoadDatasetOptions, where: string): DataFormat {

@@ -114,6 +114,47 @@ Deno.test("loadDataset() rejects mixed labels and targets, naming both rows", as
   });
 });
 
+Deno.test("loadDataset() and loadInputs() take the width and the named inputs from { model }", async () => {
+  await withTempDir(async (dir) => {
+    const image = { inputs: [{ name: "x", dtype: "F32" as const, shape: ["batch", 1, 2, 2] }] };
+    const path = await file(dir, "a.jsonl", '{"x":[1,2,3,4],"y":0}\n{"x":[1,2,3],"y":1}\n');
+    await failsWith(
+      () => loadDataset(path, { model: image }),
+      TypeError,
+      `Cannot load "${path}": row 2 has 3 values, expected 4`,
+    );
+    // A width given wins over the model's.
+    await failsWith(
+      () => loadDataset(path, { model: image, width: 3 }),
+      TypeError,
+      `Cannot load "${path}": row 1 has 4 values, expected 3`,
+    );
+    const text = {
+      inputs: [
+        { name: "input_ids", dtype: "I64" as const, shape: ["batch", "seq"] },
+        { name: "attention_mask", dtype: "I64" as const, shape: ["batch", "seq"] },
+      ],
+    };
+    const ids = await file(
+      dir,
+      "ids.jsonl",
+      '{"inputs":{"input_ids":[5,6,7],"attention_mask":[1,1,0]},"y":1}\n',
+    );
+    const data = await loadDataset(ids, { model: text });
+    deepStrictEqual([...data.inputs!.keys()], ["input_ids", "attention_mask"]);
+    deepStrictEqual(data.inputs!.get("input_ids")!.data, new BigInt64Array([5n, 6n, 7n]));
+    deepStrictEqual([...(await loadInputs(ids, { model: text })).inputs!.keys()], [
+      "input_ids",
+      "attention_mask",
+    ]);
+    await failsWith(
+      () => loadDataset(ids, { model: {} as typeof text }),
+      TypeError,
+      `Cannot load "${ids}": model has no inputs; pass a model opened with openModel()`,
+    );
+  });
+});
+
 Deno.test("loadInputs() reads JSONL rows with or without y", async () => {
   await withTempDir(async (dir) => {
     const path = await file(dir, "in.jsonl", '{"x":[1,2]}\n{"x":[3,4],"y":[9]}\n');

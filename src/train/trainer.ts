@@ -5,6 +5,10 @@
  * the step computes), evaluation with early stopping, and checkpoints that make a resumed run
  * reproduce the uninterrupted one exactly.
  *
+ * With `saveBest`, the loop also keeps a copy of the parameters of the evaluation with the lowest
+ * loss and ends with them (Keras's `restore_best_weights`, Transformers' `load_best_model_at_end`);
+ * the state each checkpoint gets carries that copy, so a run resumed from it keeps the same best.
+ *
  * Reproducibility: the epoch order comes from `Rng(seed + 1 + epoch)` (so a resumed run recomputes
  * it), and dropout masks come from one generator whose state is checkpointed. An aborted `signal`
  * ends the run after the current step with a final checkpoint, so an interrupted run resumes
@@ -82,6 +86,22 @@ export interface TrainerOptions {
   shuffle?: boolean;
   /** Stop when the eval loss has not improved by `minDelta` for `patience` evaluations. */
   earlyStopping?: { patience: number; minDelta?: number };
+  /**
+   * End with the parameters of the evaluation with the lowest loss (the first of equal ones), not
+   * those of the last step, whether the run ends, stops early or is interrupted. Without
+   * evaluation it changes nothing.
+   */
+  saveBest?: boolean;
+}
+
+/** The evaluation with the lowest loss so far, with `saveBest`. */
+export interface BestEval {
+  /** Its eval loss. */
+  readonly loss: number;
+  /** Optimizer steps taken when it ran. */
+  readonly step: number;
+  /** Epochs completed when it ran. */
+  readonly epoch: number;
 }
 
 /** Everything a checkpoint needs to resume exactly. */
@@ -102,14 +122,32 @@ export interface TrainerState {
   readonly bestEval: number | null;
   /** Evaluations in a row without improvement, counted against the patience. */
   readonly badEvals: number;
+  /** With `saveBest`, the best evaluation so far and a copy of its parameters. */
+  readonly best?: BestEval & { readonly params: ReadonlyMap<string, Float32Array> };
   /** Seconds spent in the loop up to this state, over every run that led to it. */
   readonly seconds?: number;
 }
 
-/** One line of `metrics.jsonl`. */
+/**
+ * What an evaluation measures: its loss, and for class labels the accuracy and the confusion
+ * matrix (a type, not an interface, so a {@link MetricLine} is a `Record<string, unknown>`).
+ */
+export type EvalResult = {
+  /** Mean loss over the evaluation rows. */
+  loss: number;
+  /** Share of rows whose arg-max is the label. */
+  accuracy?: number;
+  /** `confusion[label][predicted]`: counts of rows, one row and one column per class. */
+  confusion?: number[][];
+};
+
+/**
+ * One line of `metrics.jsonl`: a training step's, or (`eval: true`) an evaluation's after an
+ * epoch, with the {@link EvalResult} fields.
+ */
 export type MetricLine =
   | { step: number; loss: number; lr: number; grad_norm?: number; samples_per_s?: number }
-  | { eval: true; step: number; epoch: number; loss: number; accuracy?: number };
+  | ({ eval: true; step: number; epoch: number } & EvalResult);
 
 /** Callbacks of the loop. */
 export interface TrainerHooks {
@@ -119,10 +157,8 @@ export interface TrainerHooks {
   checkpoint?(state: TrainerState, final: boolean): Promise<void>;
   /** Optimizer steps between checkpoints (only the final one when undefined). */
   checkpointEvery?: number;
-  /** Runs evaluation after each epoch; returns loss (and accuracy). */
-  evaluate?(
-    params: ReadonlyMap<string, Float32Array>,
-  ): Promise<{ loss: number; accuracy?: number }>;
+  /** Runs evaluation after each epoch; returns its loss (and accuracy and confusion). */
+  evaluate?(params: ReadonlyMap<string, Float32Array>): Promise<EvalResult>;
 }
 
 /** Raised when a step produces NaN or Inf; the last checkpoint is left intact. */
@@ -147,6 +183,8 @@ export interface TrainResult {
   readonly interrupted: boolean;
   /** Wall time of this call. */
   readonly seconds: number;
+  /** With `saveBest`, the evaluation whose parameters `params` holds at the end. */
+  readonly best?: BestEval;
 }
 
 /** What {@link train} takes besides the step and the data. */
@@ -216,8 +254,9 @@ export async function train(
   const opt = new Optimizer(opts.optimizer ?? D.optimizer, opts.optimizerOptions);
   let rng = new Rng(seed);
   let stepNo = 0, epoch = 0, position = 0, bestEval: number | null = null, badEvals = 0;
+  let best: TrainerState["best"];
   if (resume) {
-    ({ step: stepNo, epoch, position, bestEval, badEvals } = resume);
+    ({ step: stepNo, epoch, position, bestEval, badEvals, best } = resume);
     rng = Rng.fromState(resume.rng);
     opt.load(resume.optimizer);
     for (const [k, v] of resume.params) params.get(k)?.set(v);
@@ -229,9 +268,10 @@ export async function train(
     position,
     rng: rng.state(),
     optimizer: opt.state(),
-    params: new Map([...params].map(([k, v]) => [k, v.slice()])),
+    params: copyParams(params),
     bestEval,
     badEvals,
+    ...(best ? { best } : {}),
     seconds: (resume?.seconds ?? 0) + (performance.now() - t0) / 1000,
   });
   let lastLoss = NaN, stoppedEarly = false, interrupted = false;
@@ -308,6 +348,9 @@ export async function train(
       if (hooks.evaluate) {
         const ev = await hooks.evaluate(params);
         await hooks.onMetric?.({ eval: true, step: stepNo, epoch, ...ev });
+        if (opts.saveBest && Number.isFinite(ev.loss) && !(best && best.loss <= ev.loss)) {
+          best = { loss: ev.loss, step: stepNo, epoch, params: copyParams(params) };
+        }
         if (opts.earlyStopping) {
           const minDelta = opts.earlyStopping.minDelta ?? 0;
           if (bestEval === null || ev.loss < bestEval - minDelta) {
@@ -325,9 +368,17 @@ export async function train(
       break;
     }
   }
+  // The checkpoint keeps where training is; `params` then return to the best evaluation's.
   if (hooks.checkpoint) await hooks.checkpoint(state(), true);
+  const kept = opts.saveBest ? best : undefined;
+  for (const [k, v] of kept?.params ?? []) params.get(k)?.set(v);
   const seconds = (performance.now() - t0) / 1000;
-  return { steps: stepNo, lastLoss, stoppedEarly, interrupted, seconds };
+  const ended = { steps: stepNo, lastLoss, stoppedEarly, interrupted, seconds };
+  return kept ? { ...ended, best: { loss: kept.loss, step: kept.step, epoch: kept.epoch } } : ended;
+}
+
+function copyParams(params: ReadonlyMap<string, Float32Array>): Map<string, Float32Array> {
+  return new Map([...params].map(([k, v]) => [k, v.slice()]));
 }
 
 /** Σ g² over every gradient element, in float64. */

@@ -4,7 +4,8 @@
  * larger batch, clipping gives an update of norm `lr · maxNorm`, the reported gradient norm is
  * the gradients' norm, a non-finite gradient stops training naming the parameter, an
  * overflowing sum of squares of finite gradients does not, early stopping honours its patience,
- * the seeded order is reproducible, and a run aborted after any step resumes to the same end.
+ * the seeded order is reproducible, a run aborted after any step resumes to the same end, and
+ * `saveBest` ends with the best evaluation's parameters, across a resume too.
  *
  * @module
  */
@@ -308,6 +309,96 @@ Deno.test("a run aborted after any step resumes from its final checkpoint to the
       const rest = await run(undefined, cut.state);
       assertEquals([...rest.params], [...full.params], `abort after step ${k}`);
       assertEquals([...cut.lines, ...rest.lines], full.lines, `abort after step ${k}`);
+    }
+  } finally {
+    await step.release();
+  }
+});
+
+Deno.test("saveBest ends with the parameters of the first lowest eval loss, also when early stopping ends the run", async () => {
+  const step = await linearStep();
+  try {
+    const run = async (evals: number[], saveBest: boolean, patience?: number) => {
+      const seen: Float32Array[] = [];
+      const w = W0();
+      const r = await train(step, data(8), {
+        params: new Map([["w", w]]),
+        batchSize: 4,
+        epochs: evals.length,
+        lr: 0.1,
+        saveBest,
+        earlyStopping: patience ? { patience } : undefined,
+        hooks: {
+          evaluate: (p) => {
+            seen.push(p.get("w")!.slice());
+            return Promise.resolve({ loss: evals[seen.length - 1]! });
+          },
+        },
+      });
+      return { r, w: [...w], seen: seen.map((s) => [...s]) };
+    };
+    // Early stopping after epoch 4 restores epoch 2's parameters.
+    const stopped = await run([1, 0.5, 0.6, 0.55, 0.4], true, 2);
+    assertEquals([stopped.r.stoppedEarly, stopped.r.best], [true, {
+      loss: 0.5,
+      step: 4,
+      epoch: 2,
+    }]);
+    assertEquals(stopped.w, stopped.seen[1]);
+    // Ties keep the first; NaN is never the best.
+    const tied = await run([0.7, NaN, 0.3, 0.3, 0.9], true);
+    assertEquals([tied.r.best?.epoch, tied.w], [3, tied.seen[2]]);
+    // Without saveBest, the last step's parameters, not the best evaluation's.
+    const last = await run([0.7, 0.3, 0.9], false);
+    assertEquals([last.r.best, last.w], [undefined, last.seen[2]]);
+    assert(last.w.some((v, i) => v !== last.seen[1]![i]), "epoch 3 did not move w");
+  } finally {
+    await step.release();
+  }
+});
+
+Deno.test("with saveBest a run aborted after any step resumes to the uninterrupted best", async () => {
+  const step = await linearStep();
+  try {
+    const d = data(12);
+    // The eval loss is a function of the parameters, lowest at epoch 2 of 4.
+    let target = 0;
+    const evaluate = (p: ReadonlyMap<string, Float32Array>) =>
+      Promise.resolve({ loss: (p.get("w")!.reduce((s, v) => s + v * v, 0) - target) ** 2 });
+    const run = async (abortAt?: number, resume?: TrainerState, onEval?: typeof evaluate) => {
+      const w = W0();
+      const controller = new AbortController();
+      let state: TrainerState | undefined;
+      const r = await train(step, d, {
+        params: new Map([["w", w]]),
+        batchSize: 4,
+        epochs: 4, // 3 steps an epoch
+        optimizer: "adam",
+        lr: 0.05,
+        saveBest: true,
+        resume,
+        signal: controller.signal,
+        hooks: {
+          onMetric: (line) =>
+            void (!("eval" in line) && line.step === abortAt && controller.abort()),
+          evaluate: onEval ?? evaluate,
+          checkpoint: (s, final) => Promise.resolve(void (final && (state = s))),
+        },
+      });
+      return { w: [...w], r, state };
+    };
+    const norms: number[] = [];
+    await run(undefined, undefined, (p) => {
+      norms.push(p.get("w")!.reduce((s, v) => s + v * v, 0));
+      return Promise.resolve({ loss: 0 });
+    });
+    target = norms[1]!;
+    const full = await run();
+    assertEquals(full.r.best, { loss: 0, step: 6, epoch: 2 });
+    for (let k = 1; k < 12; k++) {
+      const cut = await run(k);
+      const rest = await run(undefined, cut.state);
+      assertEquals([rest.w, rest.r.best], [full.w, full.r.best], `abort after step ${k}`);
     }
   } finally {
     await step.release();
