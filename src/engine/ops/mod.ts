@@ -52,6 +52,15 @@ export { gemm, type GemmOptions, matmul } from "./matmul.ts";
 export { layerNorm, rmsNorm, rmsNormOp } from "./normalization.ts";
 export { reduceMean, reduceSum } from "./reduce.ts";
 export { clip, equal, greater, less, where } from "./select.ts";
-export { expand, flatten, identity, reshape, squeeze, tile, transpose, unsqueeze } from "./shape.ts";
+export {
+  expand,
+  flatten,
+  identity,
+  reshape,
+  squeeze,
+  tile,
+  transpose,
+  unsqueeze,
+} from "./shape.ts";
 export { range, slice, sliceDynamic } from "./slice.ts";
 export { gather } from "./gather.ts";
