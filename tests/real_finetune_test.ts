@@ -155,3 +155,29 @@ realdataTest(
     assert(last < 0.7 * first, `mean loss of the last epoch ${last} vs the first ${first}`);
   },
 );
+
+realdataTest(
+  "a batch fixed in the file that cannot be freed limits training to that batch size, said before anything runs",
+  async () => {
+    // hey_jarvis's verifier sits in an If, which may combine rows: its batch of 1 stays.
+    const model = await openModel(`${WAKE}hey_jarvis_v0.1.onnx`);
+    const rows = 4;
+    const x = new Rng(5).fillNormal(new Float32Array(rows * 16 * 96)) as Float32Array;
+    const data: Dataset = {
+      rows,
+      width: 16 * 96,
+      x,
+      y: { kind: "targets", data: new Float32Array(rows), width: 1 },
+    };
+    const config = defaultPeftConfig({ r: 2, loraAlpha: 4, targetModules: ["model.1"] });
+    let caught: unknown;
+    await finetune(model, data, { config, loss: "mse", batchSize: 2, epochs: 1 })
+      .catch((e) => (caught = e));
+    assert(
+      caught instanceof RangeError && caught.message.includes("takes exactly 1 rows") &&
+        caught.message.includes("--batch-size 1"),
+      String(caught),
+    );
+    model.close();
+  },
+);

@@ -27,9 +27,10 @@ import { type BestEval, type EvalResult, type MetricLine, train } from "../src/t
 import type { Adapter } from "../adapters/adapter.ts";
 import { toTargetOptions } from "../adapters/config.ts";
 import { buildAdapted } from "../src/lora/adapted.ts";
-import { planAdapters } from "../adapters/targets.ts";
+import { isNoTargets, planAdapters } from "../adapters/targets.ts";
 import { readCheckpoint, writeCheckpoint } from "./checkpoint.ts";
 import {
+  checkFull,
   checkInMemory,
   checkNumbers,
   checkOutDir,
@@ -37,10 +38,11 @@ import {
   checkResume,
   checkSaveBest,
   checkSplit,
+  checkTrainsSomething,
   fitData,
   refuseProbabilities,
 } from "./_finetune_checks.ts";
-import { initialParams, toAdapter, trainedTensors } from "./_finetune_params.ts";
+import { fullConfig, initialParams, toAdapter, trainedTensors } from "./_finetune_params.ts";
 import { bestRecord, readBest } from "./_finetune_best.ts";
 import { countCorrect, evaluate } from "./_finetune_eval.ts";
 import {
@@ -135,21 +137,27 @@ export async function finetune(
   data: Dataset,
   options: FinetuneOptions,
 ): Promise<FinetuneResult> {
-  const opts = resolveTrainOptions(await trainConfigOf(options.trainConfig), options);
-  const outDir = opts.outDir;
+  const resolved = resolveTrainOptions(await trainConfigOf(options.trainConfig), options);
   // Everything that can be wrong is checked before anything is compiled or written.
+  checkFull(resolved);
+  const opts = resolved.full
+    ? { ...resolved, config: fullConfig(resolved.config, model) }
+    : resolved;
+  const outDir = opts.outDir;
   checkNumbers(opts);
   checkInMemory(opts);
   refuseProbabilities(model, opts.loss);
   if (outDir !== undefined) await checkOutDir(outDir);
   const resume = opts.resume ? await readCheckpoint(opts.resume) : undefined;
   const advice: string[] = [];
-  const adapters = planAdapters(model, {
-    ...toTargetOptions(opts.config, model.layers.map((l) => l.name)),
+  const names = model.layers.map((l) => l.name);
+  const adapters = isNoTargets(opts.config.targetModules) ? [] : planAdapters(model, {
+    ...toTargetOptions(opts.config, names),
     onWarning: (message) => advice.push(message),
   });
   checkRanks(adapters, advice, opts.onWarning);
   const extraKeys = trainedTensors(model, adapters, opts.config);
+  checkTrainsSomething(adapters, extraKeys, names);
   const built = buildAdapted(model, adapters, {
     loss: opts.loss,
     dropout: opts.config.loraDropout,
@@ -164,6 +172,7 @@ export async function finetune(
     fitData(sets.evalData, opts.loss, built.output.shape, evalSource(opts));
   const where = `Cannot fine-tune "${model.source}"`;
   modelFeeds(built.inputs, sliceBatch(trainData, null, 0, 1).feeds, where);
+  fixedBatch(built.inputs, opts.batchSize, [trainData, evalData], where);
   const params = await initialParams(model, adapters, opts);
   for (const key of extraKeys.keys()) {
     params.set(key, toFloat32(await model.readTensor(key)).data.slice());
@@ -175,9 +184,13 @@ export async function finetune(
     : undefined;
   const saveBest = opts.saveBest ?? kept?.saveBest ?? false;
   checkSaveBest(saveBest, evalData);
+  const whole = new Set(
+    [...extraKeys.values()].filter((t) => t.kind === "extra").map((t) => t.module),
+  );
   opts.onStart?.({
     adapters,
-    frozen: model.layers.filter((l) => !adapters.some((a) => a.layer === l)).map((l) => l.name),
+    whole: [...whole],
+    frozen: names.filter((n) => !whole.has(n) && !adapters.some((a) => a.layer.name === n)),
     trainRows: trainData.rows,
     evalRows: evalData?.rows ?? 0,
   });
@@ -348,4 +361,29 @@ function countBaseParams(model: BaseModel): number {
   let n = 0;
   for (const l of model.layers) n += l.inFeatures * l.outFeatures + (l.biasKey ? l.outFeatures : 0);
   return n;
+}
+
+/**
+ * A batch size the file fixes and the import could not free (a node combines rows) limits
+ * training to batches of exactly that size: every batch, the last included.
+ */
+function fixedBatch(
+  inputs: readonly { name: string; shape: readonly (number | string)[] }[],
+  batchSize: number,
+  sets: readonly (Dataset | undefined)[],
+  where: string,
+): void {
+  const input = inputs.find((i) => typeof i.shape[0] === "number");
+  if (!input) return;
+  const b = input.shape[0] as number;
+  const rows = sets.filter((d) => d !== undefined).map((d) => d!.rows);
+  if (batchSize !== b || rows.some((r) => r % b !== 0)) {
+    throw new RangeError(
+      `${where}: the model's input "${input.name}" takes exactly ${b} rows (a batch size fixed ` +
+        `in the file that the import could not free), so training is limited to --batch-size ${b} ` +
+        `and data of a multiple of ${b} rows (got --batch-size ${batchSize}, ${
+          rows.join(" and ")
+        } rows)`,
+    );
+  }
 }
