@@ -17,13 +17,9 @@
  * @module
  */
 
-import { InferenceEngine } from "../src/infer/engine.ts";
-import { rowValues } from "../src/infer/rows.ts";
-import { openModel } from "../src/models/open.ts";
-import { loadInputs, shortestFloat32, writeJsonl } from "../src/data/files.ts";
-import { rowWidth } from "../src/data/feeds.ts";
+import type { InferenceEngine } from "../src/infer/engine.ts";
+import type { loadInputs } from "../src/data/files.ts";
 import { numel, type Tensor } from "../src/tensor.ts";
-import { servableWeights } from "./_adapter_weights.ts";
 import { writeOut } from "./_errors.ts";
 import { labelColumn, positiveInteger } from "./_numbers.ts";
 import type { Program } from "./_program.ts";
@@ -64,6 +60,15 @@ export interface Predictions {
  * ```
  */
 export async function predictFile(o: PredictCliOptions): Promise<Predictions> {
+  // Imported here, so that `ffwd --help` and `inspect` never load onnxruntime or TF.js.
+  const [{ InferenceEngine }, { openModel }, { loadInputs }, { rowWidth }, { servableWeights }] =
+    await Promise.all([
+      import("../src/infer/engine.ts"),
+      import("../src/models/open.ts"),
+      import("../src/data/files.ts"),
+      import("../src/data/feeds.ts"),
+      import("./_adapter_weights.ts"),
+    ]);
   const model = await openModel(o.model, { block: o.block, output: o.output });
   try {
     // One pass over a file: pre-packing the weights costs more at creation than it saves over
@@ -148,7 +153,7 @@ export function registerPredict(program: Program): void {
     .option("--block <name>", "block of a multi-block file (model.layers.3.mlp)")
     .option(
       "--output <name>",
-      "ONNX: end the model at this value (another output, or the logits a final Softmax reads)",
+      "end the model at this value (another output, or the logits a final Softmax reads)",
     )
     .option("--adapter <dir>", "adapter folder (PEFT or MLX-LM), run unmerged")
     .requiredOption(
@@ -168,6 +173,8 @@ export function registerPredict(program: Program): void {
     .option("--batch-size <rows>", "rows per engine run", positiveInteger, 64)
     .option("--threads <n>", "onnxruntime threads (default: every core)", positiveInteger)
     .action(async (o) => {
+      const { rowValues } = await import("../src/infer/rows.ts");
+      const { shortestFloat32, writeJsonl } = await import("../src/data/files.ts");
       const { rows, shape, y } = await predictFile(o);
       const t = { dtype: "F32" as const, shape: [rows, ...shape], data: y };
       const lines = rowValues(t, (v) => shortestFloat32(v as number)).map((v) => ({ y: v }));

@@ -15,11 +15,9 @@
  * @module
  */
 
-import { InferenceEngine } from "../src/infer/engine.ts";
-import { serve, type Server } from "../src/infer/server.ts";
+import type { InferenceEngine } from "../src/infer/engine.ts";
+import type { Server } from "../src/infer/server.ts";
 import type { BaseModel } from "../src/models/model.ts";
-import { openModel } from "../src/models/open.ts";
-import { servableWeights } from "./_adapter_weights.ts";
 import { writeErr, writeOut } from "./_errors.ts";
 import { nonNegativeInteger, nonNegativeNumber, positiveInteger } from "./_numbers.ts";
 import type { Program } from "./_program.ts";
@@ -39,6 +37,7 @@ export interface ServeCliOptions {
   readonly maxAdapters?: number;
   readonly maxAdapterBytes?: number;
   readonly maxBodyBytes?: number;
+  /** Default: `servingThreads(model)` (one for a small model, else every core). */
   readonly threads?: number;
   /**
    * Let onnxruntime pre-pack the base's weights (default true): slower start-up, faster runs. A
@@ -67,13 +66,22 @@ export interface RunningServe {
  * ```
  */
 export async function startServe(o: ServeCliOptions): Promise<RunningServe> {
+  // Imported here, so that `ffwd --help` and `inspect` never load onnxruntime or TF.js.
+  const [{ InferenceEngine }, { serve }, { servingThreads }, { openModel }, { servableWeights }] =
+    await Promise.all([
+      import("../src/infer/engine.ts"),
+      import("../src/infer/server.ts"),
+      import("../src/infer/threads.ts"),
+      import("../src/models/open.ts"),
+      import("./_adapter_weights.ts"),
+    ]);
   const model: BaseModel = await openModel(o.model, { block: o.block, output: o.output });
   let engine: InferenceEngine | undefined;
   try {
     engine = await InferenceEngine.create(model, {
       maxAdapters: o.maxAdapters,
       maxBytes: o.maxAdapterBytes,
-      threads: o.threads,
+      threads: o.threads ?? servingThreads(model),
       prepack: o.prepack,
     });
     const server = await serve(engine, {
@@ -123,18 +131,28 @@ export function registerServe(program: Program): void {
     .option("--block <name>", "block of a multi-block file (model.layers.3.mlp)")
     .option(
       "--output <name>",
-      "ONNX: end the model at this value (another output, or the logits a final Softmax reads)",
+      "end the model at this value (another output, or the logits a final Softmax reads)",
     )
     .requiredOption("--adapters-dir <dir>", "folder of adapter folders (loaded by name)")
     .option("--host <host>", "address to bind", "127.0.0.1")
     .option("--port <n>", "port (0 picks a free port)", nonNegativeInteger, 8080)
     .option("--max-batch <rows>", "most rows per engine run", positiveInteger, 64)
-    .option("--max-wait-ms <ms>", "longest wait to fill a batch", nonNegativeNumber, 5)
+    .option(
+      "--max-wait-ms <ms>",
+      "longest wait of an idle engine for more requests (0: run at once, batch what queues " +
+        "up while a batch runs)",
+      nonNegativeNumber,
+      0,
+    )
     .option("--token <token>", "require Authorization: Bearer <token> (or set FFWD_TOKEN)")
     .option("--max-adapters <n>", "most adapters in memory (LRU eviction)", positiveInteger)
     .option("--max-adapter-bytes <bytes>", "most adapter bytes in memory", positiveInteger)
     .option("--max-body-bytes <bytes>", "largest request body", positiveInteger, 16 * 1024 * 1024)
-    .option("--threads <n>", "onnxruntime threads (default: every core)", positiveInteger)
+    .option(
+      "--threads <n>",
+      "onnxruntime threads (default: 1 for a small model, else every core)",
+      positiveInteger,
+    )
     .option(
       "--no-prepack",
       "skip onnxruntime's weight pre-packing: much faster start-up for large bases, slower runs",

@@ -26,11 +26,34 @@ export function json(body: unknown, status = 200, headers: HeadersInit = {}): Re
   });
 }
 
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 /** Reads and parses a JSON body of at most `limit` bytes (413 beyond, 400 when malformed). */
 export async function readJson(req: Request, limit: number): Promise<unknown> {
   const tooLarge = () => new HttpError(413, `Request body is over the limit of ${limit} bytes`);
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw tooLarge();
+  // With a declared length HTTP framing bounds the body: read it in one go. Without one (chunked)
+  // count the bytes as they come.
+  const bytes = declared !== null
+    ? new Uint8Array(await req.arrayBuffer())
+    : await readAll(req, limit);
+  if (bytes === null || bytes.byteLength > limit) throw tooLarge();
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    throw new HttpError(400, "Malformed JSON: the body is not UTF-8");
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new HttpError(400, `Malformed JSON: ${(e as Error).message}`);
+  }
+}
+
+/** The body of a request without a declared length, or `null` once it grows past `limit`. */
+async function readAll(req: Request, limit: number): Promise<Uint8Array | null> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   if (req.body) {
@@ -41,7 +64,7 @@ export async function readJson(req: Request, limit: number): Promise<unknown> {
       total += value.byteLength;
       if (total > limit) {
         await reader.cancel().catch(() => {});
-        throw tooLarge();
+        return null;
       }
       chunks.push(value);
     }
@@ -49,17 +72,7 @@ export async function readJson(req: Request, limit: number): Promise<unknown> {
   const bytes = new Uint8Array(total);
   let at = 0;
   for (const c of chunks) bytes.set(c, (at += c.byteLength) - c.byteLength);
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw new HttpError(400, "Malformed JSON: the body is not UTF-8");
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new HttpError(400, `Malformed JSON: ${(e as Error).message}`);
-  }
+  return bytes;
 }
 
 /** Adapter names: a file name in the adapters folder, no separators, no leading dot. */

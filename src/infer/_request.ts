@@ -99,8 +99,7 @@ class Column {
     if (Array.isArray(value) && got.length > 1) {
       return this.#walk(value, got, 0, start, at, []);
     }
-    const flat = Array.isArray(value) ? value : [value]; // flat, or a scalar row
-    for (let i = 0; i < flat.length; i++) this.#put(start + i, flat[i], at, [i]);
+    this.#leaves(Array.isArray(value) ? value : [value], start, at, []); // flat, or a scalar row
   }
 
   tensor(): Tensor {
@@ -156,9 +155,25 @@ class Column {
         if (!Array.isArray(e)) {
           throw bad(`${path}${[...idx, i].map((j) => `[${j}]`).join("")} is not an array`);
         }
-        this.#walk(e, dims, depth + 1, at + i * inner, path, [...idx, i]);
+        if (depth + 2 < dims.length || e.length !== dims[depth + 1]) { // (#walk names the row)
+          this.#walk(e, dims, depth + 1, at + i * inner, path, [...idx, i]);
+        } else this.#leaves(e, at + i * inner, path, [...idx, i]);
       } else this.#put(at + i, e, path, [...idx, i]);
     }
+  }
+
+  /** Writes the numbers `values` from element `at` on (a float column takes them as they are). */
+  #leaves(values: readonly unknown[], at: number, path: string, idx: number[]): void {
+    const data = this.#data!;
+    if (data instanceof Float32Array || data instanceof Float64Array) {
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i];
+        if (typeof v !== "number") return this.#put(at + i, v, path, [...idx, i]); // throws
+        data[at + i] = v;
+      }
+      return;
+    }
+    for (let i = 0; i < values.length; i++) this.#put(at + i, values[i], path, [...idx, i]);
   }
 
   #put(k: number, v: unknown, path: string, idx: number[]): void {

@@ -1,11 +1,13 @@
 /**
- * The feeds of the stacked-adapter branch (`src/lora/multi.ts`) for one batch: the one-hot selector,
- * the rank mask, and per layer `A_cat [K·rmax, in]`, `B_cat [out, K·rmax]`, `R [K, out]`.
+ * The feeds of the grouped-adapter branch (`src/lora/multi.ts`) for one batch: the selectors
+ * (each chunk's slots, each row's slot and adapter) and per layer the stacks `A [K, rmax, in]`,
+ * `B [K, out, rmax]` (DoRA's ratio folded in) and `D [K, out]` (ratio − 1). Rows without an
+ * adapter form the last chunk, whose stacks are zeros.
  *
  * Fast paths, because most batches are simple:
  * - a batch of one adapter whose layer rank equals `rmax` feeds the snapshot's own arrays (no copy);
  * - layers no adapter of the batch touches, and batches with no adapter at all, feed shared
- *   constant zeros / ones (cached by length; ORT never writes its inputs);
+ *   constant zeros (cached by length; ORT never writes its inputs);
  * - stacks of several adapters are kept for the next batches over the same set (adapters are
  *   ordered by version, so the set's order does not matter): the last few sets, up to
  *   {@linkcode STACK_CACHE_BYTES}. Snapshots are immutable, so a cached stack is never stale.
@@ -21,7 +23,7 @@
 import type { LinearLayer } from "../models/model.ts";
 import type { Tensor } from "../tensor.ts";
 import type { DoraRatios, LayerWeights } from "../lora/dora.ts";
-import { MASK, ONEHOT, stackNames } from "../lora/multi.ts";
+import { ADAPTER, BACK, ROWS, stackNames } from "../lora/multi.ts";
 
 /** One layer of a snapshot: B has the scale folded in. */
 export interface SnapshotLayer {
@@ -33,6 +35,10 @@ export interface SnapshotLayer {
   readonly rank: number;
   /** DoRA's `m / ‖W + scale·B·A‖` [out], `null` for LoRA. */
   readonly ratio: Float32Array | null;
+  /** The B the serving graph multiplies by, `[out, r]`: `ratio ⊙ scale·B` (DoRA), or `sB`. */
+  readonly rB: Float32Array;
+  /** `ratio − 1` [out] (DoRA), or `null`. */
+  readonly dr: Float32Array | null;
 }
 
 /** What the stacker needs of a snapshot. */
@@ -48,64 +54,102 @@ const MAX_CONSTANTS = 256;
 export const STACK_CACHE_ENTRIES = 4;
 export const STACK_CACHE_BYTES = 64 * 2 ** 20;
 
-/** Builds stacked feeds for a fixed set of layers. */
+/** Builds grouped feeds for a fixed set of layers. */
 export class Stacker {
-  #consts = new Map<number, Float32Array>(); // key: ±length (negative = ones)
+  #zeros = new Map<number, Float32Array>(); // by length
   #stacks = new Map<string, { feeds: Record<string, Tensor>; bytes: number }>(); // LRU order
-  readonly #names: { layer: LinearLayer; A: string; B: string; R: string }[];
+  readonly #names: { layer: LinearLayer; A: string; B: string; D: string }[];
 
   constructor(layers: readonly LinearLayer[]) {
     this.#names = layers.map((layer) => ({ layer, ...stackNames(layer.name) }));
   }
 
-  /** Feeds for `snaps` (one per row, `null` for the base), except the model's own input. */
+  /** Feeds for `snaps` (one per row, `null` for the base), except the model's own inputs. */
   feeds(snaps: readonly (Stackable | null)[]): Record<string, Tensor> {
-    const rows = snaps.length;
-    const distinct = [...new Set(snaps.filter((s) => s !== null))].sort((a, b) =>
-      a.version - b.version
-    );
-    const index = new Map(distinct.map((s, k) => [s, k])); // adapter → k
-    const K = Math.max(1, distinct.length);
-    let rmax = 1;
-    for (const s of distinct) rmax = Math.max(rmax, s.rank);
-    const kr = K * rmax;
-    const onehot = new Float32Array(rows * K); // [rows, K]
-    const mask = new Float32Array(rows * kr); // [rows, K·rmax]
-    snaps.forEach((s, i) => {
-      if (!s) return;
-      const k = index.get(s)!;
-      onehot[i * K + k] = 1;
-      mask.fill(1, i * kr + k * rmax, i * kr + (k + 1) * rmax);
-    });
-    const selectors = { [ONEHOT]: f32([rows, K], onehot), [MASK]: f32([rows, kr], mask) };
-    const key = distinct.map((s) => s.version).join(",");
+    const distinct: Stackable[] = [];
+    const index = new Map<Stackable | null, number>(); // adapter → k
+    for (const s of snaps) {
+      if (s && !index.has(s)) {
+        index.set(s, 0);
+        distinct.push(s);
+      }
+    }
+    distinct.sort((a, b) => a.version - b.version);
+    distinct.forEach((s, k) => index.set(s, k));
+    const none = distinct.length === 0 || snaps.includes(null);
+    if (none) index.set(null, distinct.length); // the last chunk: rows without an adapter
+    const feeds = { ...this.#stacked(distinct, none) };
+    Object.assign(feeds, this.#selectors(snaps, index, distinct.length + (none ? 1 : 0)));
+    return feeds;
+  }
+
+  /** Rows grouped by adapter into K chunks of m slots (spare slots repeat the group's first). */
+  #selectors(
+    snaps: readonly (Stackable | null)[],
+    index: ReadonlyMap<Stackable | null, number>,
+    K: number,
+  ): Record<string, Tensor> {
+    const n = snaps.length;
+    const count = new Int32Array(K);
+    const of = new Int32Array(n); // each row's chunk
+    for (let i = 0; i < n; i++) {
+      const k = of[i] = index.get(snaps[i] ?? null)!;
+      count[k] = count[k]! + 1;
+    }
+    let m = 2; // a GEMM of one row takes another path: never fewer than two slots
+    for (const c of count) m = Math.max(m, c);
+    const rows = new Int32Array(K * m); // [K, m]
+    const back = new Int32Array(n); // [batch]
+    const fill = new Int32Array(K);
+    for (let i = 0; i < n; i++) {
+      const k = of[i]!;
+      const slot = k * m + fill[k]!;
+      fill[k] = fill[k]! + 1;
+      rows[slot] = i;
+      back[i] = slot;
+    }
+    for (let k = 0; k < K; k++) rows.fill(rows[k * m]!, k * m + fill[k]!, (k + 1) * m);
+    return {
+      [ROWS]: { dtype: "I32", shape: [K, m], data: rows },
+      [BACK]: { dtype: "I32", shape: [n], data: back },
+      [ADAPTER]: { dtype: "I32", shape: [n], data: of },
+    };
+  }
+
+  /** Every layer's stacks for the adapters `distinct` (in version order), and zeros for `none`. */
+  #stacked(distinct: readonly Stackable[], none: boolean): Record<string, Tensor> {
+    const key = distinct.map((s) => s.version).join(",") + (none ? ",none" : "");
     const cached = this.#stacks.get(key);
     if (cached) {
       this.#stacks.delete(key);
       this.#stacks.set(key, cached);
-      return { ...cached.feeds, ...selectors };
+      return cached.feeds;
     }
+    const K = distinct.length + (none ? 1 : 0);
+    let rmax = 1;
+    for (const s of distinct) rmax = Math.max(rmax, s.rank);
     const feeds: Record<string, Tensor> = {};
     let copied = 0;
-    for (const { layer, A, B, R } of this.#names) {
+    for (const { layer, A, B, D } of this.#names) {
       const { inFeatures: din, outFeatures: dout } = layer;
       const parts = distinct.map((s) => s.layers.get(layer.name));
+      if (none) parts.push(undefined);
       const only = K === 1 ? parts[0] : undefined;
       if (!parts.some((l) => l)) {
-        feeds[A] = f32([kr, din], this.#const(0, kr * din));
-        feeds[B] = f32([dout, kr], this.#const(0, dout * kr));
-        feeds[R] = f32([K, dout], this.#const(1, K * dout));
+        feeds[A] = f32([K, rmax, din], this.#zero(K * rmax * din));
+        feeds[B] = f32([K, dout, rmax], this.#zero(K * dout * rmax));
+        feeds[D] = f32([K, dout], this.#zero(K * dout));
       } else if (only && only.rank === rmax) {
-        feeds[A] = f32([kr, din], only.A);
-        feeds[B] = f32([dout, kr], only.sB);
-        feeds[R] = f32([K, dout], only.ratio ?? this.#const(1, dout));
+        feeds[A] = f32([1, rmax, din], only.A);
+        feeds[B] = f32([1, dout, rmax], only.rB);
+        feeds[D] = f32([1, dout], only.dr ?? this.#zero(dout));
       } else {
-        Object.assign(feeds, stack(parts, { A, B, R }, din, dout, rmax, this.#const(1, K * dout)));
-        copied += (kr * (din + dout) + K * dout) * 4;
+        Object.assign(feeds, stack(parts, { A, B, D }, din, dout, rmax, this.#zero(K * dout)));
+        copied += K * (rmax * (din + dout) + dout) * 4;
       }
     }
     if (copied > 0) this.#remember(key, feeds, copied);
-    return { ...feeds, ...selectors };
+    return feeds;
   }
 
   #remember(key: string, feeds: Record<string, Tensor>, bytes: number): void {
@@ -120,15 +164,12 @@ export class Stacker {
     }
   }
 
-  /** A shared array of `n` zeros or ones. */
-  #const(value: 0 | 1, n: number): Float32Array {
-    const key = value ? -n - 1 : n;
-    let a = this.#consts.get(key);
+  /** A shared array of `n` zeros. */
+  #zero(n: number): Float32Array {
+    let a = this.#zeros.get(n);
     if (!a) {
-      if (this.#consts.size >= MAX_CONSTANTS) this.#consts.clear();
-      a = new Float32Array(n);
-      if (value) a.fill(1);
-      this.#consts.set(key, a);
+      if (this.#zeros.size >= MAX_CONSTANTS) this.#zeros.clear();
+      this.#zeros.set(n, a = new Float32Array(n));
     }
     return a;
   }
@@ -137,33 +178,31 @@ export class Stacker {
 /** Copies K adapters' layer into fresh stacks, ranks zero-padded to `rmax`. */
 function stack(
   parts: readonly (SnapshotLayer | undefined)[],
-  names: { A: string; B: string; R: string },
+  names: { A: string; B: string; D: string },
   din: number,
   dout: number,
   rmax: number,
-  ones: Float32Array,
+  zeros: Float32Array,
 ): Record<string, Tensor> {
-  const K = parts.length, kr = K * rmax;
-  const A = new Float32Array(kr * din); // [K·rmax, in]
-  const B = new Float32Array(dout * kr); // [out, K·rmax]
-  let R = ones; // [K, out]
+  const K = parts.length;
+  const A = new Float32Array(K * rmax * din); // [K, rmax, in]
+  const B = new Float32Array(K * dout * rmax); // [K, out, rmax]
+  let D = zeros; // [K, out]
   parts.forEach((l, k) => {
     if (!l) return;
     A.set(l.A, k * rmax * din); // rows k·rmax … k·rmax + r−1; the rest stays zero
-    const r = l.rank, sB = l.sB;
-    for (let o = 0; o < dout; o++) {
-      const from = o * r, to = o * kr + k * rmax;
-      for (let j = 0; j < r; j++) B[to + j] = sB[from + j]!;
-    }
-    if (l.ratio) {
-      if (R === ones) R = ones.slice();
-      R.set(l.ratio, k * dout);
+    const r = l.rank, rB = l.rB, at = k * dout * rmax;
+    if (r === rmax) B.set(rB, at);
+    else for (let o = 0; o < dout; o++) B.set(rB.subarray(o * r, (o + 1) * r), at + o * rmax);
+    if (l.dr) {
+      if (D === zeros) D = zeros.slice();
+      D.set(l.dr, k * dout);
     }
   });
   return {
-    [names.A]: f32([kr, din], A),
-    [names.B]: f32([dout, kr], B),
-    [names.R]: f32([K, dout], R),
+    [names.A]: f32([K, rmax, din], A),
+    [names.B]: f32([K, dout, rmax], B),
+    [names.D]: f32([K, dout], D),
   };
 }
 
@@ -199,8 +238,13 @@ export async function snapshotLayers(
     const sB = new Float32Array(B.length);
     for (let i = 0; i < sB.length; i++) sB[i] = B[i]! * lw.scale;
     const ratio = lw.magnitude ? await dora.compute(layer, lw) : null;
-    layers.set(lname, { A, sB, rank: r, ratio });
-    bytes += (A.length + sB.length + (ratio?.length ?? 0)) * 4;
+    let rB = sB, dr: Float32Array | null = null;
+    if (ratio) {
+      rB = sB.map((v, i) => v * ratio[Math.floor(i / r)]!); // row o of [out, r] times ratio[o]
+      dr = ratio.map((v) => v - 1);
+    }
+    layers.set(lname, { A, sB, rank: r, ratio, rB, dr });
+    bytes += (A.length + sB.length + (ratio ? ratio.length + rB.length + dr!.length : 0)) * 4;
     rank = Math.max(rank, r);
   }
   return { layers, bytes, rank };

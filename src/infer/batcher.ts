@@ -1,8 +1,15 @@
 /**
- * Micro-batching across requests and adapters: requests wait up to `maxWaitMs` (counted from the
- * oldest waiting one) or until `maxBatch` rows are queued, then run as one mixed-adapter batch
- * (`InferenceEngine.runSnapshots`, one snapshot per row). One batch runs at a time: ORT already
- * uses every core inside a run, and requests arriving meanwhile form the next batch.
+ * Continuous batching across requests and adapters: a request that finds the engine idle runs at
+ * once (on the event loop's next turn, with the requests read in the same turn), and requests that
+ * arrive while a batch runs queue up and form the next batch, which starts as soon as the engine is
+ * free (as vLLM does), so batching adds no latency at low load and amortizes a run over many
+ * requests at high load. A batch is one mixed-adapter engine run
+ * (`InferenceEngine.runFeeds`, one snapshot per row). One batch runs at a time: ORT already uses
+ * every core inside a run.
+ *
+ * `maxWaitMs` (default 0) makes an idle engine wait that long (counted from the oldest waiting
+ * request) for more rows before it runs a batch smaller than `maxBatch`: fuller batches at the
+ * cost of latency, for clients that arrive in bursts.
  *
  * Each request brings its own snapshot, resolved when it arrived, so a batch may mix versions of
  * one adapter; rows never see a version other than their request's.
@@ -14,6 +21,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import type { AdapterSnapshot, InferenceEngine } from "./engine.ts";
 import { formatShape, type Tensor } from "../tensor.ts";
 import { concatRows, sliceRows } from "./rows.ts";
@@ -22,7 +30,10 @@ import { concatRows, sliceRows } from "./rows.ts";
 export interface BatcherOptions {
   /** Most rows per run (a single larger request runs alone). Default 64. */
   readonly maxBatch?: number;
-  /** Longest wait for more requests, ms. Default 5. */
+  /**
+   * Longest wait of an idle engine for more requests, ms. Default 0: run at once, and batch
+   * what queues up while a batch runs.
+   */
   readonly maxWaitMs?: number;
   /**
    * Most rows waiting; beyond, {@linkcode Batcher.submit} rejects with a BusyError (a request
@@ -95,17 +106,18 @@ export class Batcher {
   #queuedRows = 0;
   #running = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #soon = false; // a dispatch is due on the next turn of the event loop
   #idle: (() => void)[] = [];
   readonly #maxBatch: number;
   readonly #maxWait: number;
   readonly #maxQueue: number;
 
   constructor(
-    private readonly engine: Pick<InferenceEngine, "runSnapshots">,
+    private readonly engine: Pick<InferenceEngine, "runFeeds">,
     private readonly opts: BatcherOptions = {},
   ) {
     this.#maxBatch = opts.maxBatch ?? 64;
-    this.#maxWait = opts.maxWaitMs ?? 5;
+    this.#maxWait = opts.maxWaitMs ?? 0;
     this.#maxQueue = opts.maxQueueRows ?? 65536;
     if (!Number.isInteger(this.#maxBatch) || this.#maxBatch < 1) {
       throw new RangeError(`Invalid maxBatch ${this.#maxBatch}: expected an integer >= 1`);
@@ -121,13 +133,19 @@ export class Batcher {
   }
 
   /**
-   * Queues a request, tensors `[rows, …]` by input name (as {@linkcode InferenceEngine.feeds}
-   * returns them), to run with `snap`; resolves to its rows of the output, `[rows, …]`.
+   * Queues a request, tensors `[rows, …]` by input name as {@linkcode InferenceEngine.feeds}
+   * returns them (they are not checked again), to run with `snap`; resolves to its rows of the
+   * output, `[rows, …]`.
    */
   submit(feeds: Readonly<Record<string, Tensor>>, snap: AdapterSnapshot | null): Promise<Tensor> {
-    const all = Object.values(feeds);
-    const rows = all[0]?.shape[0] ?? 0;
-    if (rows < 1 || all.some((t) => t.shape[0] !== rows)) {
+    let rows = -1, key = "", equal = true;
+    for (const k in feeds) {
+      const t = feeds[k]!;
+      if (rows < 0) rows = t.shape[0] ?? 0;
+      else equal &&= t.shape[0] === rows;
+      key += `${k}:${t.dtype}[${t.shape.slice(1).join(",")}],`;
+    }
+    if (rows < 1 || !equal) {
       throw new TypeError(
         `Cannot batch inputs of ${
           Object.entries(feeds).map(([k, t]) => `"${k}" ${formatShape(t.shape)}`).join(", ") ||
@@ -142,12 +160,10 @@ export class Batcher {
         ),
       );
     }
-    const rowOf = ([k, t]: [string, Tensor]) => `${k}:${t.dtype}${formatShape(t.shape.slice(1))}`;
-    const key = Object.entries(feeds).map(rowOf).join(",");
     return new Promise((resolve, reject) => {
       this.#queue.push({ feeds, rows, key, snap, at: performance.now(), resolve, reject });
       this.#queuedRows += rows;
-      this.#schedule();
+      if (!this.#running) this.#schedule();
     });
   }
 
@@ -157,15 +173,32 @@ export class Batcher {
     return new Promise((r) => this.#idle.push(r));
   }
 
+  /**
+   * Called when the engine is free: runs the next batch as soon as the requests that came in with
+   * this one are read (the event loop's next turn: at once for a full batch), or when its wait is
+   * over.
+   */
   #schedule(): void {
-    if (this.#running || this.#queue.length === 0) {
-      if (!this.#running) this.#idle.splice(0).forEach((r) => r());
+    if (this.#queue.length === 0) return void this.#idle.splice(0).forEach((r) => r());
+    if (this.#queuedRows >= this.#maxBatch) return void this.#dispatch();
+    if (this.#maxWait === 0) {
+      // Measured on the MNIST MLP with 8 clients: a quarter more requests/s and a lower p50 than
+      // running the first request alone, the same latency with one client.
+      if (!this.#soon) {
+        this.#soon = true;
+        setImmediate(() => {
+          this.#soon = false;
+          if (!this.#running && this.#queue.length > 0) this.#dispatch();
+        });
+      }
       return;
     }
-    if (this.#queuedRows >= this.#maxBatch) return void this.#dispatch();
-    if (this.#timer !== undefined) return;
+    // A timer even when the wait is over, so requests submitted together still run together.
     const wait = Math.max(0, this.#queue[0]!.at + this.#maxWait - performance.now());
-    this.#timer = setTimeout(() => this.#dispatch(), wait);
+    this.#timer ??= setTimeout(() => {
+      this.#timer = undefined;
+      if (!this.#running) this.#dispatch();
+    }, wait);
   }
 
   async #dispatch(): Promise<void> {
@@ -189,15 +222,21 @@ export class Batcher {
     this.#running = true;
     try {
       const feeds: Record<string, Tensor> = {};
-      for (const name of Object.keys(batch[0]!.feeds)) {
-        feeds[name] = concatRows(batch.map((p) => p.feeds[name]!));
+      for (const name in batch[0]!.feeds) {
+        feeds[name] = batch.length === 1
+          ? batch[0]!.feeds[name]!
+          : concatRows(batch.map((p) => p.feeds[name]!));
       }
-      const snaps: (AdapterSnapshot | null)[] = [];
-      for (const p of batch) for (let i = 0; i < p.rows; i++) snaps.push(p.snap);
-      const y = await this.engine.runSnapshots(feeds, snaps);
+      const snaps: (AdapterSnapshot | null)[] = new Array(rows);
       let at = 0;
       for (const p of batch) {
-        p.resolve(sliceRows(y, at, p.rows));
+        snaps.fill(p.snap, at, at + p.rows);
+        at += p.rows;
+      }
+      const y = await this.engine.runFeeds(feeds, snaps);
+      at = 0;
+      for (const p of batch) {
+        p.resolve(batch.length === 1 ? y : sliceRows(y, at, p.rows));
         at += p.rows;
       }
       this.opts.onBatch?.(rows, batch.length);

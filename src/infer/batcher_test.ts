@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertRejects } from "../../tests/_assert.ts";
+import { setImmediate } from "node:timers";
 import type { Tensor } from "../tensor.ts";
 import { Batcher, BusyError } from "./batcher.ts";
 import type { AdapterSnapshot } from "./engine.ts";
@@ -8,7 +9,7 @@ function fakeEngine(delayMs = 0, fail = false) {
   const runs: { rows: number; versions: number[] }[] = [];
   return {
     runs,
-    async runSnapshots(
+    async runFeeds(
       feeds: Readonly<Record<string, Tensor>>,
       snaps: readonly (AdapterSnapshot | null)[],
     ): Promise<Tensor> {
@@ -115,4 +116,19 @@ Deno.test("requests whose rows differ in shape run in separate batches, the olde
   assertEquals(engine.runs, [{ rows: 2, versions: [1, 0] }, { rows: 3, versions: [2, 0, 0] }]);
   assertEquals(ys.map((y) => y.shape), [[1, 2], [1, 1, 2], [1, 2], [2, 1, 2]]);
   assertEquals([...ys[2]!.data], [30, 40]);
+});
+
+Deno.test("an idle batcher runs a request at once; requests arriving meanwhile form the next batch", async () => {
+  const engine = fakeEngine(30);
+  const b = new Batcher(engine); // maxWaitMs 0: continuous batching
+  const t0 = performance.now();
+  const first = b.submit(rows([1, 2]), snap(1));
+  await new Promise((r) => setImmediate(r)); // the event loop's next turn
+  assertEquals(engine.runs.length, 1, "the first request started without waiting");
+  const later = [b.submit(rows([3, 4]), null), b.submit(rows([5, 6]), snap(2))];
+  assertEquals(b.queuedRows, 2);
+  await first;
+  await Promise.all(later);
+  assertEquals(engine.runs, [{ rows: 1, versions: [1] }, { rows: 2, versions: [0, 2] }]);
+  assert(performance.now() - t0 < 200, "no run waited for a timer");
 });

@@ -1,7 +1,7 @@
 /**
- * The hot-swap inference engine: one base model compiled once with the stacked-adapter branch
- * (see `src/lora/multi.ts`), a registry of named adapters, and runs where every row may use a
- * different adapter or none.
+ * The hot-swap inference engine: one base model compiled once with the grouped-adapter branch
+ * (see `src/lora/multi.ts`: rows are grouped by adapter, so each row's LoRA work is done once), a
+ * registry of named adapters, and runs where every row may use a different adapter or none.
  *
  * - Switching adapters feeds other tensors: no recompilation, no base reload; registering an
  *   adapter costs O(adapter bytes) (scale folded into B once, DoRA ratios computed once).
@@ -20,7 +20,7 @@
  */
 
 import { type Dim, Graph } from "../engine/graph.ts";
-import { Session, type SessionOptions } from "../engine/runtime.ts";
+import { fromOrt, type OrtTensor, Session, type SessionOptions, toOrt } from "../engine/runtime.ts";
 import type { BaseModel, LinearLayer, ModelIO } from "../models/model.ts";
 import { formatShape, type Tensor } from "../tensor.ts";
 import { modelFeeds } from "../data/feeds.ts";
@@ -45,13 +45,16 @@ export interface AdapterSnapshot {
   readonly name: string;
   /** Increases with every registration, engine-wide. */
   readonly version: number;
-  /** Bytes of its float32 arrays (A, scaled B, DoRA ratios), counted against `maxBytes`. */
+  /**
+   * Bytes of its float32 arrays (A, scaled B; for DoRA also the ratios and B with them folded in),
+   * counted against `maxBytes`.
+   */
   readonly bytes: number;
   /** The largest rank over its layers. */
   readonly rank: number;
   /** Where the weights came from (`AdapterWeights.source`). */
   readonly source?: string;
-  /** Per layer: B with the scale folded in [out, r], and the DoRA ratio [out] (null for LoRA). */
+  /** Per layer: A, B with the scale folded in [out, r], and the DoRA ratio [out] (null for LoRA). */
   readonly layers: ReadonlyMap<string, SnapshotLayer>;
 }
 
@@ -241,6 +244,19 @@ export class InferenceEngine {
     return this.#entries.delete(name);
   }
 
+  /**
+   * The snapshot of `name` if it is registered, marked recently used; `undefined` otherwise (then
+   * {@linkcode resolve} loads it).
+   */
+  use(name: string): AdapterSnapshot | undefined {
+    const s = this.#entries.get(name);
+    if (s) {
+      this.#entries.delete(name);
+      this.#entries.set(name, s);
+    }
+    return s;
+  }
+
   /** Resolves names to snapshots (loading lazily), marking them recently used. */
   async resolve(names: readonly (string | null)[]): Promise<(AdapterSnapshot | null)[]> {
     const out: (AdapterSnapshot | null)[] = [];
@@ -341,11 +357,23 @@ export class InferenceEngine {
     rows: Tensor | Readonly<Record<string, Tensor>>,
     snaps: readonly (AdapterSnapshot | null)[],
   ): Promise<Tensor> {
-    if (this.#closed) throw new Error("Cannot run: the engine was closed");
     const { rows: n, feeds } = this.feeds(rows);
     if (snaps.length !== n) {
       throw new TypeError(`Cannot run: ${n} input rows but ${snaps.length} snapshots`);
     }
+    return await this.runFeeds(feeds, snaps);
+  }
+
+  /**
+   * {@linkcode runSnapshots} for feeds that {@linkcode feeds} returned (by model input name, rows
+   * first), with one snapshot per row: they are not checked again (the batcher's path).
+   */
+  async runFeeds(
+    feeds: Readonly<Record<string, Tensor>>,
+    snaps: readonly (AdapterSnapshot | null)[],
+  ): Promise<Tensor> {
+    if (this.#closed) throw new Error("Cannot run: the engine was closed");
+    const n = snaps.length;
     const fixed = this.fixedBatch;
     if (fixed === undefined && n !== 1) return await this.#run(feeds, snaps, n);
     const [step, size] = fixed === undefined ? [1, 2] : [fixed, fixed];
@@ -363,18 +391,35 @@ export class InferenceEngine {
     return concatRows(parts);
   }
 
-  /** One session run; `counted` of its rows are real (the rest pad a chunk). */
+  /**
+   * One session run; `counted` of its rows are real (the rest pad a chunk). The feeds were checked
+   * by {@linkcode feeds} and built by the stacker to the graph's declared shapes, so they go to
+   * onnxruntime directly rather than through `Session.run`'s checks (a run of a small model is
+   * tens of microseconds: the checks would be a good part of it).
+   */
   async #run(
     feeds: Readonly<Record<string, Tensor>>,
     snaps: readonly (AdapterSnapshot | null)[],
     counted: number,
   ): Promise<Tensor> {
-    const all = this.#stacker ? this.#stacker.feeds(snaps) : {};
-    this.#specs.forEach((s, i) => (all[this.feedNames[i]!] = feeds[s.name]!));
-    const out = await this.session.run(all, [this.outputName]);
+    const all: Record<string, OrtTensor> = {};
+    if (this.#stacker) {
+      const stacked = this.#stacker.feeds(snaps);
+      for (const k in stacked) all[k] = toOrt(stacked[k]!);
+    }
+    this.#specs.forEach((s, i) => (all[this.feedNames[i]!] = toOrt(feeds[s.name]!)));
+    let out;
+    try {
+      out = await this.session.inner.run(all, [this.outputName]);
+    } catch (e) {
+      const shapes = Object.entries(all).map(([k, t]) => `${k} ${formatShape(t.dims)}`);
+      throw new Error(`Cannot run graph: ${(e as Error).message} (feeds: ${shapes.join(", ")})`, {
+        cause: e,
+      });
+    }
     this.stats.runs++;
     this.stats.rows += counted;
-    return out[this.outputName]!;
+    return fromOrt(out[this.outputName]!);
   }
 
   /** Frees the session and the DoRA ratio sessions; later runs fail. */

@@ -214,8 +214,13 @@ function scalar(name: string, type: string, help: string, v: number): string {
 }
 
 function formatLabels(labels: Labels): string {
-  const parts = Object.entries(labels).map(([k, v]) =>
-    `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`
-  );
-  return parts.length ? `{${parts.join(",")}}` : "";
+  let out = "";
+  for (const k in labels) {
+    const v = labels[k]!;
+    const escaped = /[\\"\n]/.test(v) // most values need no escaping: skip the replaces
+      ? v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")
+      : v;
+    out += `${out ? "," : "{"}${k}="${escaped}"`;
+  }
+  return out ? out + "}" : "";
 }

@@ -167,8 +167,8 @@ export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): P
         const body = validate(PredictBody, await readJson(req, maxBody));
         const feeds = modelFeeds(body.inputs);
         const name = body.adapter ?? null;
-        const [snap] = await engine.resolve([name]);
-        const outputs = rowValues(await batcher.submit(feeds, snap ?? null));
+        const snap = name === null ? null : engine.use(name) ?? (await engine.resolve([name]))[0]!;
+        const outputs = rowValues(await batcher.submit(feeds, snap));
         return json({
           outputs,
           adapter: name,

@@ -1,48 +1,61 @@
 /**
  * The serving form of adapters: one graph, compiled once, that runs any set of adapters of any
- * ranks in one batch, each row with its own adapter (or none).
+ * ranks in one batch, each row with its own adapter (or none), doing each row's LoRA work once.
  *
- * For each adapted layer, the K adapters of a batch are stacked along the rank axis, ranks
- * zero-padded to the largest (`rmax`), with each adapter's scale folded into its B:
+ * The host groups the batch's rows by adapter into K chunks of m slots (m = the largest group,
+ * at least 2; a smaller group repeats a row in its spare slots; rows without an adapter form a
+ * chunk of their own, whose adapter is all zeros), and stacks the K adapters of each adapted
+ * layer, ranks zero-padded to the largest (`rmax`), DoRA's ratio folded into B:
  *
- *     A_cat [K·rmax, in]   B_cat [out, K·rmax]   R [K, out]   onehot [batch, K]
- *     h  = (x · A_catᵀ) ⊙ mask          mask = onehot expanded to [batch, K·rmax]
- *     y' = y + (ratio − 1) ⊙ (y − b) + ratio ⊙ (h · B_catᵀ),   ratio = onehot·R + (1 − Σ onehot)
+ *     A [K, rmax, in]   B [K, out, rmax]   D [K, out] = ratio − 1 (0 for LoRA and for none)
+ *     rows [K, m]: the batch row of each slot      back [batch]: each row's slot, k·m + j
+ *     xg = x[rows]                                 [K, m, …, in]   (a gather)
+ *     d  = (xg · Aₖᵀ) · Bₖᵀ                         [K, m, …, out]  (K batched products)
+ *     y' = y + d[back] + D[adapter] ⊙ (y − b)
  *
- * Masked columns are zero, so each row sees exactly its adapter's `scale·B·A·x`. `R` holds DoRA's
- * `m / ‖W + scale·B·A‖` (ones for plain LoRA), and rows with no adapter get ratio 1 and no
- * delta. K and rmax are symbolic: changing adapters, ranks or their mix never recompiles.
+ * so each row sees exactly its adapter's `ratio ⊙ (scale·B·A·x)` plus DoRA's `(ratio − 1) ⊙ x·Wᵀ`,
+ * and the LoRA products cost K·m rows (the batch's rows when its groups are equal) rather than
+ * every row times every adapter. K, m and rmax are symbolic: changing adapters, ranks or their mix
+ * never recompiles. `Aₖᵀ` and `Bₖᵀ` are transposes onnxruntime folds into the products.
  *
- * A layer inside a sequence model sees `x [batch, …, in]` (`[batch, seq, hidden]`): the per-row
- * mask and ratio get size-1 middle axes (`[batch, 1, K·rmax]`, `[batch, 1, out]`) and broadcast
- * over every position of their row. The layer's first axis must be the model's batch: a layer
- * fed `[batch·seq, hidden]` has lost which row a position belongs to, and is refused.
+ * Exactness: a row's slot computes the same GEMMs whatever else is in the batch (a product of m
+ * ≥ 2 rows sums each row in the same order, zero-padded ranks add exact zeros, gathers copy), so
+ * a row's output does not depend on its batch. A row without an adapter adds exact zeros computed
+ * from its own values, so it keeps `y` (a row whose activations are not finite stays not finite).
+ *
+ * A layer inside a sequence model sees `x [batch, …, in]` (`[batch, seq, hidden]`): a slot then
+ * holds a whole row `[seq, hidden]`, the adapters broadcast over the middle axes, and the per-row
+ * selectors get size-1 middle axes. The layer's first axis must be the model's batch: a layer fed
+ * `[batch·seq, hidden]` has lost which row a position belongs to, and is refused.
  *
  * @module
  */
 
 import type { Dim, Value } from "../engine/graph.ts";
+import { shapeOf } from "../engine/ops/constant.ts";
 import { add, mul, sub } from "../engine/ops/elementwise.ts";
-import { gemm, matmul } from "../engine/ops/matmul.ts";
-import { reduceSum } from "../engine/ops/reduce.ts";
-import { transpose, unsqueeze } from "../engine/ops/shape.ts";
+import { gather } from "../engine/ops/gather.ts";
+import { matmul } from "../engine/ops/matmul.ts";
+import { flatten, reshapeTo, transposeLast2, unsqueeze } from "../engine/ops/shape.ts";
 import type { LinearHook, LinearLayer, LinearSite } from "../models/model.ts";
 
-/** Name of the per-row adapter selector input, `[batch, K]`. */
-export const ONEHOT = "adapter_onehot";
-/** Name of the per-row rank mask input, `[batch, K·rmax]` (the one-hot repeated rmax times). */
-export const MASK = "adapter_mask";
+/** Name of the slot → batch row input, I32 `[adapters, adapter_slots]`. */
+export const ROWS = "adapter_rows";
+/** Name of the batch row → slot input (`k·m + j`), I32 `[batch]`. */
+export const BACK = "adapter_back";
+/** Name of the batch row → adapter (chunk) index input, I32 `[batch]`. */
+export const ADAPTER = "adapter_index";
 
 /** Input names of one layer's stacked adapter tensors. */
-export function stackNames(layer: string): { A: string; B: string; R: string } {
-  return { A: `${layer}.lora_A_cat`, B: `${layer}.lora_B_cat`, R: `${layer}.dora_ratio` };
+export function stackNames(layer: string): { A: string; B: string; D: string } {
+  return { A: `${layer}.lora_A_stack`, B: `${layer}.lora_B_stack`, D: `${layer}.dora_ratio_m1` };
 }
 
 /** Inputs a multi-adapter graph declares for one layer. */
 export interface StackInputs {
-  readonly A: Value; // [K·rmax, in]
-  readonly B: Value; // [out, K·rmax]
-  readonly R: Value; // [K, out]
+  readonly A: Value; // [K, rmax, in]
+  readonly B: Value; // [K, out, rmax]
+  readonly D: Value; // [K, out]
 }
 
 /** Options of {@linkcode multiLoraHook}. */
@@ -54,23 +67,30 @@ export interface MultiLoraOptions {
   readonly batch?: Dim;
 }
 
+/** The selectors every adapted layer reads. */
+interface Selectors {
+  readonly rows: Value; // [K, m]
+  readonly back: Value; // [batch]
+  readonly adapter: Value; // [batch]
+}
+
 /**
- * A hook that adds the stacked-adapter branch to every layer in `layers`, declaring the selector
- * inputs on first use. `declared` receives each layer's inputs. The selector and mask are fed by
- * the host (a few hundred floats per batch), which keeps the graph free of runtime shape logic.
+ * A hook that adds the grouped-adapter branch to every layer in `layers`, declaring the selector
+ * inputs on first use. `declared` receives each layer's inputs. The selectors are fed by the host
+ * (a few integers per row), which keeps the graph free of runtime shape logic.
  *
  * @example
  * ```ts
  * import { deepStrictEqual } from "node:assert/strict";
  * import { Graph } from "../engine/graph.ts";
- * import { multiLoraHook, ONEHOT, type StackInputs } from "./multi.ts";
+ * import { multiLoraHook, ROWS, type StackInputs } from "./multi.ts";
  * import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/mnist/base.safetensors");
  * const g = new Graph();
  * const declared = new Map<string, StackInputs>();
  * model.build(g, { hook: multiLoraHook(model.layers, declared) });
  * deepStrictEqual([...declared.keys()], model.layers.map((l) => l.name));
- * deepStrictEqual(g.inputs.find((v) => v.name === ONEHOT)!.shape, ["batch", "adapters"]);
+ * deepStrictEqual(g.inputs.find((v) => v.name === ROWS)!.shape, ["adapters", "adapter_slots"]);
  * model.close();
  * ```
  */
@@ -80,42 +100,41 @@ export function multiLoraHook(
   opts: MultiLoraOptions = {},
 ): LinearHook {
   const names = new Set(layers.map((l) => l.name));
-  let onehot: Value | null = null;
-  let mask: Value | null = null;
+  let sel: Selectors | null = null;
   return (site: LinearSite): Value => {
     if (!names.has(site.layer.name)) return site.y;
     const { x, y, bias, layer } = site;
     const g = x.graph;
-    const batch = opts.batch ?? onehot?.shape[0] ?? x.shape[0];
+    const batch = opts.batch ?? sel?.back.shape[0] ?? x.shape[0];
     if (x.rank < 2 || batch === undefined || x.shape[0] !== batch) {
       throw new TypeError(
         `Cannot serve mixed adapters on "${layer.name}": its input ${x} does not start with the ` +
           `model's batch dimension ${batch}${x.rank < 2 ? "" : " (a row per batch row is needed)"}`,
       );
     }
-    onehot ??= g.input(ONEHOT, x.dtype, [batch, "adapters"]);
-    mask ??= g.input(MASK, x.dtype, [batch, "adapter_rank"]);
+    sel ??= {
+      rows: g.input(ROWS, "I32", ["adapters", "adapter_slots"]),
+      back: g.input(BACK, "I32", [batch]),
+      adapter: g.input(ADAPTER, "I32", [batch]),
+    };
     const n = stackNames(layer.name);
     const inputs: StackInputs = {
-      A: g.input(n.A, x.dtype, ["adapter_rank", layer.inFeatures]),
-      B: g.input(n.B, x.dtype, [layer.outFeatures, "adapter_rank"]),
-      R: g.input(n.R, x.dtype, ["adapters", layer.outFeatures]),
+      A: g.input(n.A, x.dtype, ["adapters", "adapter_rank", layer.inFeatures]),
+      B: g.input(n.B, x.dtype, ["adapters", layer.outFeatures, "adapter_rank"]),
+      D: g.input(n.D, x.dtype, ["adapters", layer.outFeatures]),
     };
     declared.set(layer.name, inputs);
-    // [batch, n] → [batch, 1, …, 1, n]: one value per row, broadcast over the middle axes of x
+    // [K or batch, …, n] → [K or batch, 1, …, 1, …, n]: broadcast over the middle axes of x (and
+    // the slots of a chunk)
     const middle = Array.from({ length: x.rank - 2 }, (_, i) => i + 1);
-    const perRow = (v: Value) => (middle.length ? unsqueeze(v, middle) : v);
-    let delta: Value; // [batch, …, out]
-    if (x.rank === 2) {
-      const h = mul(gemm(x, inputs.A, null, { transB: true }), mask); // [batch, K·rmax]
-      delta = gemm(h, inputs.B, null, { transB: true });
-    } else {
-      const h = mul(matmul(x, transpose(inputs.A)), perRow(mask)); // [batch, …, K·rmax]
-      delta = matmul(h, transpose(inputs.B));
-    }
-    const none = sub(1, reduceSum(onehot, [1], true)); // [batch, 1]: 1 for rows with no adapter
-    const ratio = perRow(add(matmul(onehot, inputs.R), none)); // [batch, …, out]
+    const spread = (v: Value) => (middle.length ? unsqueeze(v, middle) : v);
+    const xg = gather(x, sel.rows); // [K, m, …, in]
+    const h = matmul(xg, transposeLast2(spread(inputs.A))); // [K, m, …, rmax]
+    const d = matmul(h, transposeLast2(spread(inputs.B))); // [K, m, …, out]
+    let delta = gather(flatten(d, 2), sel.back); // [batch, … · out]
+    if (x.rank > 2) delta = reshapeTo(delta, shapeOf(y), y.shape); // [batch, …, out]
+    const dora = spread(gather(inputs.D, sel.adapter)); // [batch, …, out]
     const base = bias ? sub(y, bias) : y; // x·Wᵀ
-    return add(add(y, mul(sub(ratio, 1), base)), mul(ratio, delta));
+    return add(add(y, delta), mul(dora, base));
   };
 }
