@@ -13,7 +13,7 @@
  * @module
  */
 
-import { z } from "zod";
+import { z } from "npm:zod@4.6.7";
 import { patternValue, type TargetOptions } from "./targets.ts";
 import { loraScale } from "../src/lora/branch.ts";
 import { at, copy, type JsonValue, readJsonFile, sameJson, show, sortKeys } from "./_json.ts";

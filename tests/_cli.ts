@@ -19,7 +19,8 @@ export interface CliRun {
   readonly stderr: string;
 }
 
-function denoBinary(): string {
+/** The `deno` binary the tests may run (see the module documentation). */
+export function denoBinary(): string {
   const exec = Deno.execPath();
   const granted = (command: string) =>
     Deno.permissions.querySync({ name: "run", command }).state === "granted";

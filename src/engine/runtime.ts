@@ -14,7 +14,7 @@
  * @module
  */
 
-import * as ort from "onnxruntime-node";
+import * as ort from "npm:onnxruntime-node@1.30.0";
 import { type DType, numel, type Tensor } from "../tensor.ts";
 import { formatShape, type Graph, type Value } from "./graph.ts";
 import { type EmitOptions, saveOnnx } from "./emit.ts";

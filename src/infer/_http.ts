@@ -8,7 +8,7 @@
  * @module
  */
 
-import { z } from "zod";
+import { z } from "npm:zod@4.6.7";
 
 /** An error the server answers with `status` and `{"error": message}`. */
 export class HttpError extends Error {

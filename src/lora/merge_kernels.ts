@@ -11,7 +11,7 @@
  * @module
  */
 
-import * as ort from "onnxruntime-node";
+import * as ort from "npm:onnxruntime-node@1.30.0";
 import { Graph, type Value } from "../engine/graph.ts";
 import { encodeModel, toModelProto } from "../engine/emit.ts";
 import { defaultThreads } from "../engine/runtime.ts";

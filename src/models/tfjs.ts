@@ -19,7 +19,7 @@
 
 // Types only: the library (about 0.2 s to load) is imported when weights are decoded, so commands
 // that never open a TF.js model do not pay for it.
-import type * as tf from "@tensorflow/tfjs";
+import type * as tf from "npm:@tensorflow/tfjs@4.22.0";
 import type { BaseModel, BuildOptions, Built, LinearLayer, ModelIO } from "./model.ts";
 import type { Graph } from "../engine/graph.ts";
 import type { Tensor } from "../tensor.ts";
@@ -118,7 +118,7 @@ async function readWeights(
       shards.push(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
     }
     let decoded: tf.NamedTensorMap;
-    const tfjs = await import("@tensorflow/tfjs");
+    const tfjs = await import("npm:@tensorflow/tfjs@4.22.0");
     // TF.js prints a "use tfjs-node" banner on stdout when it first stores a tensor, which would
     // corrupt `ffwd predict --json`; prod mode silences it.
     tfjs.enableProdMode();

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "npm:@bufbuild/protobuf@2.17.0";
 import {
   GraphProtoSchema,
   type ModelProto,
@@ -50,7 +50,7 @@ function writeVarint(out: Uint8Array, pos: number, n: number): number {
  *
  * @example
  * ```ts
- * import { create } from "@bufbuild/protobuf";
+ * import { create } from "npm:@bufbuild/protobuf@2.17.0";
  * import { ModelProtoSchema } from "./gen/onnx_pb.ts";
  * import { encodeModelFast } from "./encode.ts";
  * const bytes = encodeModelFast(create(ModelProtoSchema, { irVersion: 8n }));

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type * as ort from "onnxruntime-node";
+import type * as ort from "npm:onnxruntime-node@1.30.0";
 import { grad } from "../engine/autograd.ts";
 import type { Graph, Value } from "../engine/graph.ts";
 import { add, mul } from "../engine/ops/elementwise.ts";

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { fromBinary } from "@bufbuild/protobuf";
+import { fromBinary } from "npm:@bufbuild/protobuf@2.17.0";
 import { type ModelProto, ModelProtoSchema, type TensorProto } from "../../onnx/gen/onnx_pb.ts";
 import { type DType, fromBytes, ITEMSIZE, numel, type Tensor } from "../../tensor.ts";
 import { dimsOf, dtypeOfCode, isExternal, tensorFromProto } from "./tensor_proto.ts";

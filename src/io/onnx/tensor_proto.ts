@@ -61,7 +61,7 @@ export function dtypeOfCode(code: number, what: string): DType {
  *
  * @example
  * ```ts
- * import { create } from "@bufbuild/protobuf";
+ * import { create } from "npm:@bufbuild/protobuf@2.17.0";
  * import { TensorProtoSchema } from "../../onnx/gen/onnx_pb.ts";
  * import { dimsOf } from "./tensor_proto.ts";
  * import { deepStrictEqual } from "node:assert/strict";
@@ -77,7 +77,7 @@ export function dimsOf(tp: TensorProto): number[] {
  *
  * @example
  * ```ts
- * import { create } from "@bufbuild/protobuf";
+ * import { create } from "npm:@bufbuild/protobuf@2.17.0";
  * import { TensorProtoSchema } from "../../onnx/gen/onnx_pb.ts";
  * import { isExternal } from "./tensor_proto.ts";
  * import { ok } from "node:assert/strict";
@@ -95,7 +95,7 @@ export function isExternal(tp: TensorProto): boolean {
  *
  * @example
  * ```ts
- * import { create } from "@bufbuild/protobuf";
+ * import { create } from "npm:@bufbuild/protobuf@2.17.0";
  * import { TensorProtoSchema } from "../../onnx/gen/onnx_pb.ts";
  * import { tensorFromProto } from "./tensor_proto.ts";
  * import { deepStrictEqual } from "node:assert/strict";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet } from "npm:@bufbuild/protobuf@2.17.0";
 import type { Attr } from "../../engine/graph.ts";
 import {
   type AttributeProto,

@@ -14,8 +14,8 @@
  * @module
  */
 
-import * as ort from "onnxruntime-node";
-import { clone, create, toBinary } from "@bufbuild/protobuf";
+import * as ort from "npm:onnxruntime-node@1.30.0";
+import { clone, create, toBinary } from "npm:@bufbuild/protobuf@2.17.0";
 import type { Dim } from "../../engine/graph.ts";
 import { fromOrt, ortSessionOptions, toOrt } from "../../engine/runtime.ts";
 import {

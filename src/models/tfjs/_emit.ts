@@ -12,7 +12,7 @@
  * @module
  */
 
-import { create } from "@bufbuild/protobuf";
+import { create } from "npm:@bufbuild/protobuf@2.17.0";
 import {
   type AttributeProto,
   AttributeProto_AttributeType as AT,
