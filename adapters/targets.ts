@@ -5,7 +5,9 @@
  * - a list of names matches a layer whose name equals an entry or ends with `.` + entry;
  * - a single string is a regular expression that must match the whole name;
  * - `"all-linear"` takes every linear layer except a classifier head (the last layer of a
- *   whole-model MLP; a transformer block has none), as PEFT excludes the output layer.
+ *   whole-model MLP; a transformer block has none), as PEFT excludes the output layer;
+ * - an empty list (`ffwd train --targets none`) takes none on purpose: every layer stays
+ *   without an adapter, and what trains is `modules_to_save` (`--full`: every linear layer).
  *
  * A selection that matches nothing is an error listing the available layers.
  *
@@ -52,13 +54,45 @@ export function isAllLinear(targets: readonly string[] | string | null): boolean
     (Array.isArray(targets) && targets.length === 1 && targets[0] === "all-linear");
 }
 
-/** Layers a `target_modules` value selects, in model order. */
+/**
+ * Whether a `target_modules` value puts no adapter on any layer on purpose: an empty list, as
+ * `ffwd train --targets none` and `--full` give.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { isNoTargets } from "./targets.ts";
+ * strictEqual(isNoTargets([]) && !isNoTargets("") && !isNoTargets(null), true);
+ * ```
+ */
+export function isNoTargets(targets: readonly string[] | string | null): boolean {
+  return Array.isArray(targets) && targets.length === 0;
+}
+
+/**
+ * Whether a list of module names names `layer`: an entry equal to its path or to a dotted suffix
+ * of it (`mlp.fc1` and `fc1` name `model.mlp.fc1`), as PEFT matches `target_modules` lists and
+ * `modules_to_save`.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { namesLayer } from "./targets.ts";
+ * strictEqual(namesLayer(["fc1"], "model.fc1") && !namesLayer(["c1"], "model.fc1"), true);
+ * ```
+ */
+export function namesLayer(entries: readonly string[], layer: string): boolean {
+  return entries.some((m) => layer === m || layer.endsWith(`.${m}`));
+}
+
+/** Layers a `target_modules` value selects, in model order (none for an empty list). */
 export function selectLayers(
   model: Pick<BaseModel, "layers" | "block">,
   targets: readonly string[] | string,
   layersToTransform?: readonly number[] | null,
 ): LinearLayer[] {
   const layers = model.layers;
+  if (isNoTargets(targets)) return [];
   let chosen: LinearLayer[];
   if (isAllLinear(targets)) {
     chosen = model.block === undefined && layers.length > 1 ? layers.slice(0, -1) : [...layers];
@@ -75,9 +109,7 @@ export function selectLayers(
     }
     chosen = layers.filter((l) => re.test(l.name));
   } else {
-    chosen = layers.filter((l) =>
-      (targets as readonly string[]).some((t) => l.name === t || l.name.endsWith(`.${t}`))
-    );
+    chosen = layers.filter((l) => namesLayer(targets as readonly string[], l.name));
   }
   if (layersToTransform && layersToTransform.length) {
     const keep = new Set(layersToTransform);

@@ -18,6 +18,7 @@ import denoJson from "../deno.json" with { type: "json" };
 import { reportError, writeErr, writeOut } from "./_errors.ts";
 import type { Program, Register } from "./_program.ts";
 import { registerInspect } from "./inspect.ts";
+import { registerInit } from "./init.ts";
 import { registerTrain } from "./train.ts";
 import { registerBench } from "./bench.ts";
 import { registerPredict } from "./predict.ts";
@@ -29,6 +30,7 @@ import { registerExport } from "./export.ts";
 /** Every subcommand, in the order `ffwd --help` lists them. */
 const SUBCOMMANDS: readonly Register[] = [
   registerInspect,
+  registerInit,
   registerTrain,
   registerPredict,
   registerServe,
@@ -49,7 +51,7 @@ const SUBCOMMANDS: readonly Register[] = [
  * const program = buildProgram();
  * deepStrictEqual(
  *   program.commands.map((c) => c.name()),
- *   ["inspect", "train", "predict", "serve", "merge", "export", "report", "bench"],
+ *   ["inspect", "init", "train", "predict", "serve", "merge", "export", "report", "bench"],
  * );
  * ```
  */

@@ -1,9 +1,10 @@
 /**
- * `ffwd train`: fine-tune adapters on a frozen base. Flags and a `--config` file cover the same
- * options (flags win); see `workflows/train_config.ts` for the file's fields. It prints the layers
- * that get adapters as it starts. Ctrl-C or SIGTERM saves the run after the current step and exits
- * with 130 (a second signal stops at once, the last checkpoint whole); `--resume DIR` continues it
- * with the options its checkpoint saved.
+ * `ffwd train`: fine-tune adapters on a frozen base, or with `--full` train every weight (a model
+ * `ffwd init` made, from scratch). Flags and a `--config` file cover the same options (flags win);
+ * see `workflows/train_config.ts` for the file's fields. It prints the layers that get adapters
+ * and those trained whole as it starts. Ctrl-C or SIGTERM saves the run after the current step and
+ * exits with 130 (a second signal stops at once, the last checkpoint whole); `--resume DIR`
+ * continues it with the options its checkpoint saved.
  *
  * @module
  */
@@ -32,7 +33,9 @@ import {
 /** Registers `ffwd train`. */
 export function registerTrain(program: Program): void {
   program.command("train")
-    .description("train LoRA / rsLoRA / DoRA adapters on a frozen base model")
+    .description(
+      "train LoRA / rsLoRA / DoRA adapters on a frozen base model (--full: every weight instead)",
+    )
     .option("--model <file>", "base model (.onnx, .safetensors, TF.js model.json)")
     .option("--block <name>", "block to adapt in a file with several")
     .option(
@@ -50,7 +53,8 @@ export function registerTrain(program: Program): void {
     .option(
       "--targets <names>",
       "layers to adapt: all-linear (every linear layer but a whole model's output layer, as " +
-        "PEFT; the default), a comma list of names, or /regex/; ffwd inspect MODEL lists them",
+        "PEFT; the default), a comma list of names, /regex/, or none (with --modules-to-save); " +
+        "ffwd inspect MODEL lists them",
     )
     .option("--dora", "train DoRA adapters")
     .option("--rslora", "scale by alpha / sqrt(rank)")
@@ -62,6 +66,11 @@ export function registerTrain(program: Program): void {
     .option(
       "--modules-to-save <names>",
       "train these layers whole (comma list), saved in the adapter",
+    )
+    .option(
+      "--full",
+      "train every weight and bias of every linear layer, no adapter (--targets none, every " +
+        "layer a module to save); ffwd export or merge turns the folder into a model",
     )
     .option("--dropout <p>", `LoRA dropout (default ${D.dropout})`, fraction)
     .option("--epochs <n>", `epochs (default ${D.epochs})`, positiveInteger)
@@ -152,6 +161,7 @@ export function registerTrain(program: Program): void {
         rslora: flags.rslora,
         bias: flags.bias,
         modulesToSave: flags.modulesToSave,
+        full: flags.full,
         dropout: flags.dropout,
         loss: flags.loss,
         epochs: flags.epochs,
@@ -255,6 +265,9 @@ export function registerTrain(program: Program): void {
           ? `; saved the adapter of epoch ${result.best.epoch} (step ${result.best.step}), ` +
             `eval loss ${result.best.loss.toFixed(4)}`
           : "";
+        const saved = result.adapter.layers.size
+          ? "adapter"
+          : "trained layers (PEFT modules_to_save; ffwd export writes the model)";
         console.log(
           `trained ${plural(result.steps, "step")} in ${summary.seconds}s: loss ${
             result.lastLoss.toFixed(4)
@@ -263,7 +276,7 @@ export function registerTrain(program: Program): void {
             `(${
               (100 * result.trainableParams / Math.max(1, result.baseParams)).toFixed(2)
             }% of the base)${best}\n` +
-            `adapter: ${out}/adapter_model.safetensors, metrics: ${out}/metrics.jsonl, report: ${out}/report.html`,
+            `${saved}: ${out}/adapter_model.safetensors, metrics: ${out}/metrics.jsonl, report: ${out}/report.html`,
         );
       }
       if (result.interrupted) {
@@ -273,15 +286,31 @@ export function registerTrain(program: Program): void {
 }
 
 /**
- * The layers that get adapters, and those left frozen (why, when `all-linear` left out the
- * output layer). Layers that differ only by their index (`model.layers.3.mlp.up_proj`) share a
- * line.
+ * The layers that get adapters, those trained whole, and those left frozen (why, when
+ * `all-linear` left out the output layer). Layers that differ only by their index
+ * (`model.layers.3.mlp.up_proj`) share a line.
  */
 function describeTargets(
-  plan: { adapters: readonly LayerAdapter[]; frozen: readonly string[] },
+  plan: {
+    adapters: readonly LayerAdapter[];
+    whole: readonly string[];
+    frozen: readonly string[];
+  },
   targets: PeftConfig["targetModules"],
 ): string {
-  const { adapters, frozen } = plan;
+  const { adapters, whole, frozen } = plan;
+  const total = adapters.length + whole.length + frozen.length;
+  const trainedWhole = whole.length
+    ? [
+      `training ${whole.length} of ${total} linear layers whole (every weight and bias): ${
+        shortList(whole)
+      }`,
+    ]
+    : [];
+  if (adapters.length === 0) {
+    return [...trainedWhole, ...(frozen.length ? [`left frozen: ${shortList(frozen)}`] : [])]
+      .join("\n");
+  }
   const same = (f: (a: LayerAdapter) => number) => new Set(adapters.map(f)).size === 1;
   const shared = same((a) => a.rank) && same((a) => a.alpha);
   const groups = new Map<string, { count: number; line: string }>();
@@ -300,16 +329,13 @@ function describeTargets(
   const first = adapters[0]!;
   const lines = [
     `training ${adapters.some((a) => a.dora) ? "DoRA" : "LoRA"} adapters on ${adapters.length} ` +
-    `of ${adapters.length + frozen.length} linear layers${
-      shared ? `, rank ${first.rank}, alpha ${first.alpha}` : ""
-    }:`,
+    `of ${total} linear layers${shared ? `, rank ${first.rank}, alpha ${first.alpha}` : ""}:`,
     ...[...groups.values()].map((g) => g.line),
+    ...trainedWhole,
   ];
   if (frozen.length) {
-    const shown = frozen.slice(0, 6).join(", ") +
-      (frozen.length > 6 ? `, and ${frozen.length - 6} more` : "");
     lines.push(
-      `left frozen: ${shown}${
+      `left frozen: ${shortList(frozen)}${
         isAllLinear(targets)
           ? " (all-linear leaves out a whole model's output layer, as PEFT does; " +
             "--targets '/.*/' adapts every layer)"
@@ -318,6 +344,11 @@ function describeTargets(
     );
   }
   return lines.join("\n");
+}
+
+/** Up to six names, then how many more. */
+function shortList(names: readonly string[]): string {
+  return names.slice(0, 6).join(", ") + (names.length > 6 ? `, and ${names.length - 6} more` : "");
 }
 
 function plural(n: number, word: string): string {

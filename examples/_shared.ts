@@ -1,7 +1,8 @@
 /**
  * What the examples share: one run of a task end to end (base scores, a LoRA fine-tune, the
  * adapter served by the engine, a merged ONNX export with its parity report, the merged file
- * scored again, `summary.json`), the scores, and the printed table.
+ * scored again, `summary.json`), the scores, the printed table, and a report card of
+ * predictions.
  *
  * Everything goes under `runs/examples/<name>/`: `adapter/` (PEFT files, metrics and the training
  * report), `report.html` (a copy of the training report), `merged.onnx` with `parity.json`, and
@@ -25,6 +26,7 @@ import {
   writeFileAtomic,
 } from "../mod.ts";
 import { countCorrect } from "../workflows/finetune.ts";
+import { lineChart } from "../report/svg.ts";
 
 /** The repository's root folder, with a trailing slash. */
 export const ROOT: string = new URL("..", import.meta.url).pathname;
@@ -147,7 +149,8 @@ async function scoreAll(
   return out;
 }
 
-async function withEngine<T>(
+/** Runs `f` with the model at `path` (ending at `output`) and an engine over it; closes both. */
+export async function withEngine<T>(
   path: string,
   output: string | undefined,
   f: (engine: InferenceEngine, model: BaseModel) => Promise<T>,
@@ -276,7 +279,7 @@ function fmtScores(task: ExampleTask, scores: readonly number[]): string {
 }
 
 /** Merges `adapter` into the whole file at `base` and writes `out` with `parity.json` beside it. */
-async function exportMerged(
+export async function exportMerged(
   base: string,
   adapter: Adapter,
   out: string,
@@ -324,6 +327,57 @@ export function printRows(rows: readonly (readonly string[])[], left = 1): void 
   console.log(widths.map((w) => "─".repeat(w)).join("   "));
   for (const r of rows.slice(1)) console.log(line(r).trimEnd());
   console.log();
+}
+
+/**
+ * A report card plotting actual against predicted values for each input `x`, in the training
+ * report's markup and colours (Okabe–Ito blue and vermillion).
+ *
+ * @example
+ * ```ts
+ * import { predictionsCard } from "./_shared.ts";
+ * import { ok } from "node:assert/strict";
+ * ok(predictionsCard([0, 1], [0, 1], [0.1, 0.8]).includes("<svg"));
+ * ```
+ */
+export function predictionsCard(
+  xs: readonly number[],
+  actual: readonly number[],
+  predicted: readonly number[],
+): string {
+  const [blue, red] = ["#0072B2", "#D55E00"];
+  const svg = lineChart([
+    // a wide faint band under the predictions, which cover it when they are right
+    {
+      id: "actual",
+      points: xs.map((x, i) => [x, actual[i]!]),
+      color: blue,
+      width: 12,
+      opacity: 0.3,
+    },
+    {
+      id: "predicted",
+      points: xs.map((x, i) => [x, predicted[i]!]),
+      color: red,
+      width: 1.5,
+      markers: true,
+      pointTitle: (i) => `x = ${xs[i]}: predicted ${predicted[i]!.toFixed(4)}, actual ${actual[i]}`,
+    },
+  ], { label: "Actual against predicted", xLabel: "x", yLabel: "y", xPad: 0.1, yInclude: 0 });
+  const key = (label: string, color: string, style: string, css: string) =>
+    `<li><span class="swatch ${style}" style="${css}:${color}"></span>${label}</li>`;
+  return `<section class="card"><div class="card-head"><div><h2>Actual against predicted</h2>` +
+    `<p class="meta">the trained model's probability of y = 1 (the sigmoid of its logit), ` +
+    `from the merged ONNX file</p></div><ul class="legend">` +
+    `${key("actual", blue, "faint", "border-color")}${key("predicted", red, "dot", "background")}` +
+    `</ul></div>\n${svg}\n</section>`;
+}
+
+/** A report (`report.html`) with `card` added after its charts, before its footer. */
+export function withCard(report: string, card: string): string {
+  const at = report.lastIndexOf(`<footer class="foot">`);
+  if (at < 0) throw new SyntaxError("Cannot add a card to the report: it has no footer");
+  return `${report.slice(0, at)}${card}\n${report.slice(at)}`;
 }
 
 /** Where an output folder is printed: relative to the repository when inside it. */

@@ -1,10 +1,11 @@
 /**
  * What `finetune()` checks before it compiles or writes anything (imported only by
- * `finetune.ts`): the loop's numbers, the output folder (and what an in-memory run cannot write),
- * the data against the loss and the model's output, the evaluation split, `saveBest` without
- * evaluation, ranks no targeted layer can use, a checkpoint that trains other tensors, and a loss
- * on probabilities. Messages name `ffwd train`'s flag (`finetune()`
- * spells its options the same, in camelCase) or the data's row, and what would work.
+ * `finetune.ts`): `--full` against targets, a run that trains nothing, the loop's numbers, the
+ * output folder (and what an in-memory run cannot write), the data against the loss and the
+ * model's output, the evaluation split, `saveBest` without evaluation, ranks no targeted layer
+ * can use, a checkpoint that trains other tensors, and a loss on probabilities. Messages name
+ * `ffwd train`'s flag (`finetune()` spells its options the same, in camelCase) or the data's row,
+ * and what would work.
  *
  * @module
  */
@@ -16,6 +17,39 @@ import type { LayerAdapter } from "../src/lora/branch.ts";
 import type { BaseModel } from "../src/models/model.ts";
 import type { TrainerState } from "../src/train/trainer.ts";
 import type { ResolvedTrainOptions } from "./train_options.ts";
+import { isNoTargets } from "../adapters/targets.ts";
+
+/**
+ * `full` trains every linear layer whole, with no adapter: targets (other than `none`) contradict
+ * it.
+ */
+export function checkFull(o: ResolvedTrainOptions): void {
+  const t = o.config.targetModules;
+  if (!o.full || isNoTargets(t)) return;
+  const shown = t === null ? "null" : typeof t === "string" ? `/${t}/` : t.join(",");
+  throw new TypeError(
+    `Cannot train with --full and --targets ${shown}: --full trains every linear layer whole, ` +
+      "with no adapter; leave out --targets, or leave out --full to train adapters",
+  );
+}
+
+/**
+ * A run trains something: with no adapter (`--targets none`), layers trained whole
+ * (`--modules-to-save`, `--full`) or biases (`--bias all`) must be.
+ */
+export function checkTrainsSomething(
+  adapters: readonly LayerAdapter[],
+  trained: ReadonlyMap<string, unknown>,
+  layers: readonly string[],
+): void {
+  if (adapters.length > 0 || trained.size > 0) return;
+  throw new RangeError(
+    `Cannot train: --targets none puts no adapter on any of the ${layers.length} linear layers ` +
+      `(${layers.slice(0, 4).join(", ")}${layers.length > 4 ? ", …" : ""}), and nothing else ` +
+      "trains; add --full to train every layer whole, --modules-to-save NAMES to train some, or " +
+      "give --targets to train adapters",
+  );
+}
 
 /** `batchSize` → `--batch-size`. */
 const flag = (option: string) => `--${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;

@@ -12,7 +12,14 @@ import { Rng } from "../src/rng.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { type Adapter, loadAdapter, matchAdapter } from "../adapters/adapter.ts";
 import type { JsonValue, PeftConfig } from "../adapters/config.ts";
-import { isAllLinear } from "../adapters/targets.ts";
+import {
+  isAllLinear,
+  isNoTargets,
+  namesLayer,
+  planAdapters,
+  selectLayers,
+} from "../adapters/targets.ts";
+import { toTargetOptions } from "../adapters/config.ts";
 import { weightRowNorms } from "../src/lora/dora.ts";
 import { initAdapter, type LayerAdapter, peftKeys } from "../src/lora/branch.ts";
 import type { ResolvedTrainOptions } from "./train_options.ts";
@@ -129,6 +136,35 @@ export function adapterParams(
   return params;
 }
 
+/**
+ * The adapters a run puts on `model`: none for `targets` none (an empty list); `all-linear`
+ * leaves out the layers trained whole, as PEFT gives `modules_to_save` precedence over it.
+ */
+export function runAdapters(
+  model: BaseModel,
+  config: PeftConfig,
+  onWarning: (message: string) => void,
+): LayerAdapter[] {
+  const t = config.targetModules;
+  if (isNoTargets(t)) return [];
+  const names = model.layers.map((l) => l.name);
+  const options = { ...toTargetOptions(config, names), onWarning };
+  const saved = config.modulesToSave ?? [];
+  if (!isAllLinear(t) || saved.length === 0) return planAdapters(model, options);
+  const rest = selectLayers(model, "all-linear").filter((l) => !namesLayer(saved, l.name));
+  if (rest.length === 0) return [];
+  const exactly = rest.map((l) => l.name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
+  return planAdapters(model, { ...options, targetModules: exactly });
+}
+
+/**
+ * The config of a `full` run: no adapter (`target_modules` empty) and every linear layer of
+ * `model` a module to save, so every weight and bias trains and the adapter folder holds them.
+ */
+export function fullConfig(config: PeftConfig, model: Pick<BaseModel, "layers">): PeftConfig {
+  return { ...config, targetModules: [], modulesToSave: model.layers.map((l) => l.name) };
+}
+
 /** A base tensor trained whole: a layer's bias (`bias` option) or a `modules_to_save` tensor. */
 export interface TrainedTensor {
   readonly kind: "bias" | "extra";
@@ -150,7 +186,7 @@ export function trainedTensors(
   const out = new Map<string, TrainedTensor>();
   const saved = config.modulesToSave ?? [];
   for (const layer of model.layers) {
-    const whole = saved.some((m) => layer.name === m || layer.name.endsWith(`.${m}`));
+    const whole = namesLayer(saved, layer.name);
     if (whole) {
       if (layer.orientation !== "out_in") {
         throw new TypeError(
@@ -178,7 +214,7 @@ export function trainedTensors(
     }
   }
   for (const m of saved) {
-    if (!model.layers.some((l) => l.name === m || l.name.endsWith(`.${m}`))) {
+    if (!model.layers.some((l) => namesLayer([m], l.name))) {
       throw new RangeError(
         `modules_to_save entry "${m}" matches no linear layer; available layers: ${
           model.layers.map((l) => l.name).join(", ")

@@ -1,6 +1,8 @@
 /**
  * Fine-tuning end to end: a frozen base, adapters planned from a PEFT config, the compiled
- * training step, the loop, checkpoints that resume exactly, and the PEFT files at the end.
+ * training step, the loop, checkpoints that resume exactly, and the PEFT files at the end. With
+ * `full` there is no adapter: every linear layer trains whole as a module to save, which trains a
+ * model from scratch (`init_model.ts` makes one).
  *
  * Options, data and targets are checked before anything is compiled or written (see
  * `_finetune_checks.ts`). Without an output folder the run is in memory: nothing is written, and
@@ -25,9 +27,7 @@ import { cacheDataset, planPrefix, stepInputs } from "../src/train/prefix_cache.
 import { TrainStep } from "../src/train/step.ts";
 import { type BestEval, type EvalResult, type MetricLine, train } from "../src/train/trainer.ts";
 import type { Adapter } from "../adapters/adapter.ts";
-import { toTargetOptions } from "../adapters/config.ts";
 import { buildAdapted } from "../src/lora/adapted.ts";
-import { isNoTargets, planAdapters } from "../adapters/targets.ts";
 import { readCheckpoint, writeCheckpoint } from "./checkpoint.ts";
 import {
   checkFull,
@@ -42,7 +42,13 @@ import {
   fitData,
   refuseProbabilities,
 } from "./_finetune_checks.ts";
-import { fullConfig, initialParams, toAdapter, trainedTensors } from "./_finetune_params.ts";
+import {
+  fullConfig,
+  initialParams,
+  runAdapters,
+  toAdapter,
+  trainedTensors,
+} from "./_finetune_params.ts";
 import { bestRecord, readBest } from "./_finetune_best.ts";
 import { countCorrect, evaluate } from "./_finetune_eval.ts";
 import {
@@ -151,10 +157,7 @@ export async function finetune(
   const resume = opts.resume ? await readCheckpoint(opts.resume) : undefined;
   const advice: string[] = [];
   const names = model.layers.map((l) => l.name);
-  const adapters = isNoTargets(opts.config.targetModules) ? [] : planAdapters(model, {
-    ...toTargetOptions(opts.config, names),
-    onWarning: (message) => advice.push(message),
-  });
+  const adapters = runAdapters(model, opts.config, (message) => advice.push(message));
   checkRanks(adapters, advice, opts.onWarning);
   const extraKeys = trainedTensors(model, adapters, opts.config);
   checkTrainsSomething(adapters, extraKeys, names);

@@ -108,6 +108,14 @@ export interface FinetuneOptions extends TrainerOptions {
   readonly bias?: PeftConfig["bias"];
   /** Layers trained whole and saved in the adapter (names, or a comma-separated list). */
   readonly modulesToSave?: string | readonly string[];
+  /**
+   * Train every weight and bias of every linear layer, with no adapter: `targets` `"none"` and
+   * every linear layer a module to save (PEFT's `modules_to_save`), so the saved folder is a PEFT
+   * adapter that holds the whole trained layers, and merge and export turn it into a model. A
+   * checkpoint records what it resolved to (`targets: "none"` and the layers' names), so resuming
+   * needs no `full`.
+   */
+  readonly full?: boolean;
   /** LoRA dropout probability. */
   readonly dropout?: number;
   /** The loss appended to the model's first output; it decides the labels or targets fed. */
@@ -138,10 +146,13 @@ export interface FinetuneOptions extends TrainerOptions {
   readonly onWarning?: (message: string) => void;
   /**
    * Called once the options, the data and the targets are checked, before compiling: the layers
-   * that get adapters, the linear layers that do not, and the rows that train and evaluate.
+   * that get adapters, those trained whole, the other linear layers, and the rows that train and
+   * evaluate.
    */
   readonly onStart?: (plan: {
     readonly adapters: readonly LayerAdapter[];
+    /** Layers trained whole (modules to save). */
+    readonly whole: readonly string[];
     readonly frozen: readonly string[];
     readonly trainRows: number;
     readonly evalRows: number;
@@ -235,7 +246,7 @@ export function resolveTrainOptions(
   const config = o.config ?? defaultPeftConfig({
     r: rank,
     loraAlpha: alpha ?? file.alpha ?? D.alphaPerRank * rank,
-    targetModules: parseTargets(targets ?? file.targets ?? D.targets),
+    targetModules: parseTargets(targets ?? file.targets ?? (o.full ? "none" : D.targets)),
     useDora: dora ?? file.dora ?? D.dora,
     useRslora: rslora ?? file.rslora ?? D.rslora,
     bias: bias ?? file.bias ?? D.bias,
@@ -361,7 +372,7 @@ export function toTrainConfig(options: ResolvedTrainOptions): TrainConfig {
     targets: t === null
       ? "/.*/"
       : t.length === 0
-      ? undefined
+      ? typeof t === "string" ? undefined : "none"
       : typeof t !== "string"
       ? [t[0]!, ...t.slice(1)]
       : t === "all-linear"
@@ -399,11 +410,15 @@ export function toTrainConfig(options: ResolvedTrainOptions): TrainConfig {
   });
 }
 
-/** `all-linear`, `/regex/` (the regular expression), or a comma-separated list of names. */
+/**
+ * `all-linear`, `none` (no layer: an empty list), `/regex/` (the regular expression), or a
+ * comma-separated list of names.
+ */
 function parseTargets(raw: string | readonly string[]): string | string[] {
   if (typeof raw !== "string") return [...raw];
   const s = raw.trim();
   if (s === "all-linear") return "all-linear";
+  if (s === "none") return [];
   if (s.length > 1 && s.startsWith("/") && s.endsWith("/")) return s.slice(1, -1);
   return parseList(s)!;
 }

@@ -20,6 +20,9 @@
  * - `bias`: tensor key; default `"<name>.bias"` when the file holds it; `null` for no bias.
  * - `orientation`: `"out_in"` (PyTorch `nn.Linear`, the default) or `"in_out"` (GPT-2 `Conv1D`,
  *   Keras `Dense`).
+ * - `in_features`, `out_features`: the layer's sizes, as `nn.Linear(in_features, out_features)`
+ *   takes them. Opening a file does not read them (its tensors give the sizes); `ffwd init`,
+ *   which writes a new model from a spec, needs them (see `workflows/init_model.ts`).
  *
  * Optional, for both forms:
  *
@@ -97,6 +100,8 @@ const layer = z.object({
   weight: key.optional(),
   bias: key.nullable().optional(),
   orientation: z.enum(["out_in", "in_out"]).optional(),
+  in_features: z.number().int().positive().optional(),
+  out_features: z.number().int().positive().optional(),
 }).strict();
 
 const norm = z.object({
