@@ -51,7 +51,7 @@
  * @module
  */
 
-import { z } from "zod";
+import { z } from "npm:zod@4.6.7";
 
 /** Activation names accepted in specs and configs, mapped to the function they compute. */
 export const ACTIVATIONS = {
