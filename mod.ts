@@ -234,7 +234,7 @@ export {
 } from "./report/html.ts";
 
 // Serving
-export { engineWeights } from "./adapters/weights.ts";
+export { adapterWeights, engineWeights } from "./adapters/weights.ts";
 export {
   type AdapterLoader,
   type AdapterSnapshot,

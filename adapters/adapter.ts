@@ -92,6 +92,8 @@ export interface AdapterMatch {
 export interface MatchOptions {
   /** Report mismatches instead of throwing; only fitting layers are returned. */
   readonly allowMismatch?: boolean;
+  /** Starts the error message. Default: `Cannot load adapter "<name>"`. */
+  readonly where?: string;
 }
 
 /**
@@ -162,7 +164,8 @@ export function matchAdapter(
     else result.unmatched.push(key);
   }
   if (!options.allowMismatch && (result.unmatched.length || result.mismatched.length)) {
-    throw matchError(adapter.name, result, model);
+    const where = options.where ?? `Cannot load adapter "${adapter.name}"`;
+    throw matchError(where, adapter.layers.size, result, model);
   }
   return result;
 }
@@ -193,24 +196,54 @@ export function extraWeightLayouts(
   return [config.fanInFanOut ? conv : linear];
 }
 
-function matchError(name: string, r: AdapterMatch, model: Pick<BaseModel, "layers">): Error {
+/**
+ * One line for everything that does not fit. Problems in one layer are listed tensor by tensor;
+ * problems in several layers (an adapter made for another model) are summarised: how many of its
+ * layers do not fit, then the first problem of each of the first three.
+ */
+function matchError(
+  where: string,
+  adapterLayers: number,
+  r: AdapterMatch,
+  model: Pick<BaseModel, "layers">,
+): Error {
   const problems = [
-    ...r.mismatched.map((m) =>
-      m.actual
-        ? `tensor "${m.key}" has shape ${formatShape(m.actual)}, expected ${
-          formatShape(m.expected)
-        }`
-        : `tensor "${m.key}" is missing`
-    ),
-    ...r.unmatched.map((key) => `tensor "${key}" matches no linear layer of the model`),
+    ...r.mismatched.map((m) => ({
+      key: m.key,
+      text: m.actual
+        ? `has shape ${formatShape(m.actual)}, expected ${formatShape(m.expected)}`
+        : `is missing`,
+    })),
+    ...r.unmatched.map((key) => ({ key, text: "matches no linear layer of the model" })),
   ];
-  const shown = problems.slice(0, 6).join("; ") +
-    (problems.length > 6 ? `; and ${problems.length - 6} more` : "");
+  const byLayer = new Map<string, string[]>();
+  for (const p of problems) {
+    const layer = moduleOf(p.key);
+    byLayer.set(layer, [...byLayer.get(layer) ?? [], `tensor "${p.key}" ${p.text}`]);
+  }
   const layers = r.unmatched.length
     ? ` (its layers: ${model.layers.map((l) => l.name).join(", ")})`
     : "";
   const Err = r.mismatched.length ? TypeError : RangeError;
-  return new Err(`Cannot load adapter "${name}": ${shown}${layers}`);
+  if (byLayer.size <= 1) {
+    const shown = problems.slice(0, 6).map((p) => `tensor "${p.key}" ${p.text}`).join("; ") +
+      (problems.length > 6 ? `; and ${problems.length - 6} more` : "");
+    return new Err(`${where}: ${shown}${layers}`);
+  }
+  const firsts = [...byLayer.values()].map((texts) => texts[0]!);
+  const of = Math.max(adapterLayers, byLayer.size);
+  const made = byLayer.size >= adapterLayers ? ", so it was made for another model" : "";
+  const shown = firsts.slice(0, 3).join("; ") +
+    (firsts.length > 3 ? `; and ${firsts.length - 3} more layers` : "");
+  return new Err(
+    `${where}: ${byLayer.size} of its ${of} layers do not fit${made}: ${shown}${layers}`,
+  );
+}
+
+/** The module a PEFT key belongs to (`base_model.model.fc1.lora_A.weight` → `fc1`). */
+function moduleOf(key: string): string {
+  return key.replace(/^base_model\.model\./, "")
+    .replace(/\.(lora_[A-Za-z_]+(\.weight)?|base_layer\.bias|bias|weight)$/, "");
 }
 
 /** The adapter formats ffwd reads. */

@@ -199,3 +199,38 @@ Deno.test("a modules_to_save weight is read in its PyTorch module's layout and s
   deepStrictEqual([...stored(square, saved(true, s)).data], [...s.data]);
   strictEqual(stored(square, saved(false, s)).data[1], s.data[4]);
 });
+
+Deno.test("matchAdapter() sums up an adapter made for another model in one line, first problem per layer", () => {
+  const layers = new Map(
+    ["fc1", "fc2", "fc3", "fc4"].map((
+      n,
+    ) => [n, { A: tensor("F32", [8, 512]), B: tensor("F32", [512, 8]) }]),
+  );
+  const adapter: Adapter = {
+    name: "rot45",
+    config: defaultPeftConfig({ r: 8, targetModules: ["fc1", "fc2", "fc3", "fc4"] }),
+    layers,
+    biases: new Map(),
+    extra: new Map(),
+  };
+  const model = { layers: ["fc1", "fc2", "fc3", "fc4"].map((n) => layer(n, 784, 10)) };
+  throws(
+    () => matchAdapter(adapter, model, { where: 'Cannot predict with adapter "runs/rot45"' }),
+    {
+      name: "TypeError",
+      message:
+        'Cannot predict with adapter "runs/rot45": 4 of its 4 layers do not fit, so it was ' +
+        'made for another model: tensor "base_model.model.fc1.lora_A.weight" has shape [8, 512], ' +
+        'expected [8, 784]; tensor "base_model.model.fc2.lora_A.weight" has shape [8, 512], ' +
+        'expected [8, 784]; tensor "base_model.model.fc3.lora_A.weight" has shape [8, 512], ' +
+        "expected [8, 784]; and 1 more layers",
+    },
+  );
+  const half = {
+    layers: [layer("fc1", 512, 512), layer("fc2", 512, 512), ...model.layers.slice(2)],
+  };
+  throws(() => matchAdapter(adapter, half), {
+    message:
+      /^Cannot load adapter "rot45": 2 of its 4 layers do not fit: tensor "base_model\.model\.fc3\.lora_A\.weight"/,
+  });
+});

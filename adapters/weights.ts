@@ -8,13 +8,15 @@
 import type { AdapterWeights, LayerWeights } from "../src/infer/engine.ts";
 import type { BaseModel } from "../src/models/model.ts";
 import { toFloat32 } from "../src/tensor.ts";
-import { type Adapter, matchAdapter, type MatchOptions } from "./adapter.ts";
+import { type Adapter, loadAdapter, matchAdapter, type MatchOptions } from "./adapter.ts";
 
 /**
  * The engine form of `adapter` on `model` (every tensor as float32; the scale per layer from its
  * rank, alpha and rsLoRA setting). The engine applies `scale·B·A` (and DoRA's ratio) per row and
  * cannot replace whole weights per row, so an adapter that also trains `modules_to_save` or
  * biases is refused rather than served without them (which would silently differ from PEFT).
+ * `opts.where` starts every error message (default: `Cannot serve adapter "<name>"` for a refused
+ * adapter, `Cannot load adapter "<name>"` for one that does not fit the model).
  *
  * @example
  * ```ts ignore
@@ -36,7 +38,7 @@ export function engineWeights(
   ];
   if (unsupported.length) {
     throw new TypeError(
-      `Cannot serve adapter "${adapter.name}": it ${
+      `${opts.where ?? `Cannot serve adapter "${adapter.name}"`}: it ${
         unsupported.join(" and ")
       }, which the hot-swap engine cannot apply per row; merge it into the base instead`,
     );
@@ -54,4 +56,32 @@ export function engineWeights(
     });
   }
   return { layers };
+}
+
+/**
+ * Engine weights from any form of an adapter: engine weights as they are, a loaded
+ * {@linkcode Adapter} through {@linkcode engineWeights}, or an adapter folder (PEFT or MLX-LM),
+ * loaded, named in errors as given and kept as the weights' `source`.
+ *
+ * @example
+ * ```ts
+ * import { adapterWeights } from "./weights.ts";
+ * import { openSafetensorsModel } from "../src/models/blocks/safetensors_model.ts";
+ * import { strictEqual } from "node:assert/strict";
+ * const model = await openSafetensorsModel("fixtures/peft/legacy/base.safetensors");
+ * const w = await adapterWeights("fixtures/peft/legacy", model);
+ * strictEqual(w.source, "fixtures/peft/legacy");
+ * model.close();
+ * ```
+ */
+export async function adapterWeights(
+  from: AdapterWeights | Adapter | string,
+  model: Pick<BaseModel, "layers">,
+  opts: MatchOptions = {},
+): Promise<AdapterWeights> {
+  if (typeof from === "string") {
+    const adapter = await loadAdapter(from, { name: from });
+    return { ...engineWeights(adapter, model, opts), source: from };
+  }
+  return "config" in from ? engineWeights(from, model, opts) : from;
 }

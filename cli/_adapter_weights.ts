@@ -9,19 +9,26 @@
  * @module
  */
 
-import { loadAdapter } from "../adapters/adapter.ts";
+import { loadAdapter, type MatchOptions } from "../adapters/adapter.ts";
 import { engineWeights } from "../adapters/weights.ts";
 import type { AdapterWeights } from "../src/infer/engine.ts";
 import type { BaseModel } from "../src/models/model.ts";
 
 /**
- * Loads the adapter folder `dir` (PEFT or MLX-LM) into engine weights for `model`.
+ * Loads the adapter folder `dir` (PEFT or MLX-LM) into engine weights for `model`. Errors name the
+ * adapter by its folder's name (the server's adapter names); with `opts.where`, they start with it
+ * and a load error names `dir` as given.
  *
  * @example
  * ```ts ignore
  * engine.register("rot45", await servableWeights("runs/rot45", model));
  * ```
  */
-export async function servableWeights(dir: string, model: BaseModel): Promise<AdapterWeights> {
-  return engineWeights(await loadAdapter(dir), model);
+export async function servableWeights(
+  dir: string,
+  model: BaseModel,
+  opts: MatchOptions = {},
+): Promise<AdapterWeights> {
+  const name = opts.where === undefined ? undefined : dir; // a message that names the folder
+  return engineWeights(await loadAdapter(dir, { name }), model, opts);
 }

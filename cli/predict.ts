@@ -1,9 +1,16 @@
 /**
- * `ffwd predict --model <file> [--adapter DIR] --data <rows> [--out FILE] [--json]`: runs a base
- * model, with or without an adapter, on rows from a JSONL (`{"x": [...]}`, or `{"inputs":
- * {"input_ids": [...], ...}}` by the model's input names), CSV or safetensors file, and writes one
- * `{"y": ...}` line per input row, nested to the output's row shape (`[k]` numbers for a `[rows,
- * k]` output, `[[...32]]` for `[rows, 1, 32]`).
+ * `ffwd predict --model <file> [--adapter DIR] --data <rows> [--out FILE] [--json] [--argmax |
+ * --probs]`: runs a base model, with or without an adapter, on rows from a JSONL (`{"x": [...]}`,
+ * or `{"inputs": {"input_ids": [...], ...}}` by the model's input names), CSV or safetensors file,
+ * and writes one `{"y": ...}` line per input row, nested to the output's row shape (`[k]` numbers
+ * for a `[rows, k]` output, `[[...32]]` for `[rows, 1, 32]`). `--argmax` writes the class instead
+ * (`{"y": 3}`), `--probs` the softmax over the last axis (the sigmoid for a one-wide output).
+ *
+ * When the rows carry `y` (a JSONL `"y"`, a CSV `--label-column`, a safetensors `y` tensor), a
+ * score line follows on stderr: the accuracy for integer labels, the mean squared error of the
+ * printed values (the probabilities with `--probs`) for float targets; with `--json` that line is
+ * JSON (`{"accuracy":0.985,"correct":1970,"rows":2000}`). Stdout holds the predictions alone, one
+ * line per row, so it lines up with the data file.
  *
  * ```sh
  * deno task ffwd predict --model base.safetensors --adapter runs/rot45 --data test.jsonl --out y.jsonl
@@ -17,10 +24,13 @@
  * @module
  */
 
+import { Option } from "@commander-js/extra-typings";
+import type { Dataset } from "../src/data/dataset.ts";
 import type { InferenceEngine } from "../src/infer/engine.ts";
-import type { loadInputs } from "../src/data/files.ts";
+import type { DataInputs } from "../src/data/files.ts";
+import type { OutputRows, Score } from "../src/infer/outputs.ts";
 import { numel, type Tensor } from "../src/tensor.ts";
-import { writeOut } from "./_errors.ts";
+import { writeErr, writeOut } from "./_errors.ts";
 import { labelColumn, positiveInteger } from "./_numbers.ts";
 import type { Program } from "./_program.ts";
 
@@ -49,6 +59,10 @@ export interface Predictions {
   readonly shape: readonly number[];
   /** `[rows, …shape]`, row-major (an integer output converted to float32). */
   readonly y: Float32Array;
+  /** The data's labels or targets, when its rows carry `y` and they could be read. */
+  readonly targets?: Dataset["y"];
+  /** Why the rows' `y` could not be read (the predictions are made all the same). */
+  readonly targetsError?: string;
 }
 
 /**
@@ -61,7 +75,7 @@ export interface Predictions {
  */
 export async function predictFile(o: PredictCliOptions): Promise<Predictions> {
   // Imported here, so that `ffwd --help` and `inspect` never load onnxruntime or TF.js.
-  const [{ InferenceEngine }, { openModel }, { loadInputs }, { rowWidth }, { servableWeights }] =
+  const [{ InferenceEngine }, { openModel }, files, { rowWidth }, { servableWeights }] =
     await Promise.all([
       import("../src/infer/engine.ts"),
       import("../src/models/open.ts"),
@@ -77,14 +91,21 @@ export async function predictFile(o: PredictCliOptions): Promise<Predictions> {
     try {
       const name = o.adapter === undefined ? null : "adapter";
       if (o.adapter !== undefined) {
-        await engine.register("adapter", await servableWeights(o.adapter, model));
+        const where = `Cannot predict with adapter "${o.adapter}"`;
+        await engine.register("adapter", await servableWeights(o.adapter, model, { where }));
       }
       const only = engine.inputs.length === 1 ? engine.inputs[0] : undefined;
-      const data = await loadInputs(o.data, {
-        width: rowWidth(only),
-        labelColumn: o.labelColumn,
-        inputs: engine.inputs,
-      });
+      const read = { width: rowWidth(only), labelColumn: o.labelColumn, inputs: engine.inputs };
+      let data: DataInputs & { y?: Dataset["y"] };
+      let targetsError: string | undefined;
+      if (await carriesY(o.data, o.labelColumn)) {
+        try {
+          data = await files.loadDataset(o.data, read);
+        } catch (e) {
+          data = await files.loadInputs(o.data, read); // throws first if the inputs are wrong
+          targetsError = (e as Error).message;
+        }
+      } else data = await files.loadInputs(o.data, read);
       const batch = o.batchSize ?? 64;
       let shape = outputRow(engine);
       let y = new Float32Array(0);
@@ -100,7 +121,7 @@ export async function predictFile(o: PredictCliOptions): Promise<Predictions> {
         else y.set(Array.from(out.data as ArrayLike<number | bigint>, Number), at);
       }
       const width = numel(shape);
-      return { rows: data.rows, width, shape, y };
+      return { rows: data.rows, width, shape, y, targets: data.y, targetsError };
     } finally {
       await engine.close();
     }
@@ -109,9 +130,74 @@ export async function predictFile(o: PredictCliOptions): Promise<Predictions> {
   }
 }
 
+/**
+ * Whether the data's rows carry `y`: a CSV with a label column, a JSONL file whose first row has
+ * `"y"`, a safetensors file with a `y` tensor. Only the start of the file is read.
+ */
+async function carriesY(path: string, labelColumn: string | number | undefined): Promise<boolean> {
+  const ext = path.slice(path.lastIndexOf(".") + 1).toLowerCase();
+  if (ext === "csv") return labelColumn !== undefined;
+  if (ext === "safetensors") {
+    const { inspectSafetensors } = await import("../src/io/safetensors.ts");
+    return (await inspectSafetensors(path)).tensors.some((t) => t.name === "y");
+  }
+  if (ext !== "jsonl" && ext !== "ndjson") return false;
+  const line = await firstLine(path);
+  try {
+    const row: unknown = JSON.parse(line);
+    return typeof row === "object" && row !== null && "y" in row;
+  } catch {
+    return false; // the reader names the bad line
+  }
+}
+
+/** The first non-blank line of a text file, reading no further than it. */
+async function firstLine(path: string): Promise<string> {
+  using file = await Deno.open(path);
+  const text = new TextDecoder();
+  const buf = new Uint8Array(1 << 16);
+  let got = "";
+  for (let n; (n = await file.read(buf)) !== null;) {
+    got += text.decode(buf.subarray(0, n), { stream: true });
+    const lines = got.split("\n");
+    const found = lines.slice(0, -1).find((l) => l.trim());
+    if (found !== undefined) return found;
+    got = lines.at(-1)!;
+  }
+  return got + text.decode();
+}
+
+/**
+ * What `ffwd predict` prints for `p`: the classes (`argmax`), the probabilities (`probs`) or the
+ * output as it is, and the score of the data's `y` (for float targets, of the values before the
+ * arg-max), or why there is none.
+ */
+export async function predictionRows(
+  p: Predictions,
+  o: { readonly argmax?: boolean; readonly probs?: boolean } = {},
+): Promise<{ readonly out: OutputRows; readonly score?: Score; readonly noScore?: string }> {
+  const { argmaxRows, probabilities, scoreRows } = await import("../src/infer/outputs.ts");
+  const values = o.probs ? probabilities(p) : p;
+  const out = o.argmax ? argmaxRows(p) : values;
+  if (!p.targets) return { out, noScore: p.targetsError };
+  try {
+    return { out, score: scoreRows(p.targets.kind === "labels" ? p : values, p.targets) };
+  } catch (e) {
+    return { out, noScore: (e as Error).message };
+  }
+}
+
+/** The score line: `accuracy 0.9850 (1970 of 2000 rows)`, `mse 0.0123 (2000 rows)`, or JSON. */
+function scoreLine(score: Score, json: boolean | undefined): string {
+  if (json) return JSON.stringify(score);
+  return "accuracy" in score
+    ? `accuracy ${score.accuracy.toFixed(4)} (${score.correct} of ${score.rows} rows)`
+    : `mse ${score.mse.toPrecision(6)} (${score.rows} rows)`;
+}
+
 /** Rows `r … r+n` of the data: its named inputs, or `x` `[n, width]` (views, no copies). */
 function rowsOf(
-  data: Awaited<ReturnType<typeof loadInputs>>,
+  data: DataInputs,
   r: number,
   n: number,
 ): Record<string, Tensor> {
@@ -169,13 +255,19 @@ export function registerPredict(program: Program): void {
       "--out <file>",
       'write {"y": ...} lines here, nested to the output\'s rows (atomically)',
     )
-    .option("--json", "print the lines on stdout (the default without --out)")
+    .option("--json", "print the lines on stdout (the default without --out); the score as JSON")
+    .addOption(
+      new Option("--argmax", 'write each row\'s class ({"y": 3}; one-wide: logit > 0)')
+        .conflicts("probs"),
+    )
+    .option("--probs", "write softmax probabilities over the last axis (one-wide: the sigmoid)")
     .option("--batch-size <rows>", "rows per engine run", positiveInteger, 64)
     .option("--threads <n>", "onnxruntime threads (default: every core)", positiveInteger)
     .action(async (o) => {
       const { rowValues } = await import("../src/infer/rows.ts");
       const { shortestFloat32, writeJsonl } = await import("../src/data/files.ts");
-      const { rows, shape, y } = await predictFile(o);
+      const { out, score, noScore } = await predictionRows(await predictFile(o), o);
+      const { rows, shape, y } = out;
       const t = { dtype: "F32" as const, shape: [rows, ...shape], data: y };
       const lines = rowValues(t, (v) => shortestFloat32(v as number)).map((v) => ({ y: v }));
       if (o.out !== undefined) await writeJsonl(o.out, lines);
@@ -185,5 +277,7 @@ export function registerPredict(program: Program): void {
       } else {
         writeOut(`Wrote ${rows} predictions to ${o.out}\n`);
       }
+      if (score) writeErr(scoreLine(score, o.json));
+      else if (noScore) writeErr(`warning: no score: ${noScore}`);
     });
 }

@@ -91,12 +91,12 @@ export interface EngineStats {
  * @example
  * ```ts
  * import { InferenceEngine } from "./engine.ts";
- * import { loadAdapter } from "../../adapters/adapter.ts";
- * import { engineWeights } from "../../adapters/weights.ts";
+ * import { adapterWeights } from "../../adapters/weights.ts";
  * import { openSafetensorsModel } from "../models/blocks/safetensors_model.ts";
  * const model = await openSafetensorsModel("fixtures/peft/legacy/base.safetensors"); // 6 → 3
  * const engine = await InferenceEngine.create(model, { maxAdapters: 8 });
- * await engine.register("legacy", engineWeights(await loadAdapter("fixtures/peft/legacy"), model));
+ * // adapterWeights takes an adapter folder, a loaded Adapter or engine weights
+ * await engine.register("legacy", await adapterWeights("fixtures/peft/legacy", model));
  * const x = { dtype: "F32" as const, shape: [2, 6], data: new Float32Array(12).fill(1) };
  * const y = await engine.run(x, ["legacy", null]); // row 0 with the adapter, row 1 without
  * await engine.close();
@@ -232,10 +232,16 @@ export class InferenceEngine {
     return this.#entries.get(name);
   }
 
-  /** Registers (or replaces) an adapter; returns its snapshot. */
+  /**
+   * Registers (or replaces) an adapter given as engine weights; returns its snapshot.
+   * `adapterWeights()` (in `adapters/weights.ts`, exported by `mod.ts`) makes them from an adapter
+   * folder or a loaded adapter.
+   */
   async register(name: string, weights: AdapterWeights): Promise<AdapterSnapshot> {
     this.#loading.delete(name); // a lazy load in flight is now stale
-    return this.#install(await this.#snapshot(name, weights));
+    const snap = await this.#snapshot(name, weights);
+    this.#loading.delete(name); // and one that started while this one loaded
+    return this.#install(snap);
   }
 
   /** Removes an adapter; requests already holding it finish with it. Returns whether it existed. */
@@ -412,10 +418,17 @@ export class InferenceEngine {
     try {
       out = await this.session.inner.run(all, [this.outputName]);
     } catch (e) {
-      const shapes = Object.entries(all).map(([k, t]) => `${k} ${formatShape(t.dims)}`);
-      throw new Error(`Cannot run graph: ${(e as Error).message} (feeds: ${shapes.join(", ")})`, {
-        cause: e,
+      // The model's inputs as the caller gave them: the rows of a padded chunk and the stacked
+      // adapter feeds are the engine's own business.
+      const shapes = this.#specs.map((s) => {
+        const t = feeds[s.name]!;
+        return `"${s.name}" ${t.dtype} ${formatShape([counted, ...t.shape.slice(1)])}`;
       });
+      const rows = `${counted} row${counted === 1 ? "" : "s"}`;
+      throw new Error(
+        `Cannot run the model on ${rows}: ${(e as Error).message} (inputs: ${shapes.join(", ")})`,
+        { cause: e },
+      );
     }
     this.stats.runs++;
     this.stats.rows += counted;
