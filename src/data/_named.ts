@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { InputSpec } from "./feeds.ts";
+import { type InputSpec, nestedShape } from "./feeds.ts";
 import { allocData, type DType, formatShape, isFloat, numel, type Tensor } from "../tensor.ts";
 import type { RowTensor } from "./dataset.ts";
 
@@ -107,16 +107,6 @@ export class NamedRows {
     }
     return v;
   }
-}
-
-/** Dimensions of a nested array (of its first elements). */
-function nestedShape(v: unknown): number[] {
-  const shape: number[] = [];
-  while (Array.isArray(v)) {
-    shape.push(v.length);
-    v = v[0];
-  }
-  return shape;
 }
 
 function typed(dtype: DType, values: readonly number[]): Tensor["data"] {

@@ -144,3 +144,24 @@ export function rowWidth(input: InputSpec | undefined): number | undefined {
 }
 
 const names = (inputs: readonly InputSpec[]) => inputs.map((i) => `"${i.name}"`).join(", ");
+
+/**
+ * Dimensions of a nested array, read along its first elements (`[]` for a scalar): the shape a
+ * JSON row gives its values in.
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { nestedShape } from "./feeds.ts";
+ * deepStrictEqual(nestedShape([[1, 2, 3], [4, 5, 6]]), [2, 3]);
+ * deepStrictEqual(nestedShape(7), []);
+ * ```
+ */
+export function nestedShape(v: unknown): number[] {
+  const shape: number[] = [];
+  while (Array.isArray(v)) {
+    shape.push(v.length);
+    v = v[0];
+  }
+  return shape;
+}

@@ -84,9 +84,17 @@ export function externalProto(name: string, ext: ExternalRef): TensorProto {
   });
 }
 
-/** A `ValueInfoProto` with symbolic dimensions written as `dim_param`. */
-export function valueInfo(name: string, dtype: DType, shape: Shape, f64: boolean): ValueInfoProto {
-  const dim = shape.map((d) =>
+/**
+ * A `ValueInfoProto` with symbolic dimensions written as `dim_param`; without `shape`, the shape is
+ * left for onnxruntime to infer (an imported graph's outputs).
+ */
+export function valueInfo(
+  name: string,
+  dtype: DType,
+  shape: Shape | undefined,
+  f64: boolean,
+): ValueInfoProto {
+  const dim = shape?.map((d) =>
     create(TensorShapeProto_DimensionSchema, {
       value: typeof d === "number"
         ? { case: "dimValue", value: BigInt(d) }
@@ -100,7 +108,7 @@ export function valueInfo(name: string, dtype: DType, shape: Shape, f64: boolean
         case: "tensorType",
         value: create(TypeProto_TensorSchema, {
           elemType: onnxDtype(twin(dtype, f64)),
-          shape: create(TensorShapeProtoSchema, { dim }),
+          ...(dim ? { shape: create(TensorShapeProtoSchema, { dim }) } : {}),
         }),
       },
     }),

@@ -18,6 +18,7 @@ import type { Dim } from "../engine/graph.ts";
 import type { ModelIO } from "../models/model.ts";
 import { allocData, formatShape, isFloat, numel, type Tensor, type TensorData } from "../tensor.ts";
 import { HttpError } from "./_http.ts";
+import { nestedShape } from "../data/feeds.ts";
 
 /** Tensors `[rows, …]` by input name for the request's `rows`; throws 400 HttpErrors. */
 export function requestFeeds(
@@ -190,16 +191,6 @@ class Column {
     if (data instanceof BigInt64Array || data instanceof BigUint64Array) data[k] = BigInt(v);
     else (data as Float32Array)[k] = v;
   }
-}
-
-/** Dimensions of a nested array, read along its first elements (`[]` for a scalar). */
-function nestedShape(v: unknown): number[] {
-  const shape: number[] = [];
-  while (Array.isArray(v)) {
-    shape.push(v.length);
-    v = v[0];
-  }
-  return shape;
 }
 
 /** Whether a value of nested shape `got` holds one row of `shape` (nested to it, or flat). */

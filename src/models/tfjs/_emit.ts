@@ -26,24 +26,14 @@ import {
   type TensorProto,
   TensorProto_DataType as DT,
   TensorProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TensorShapeProtoSchema,
-  TypeProto_TensorSchema,
-  TypeProtoSchema,
-  ValueInfoProtoSchema,
 } from "../../onnx/gen/onnx_pb.ts";
+import { valueInfo } from "../../engine/emit.ts";
 
 /** A Keras dimension: a size, or `null` when unknown (the batch, a free sequence length). */
 export type Dim = number | null;
 
 /** The element types of converted graph inputs: floats, and int32 or int64 ids. */
 export type InputDtype = "F32" | "I32" | "I64";
-
-const INPUT_CODES: Readonly<Record<InputDtype, DT>> = {
-  F32: DT.FLOAT,
-  I32: DT.INT32,
-  I64: DT.INT64,
-};
 
 /** A Keras tensor as converted: the ONNX value that holds it (Keras layout) and its shape. */
 export interface KTensor {
@@ -217,8 +207,8 @@ export class Emitter {
         name: graphName,
         node: live,
         initializer: [...this.inits.values()].filter((t) => reads.has(t.name)),
-        input: this.inputs.map((i) => valueInfo(i.name, INPUT_CODES[i.dtype], i.shape)),
-        output: names.map((n) => valueInfo(n, DT.FLOAT)),
+        input: this.inputs.map((i) => valueInfo(i.name, i.dtype, i.shape, false)),
+        output: names.map((n) => valueInfo(n, "F32", undefined, false)),
       }),
     });
   }
@@ -278,24 +268,3 @@ function tensorProto(
   });
 }
 
-function valueInfo(name: string, elemType: DT, shape?: readonly (string | number)[]) {
-  const dims = shape?.map((d) =>
-    create(TensorShapeProto_DimensionSchema, {
-      value: typeof d === "number"
-        ? { case: "dimValue", value: BigInt(d) }
-        : { case: "dimParam", value: d },
-    })
-  );
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: "tensorType",
-        value: create(TypeProto_TensorSchema, {
-          elemType,
-          ...(dims ? { shape: create(TensorShapeProtoSchema, { dim: dims }) } : {}),
-        }),
-      },
-    }),
-  });
-}
