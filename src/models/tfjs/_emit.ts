@@ -267,4 +267,3 @@ function tensorProto(
     rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
   });
 }
-
