@@ -10,7 +10,6 @@
 import { Option } from "@commander-js/extra-typings";
 import { loadAdapter } from "../adapters/adapter.ts";
 import type { Program } from "./_program.ts";
-import { runExport } from "./_export_print.ts";
 import { checkModelFile, checkOutFile } from "./_paths.ts";
 
 /**
@@ -47,6 +46,8 @@ export function registerExport(program: Program): void {
       await checkModelFile(options.model);
       await checkOutFile(options.out, `.${options.format}`);
       const adapter = await loadAdapter(options.adapter);
+      // Imported here, so that `ffwd --help` and `inspect` never load onnxruntime or TF.js.
+      const { runExport } = await import("./_export_print.ts");
       await runExport(options, adapter, {
         out: options.out,
         format: options.format,
