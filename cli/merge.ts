@@ -4,6 +4,10 @@
  * merges one adapter, or several combined into one (see `workflows/combine.ts`), into the base
  * and writes it, checked for parity; prints where it and `parity.json` are and the verdict.
  *
+ * A safetensors checkpoint (a file, a sharded `.index.json`, or the folder holding either) merged
+ * into safetensors, with no `--block`, `--spec` or `--probe`, is merged whole: every weight the
+ * adapter targets, found by key (`workflows/merge_checkpoint.ts`), checked weight by weight.
+ *
  * @module
  */
 
@@ -11,8 +15,14 @@ import { Option } from "@commander-js/extra-typings";
 import { type Adapter, loadAdapter } from "../adapters/adapter.ts";
 import { combineAdapters } from "../workflows/combine.ts";
 import type { Program } from "./_program.ts";
-import { runExport } from "./_export_print.ts";
-import { numbers, positiveInteger } from "./_numbers.ts";
+import { nonNegativeInteger, numbers, positiveInteger } from "./_numbers.ts";
+import { checkOutFile } from "./_paths.ts";
+import { writeOut } from "./_errors.ts";
+import type { CheckpointMergeResult } from "../workflows/merge_checkpoint.ts";
+
+// The merge itself is imported when the command runs, so that `ffwd --help` and `inspect` never
+// load onnxruntime or TF.js.
+const checkpoints = () => import("../workflows/merge_checkpoint.ts");
 
 /**
  * Adds `merge` to the program.
@@ -48,17 +58,37 @@ export function registerMerge(program: Program): void {
         .choices(["linear", "cat", "svd"] as const),
     )
     .option("--rank <n>", "target rank of --combine svd", positiveInteger)
-    .requiredOption("--out <file>", "file.safetensors or file.onnx; parity.json goes beside it")
+    .requiredOption(
+      "--out <file>",
+      "file.safetensors or file.onnx (a checkpoint: also file.index.json or a folder); parity.json goes beside it",
+    )
     .option("--probe <file>", 'probe inputs (JSONL {"x": [...]}, CSV or safetensors)')
+    .option(
+      "--seed <n>",
+      "seed of the rows checked in a whole-checkpoint merge",
+      nonNegativeInteger,
+    )
     .option("--json", "print the parity report as JSON")
     .action(async (options) => {
       const dirs = options.adapter;
       if (dirs.length === 0) cmd.error("error: required option '--adapter <dir>' not specified");
-      const format = /\.safetensors$/i.test(options.out)
+      const { isCheckpoint, mergeCheckpoint } = await checkpoints();
+      const whole = !options.block && !options.spec && !options.probe &&
+        !/\.onnx$/i.test(options.out) && await isCheckpoint(options.model);
+      if (
+        whole && !/\.(safetensors|index\.json)$/i.test(options.out) && !options.out.endsWith("/") &&
+        !(await Deno.stat(options.out).then((i) => i.isDirectory, () => false))
+      ) {
+        cmd.error(
+          `error: --out must end in .safetensors, .index.json or .onnx, or name a folder, got "${options.out}"`,
+        );
+      }
+      const format = whole || /\.safetensors$/i.test(options.out)
         ? "safetensors"
         : /\.onnx$/i.test(options.out)
         ? "onnx"
         : cmd.error(`error: --out must end in .safetensors or .onnx, got "${options.out}"`);
+      if (!whole) await checkOutFile(options.out, `.${format}`);
       const { weights, rank } = options;
       if (weights && weights.length !== dirs.length) {
         cmd.error(`error: --weights needs ${dirs.length} numbers, got "${weights.join(",")}"`);
@@ -92,10 +122,60 @@ export function registerMerge(program: Program): void {
           lines.push(`  ${m}: rank ${rank}, relative Frobenius error ${e.toExponential(2)}`);
         }
       }
+      if (whole) {
+        const opts = { out: options.out, seed: options.seed, ...(combine ? { combine } : {}) };
+        await printCheckpoint(
+          () => mergeCheckpoint(options.model, adapter, opts),
+          lines,
+          options.json,
+        );
+        return;
+      }
+      const { runExport } = await import("./_export_print.ts");
       await runExport(options, adapter, {
         out: options.out,
         format,
         ...(combine ? { combine } : {}),
       }, lines);
     });
+}
+
+/**
+ * Runs a whole-checkpoint merge and prints where the files and the report are and the verdict
+ * (or, with `--json`, the report, also when the check fails).
+ */
+async function printCheckpoint(
+  merge: () => Promise<CheckpointMergeResult>,
+  lines: readonly string[],
+  json: true | undefined,
+): Promise<void> {
+  let result: CheckpointMergeResult;
+  try {
+    result = await merge();
+  } catch (e) {
+    const { CheckpointCheckError } = await checkpoints();
+    if (json && e instanceof CheckpointCheckError) {
+      writeOut(`${JSON.stringify(e.report, null, 2)}\n`);
+    }
+    throw e;
+  }
+  const { report: r, files } = result;
+  if (json) return writeOut(`${JSON.stringify(r, null, 2)}\n`);
+  const [main, ...rest] = [files.at(-2)!, ...files.slice(0, -2)];
+  const name = (f: string) => f.slice(f.lastIndexOf("/") + 1);
+  const extra = rest.length ? ` (+ ${rest.map(name).join(", ")})` : "";
+  const worst = Math.max(0, ...r.tensors.map((t) => t.maxRel));
+  const tol = r.check.tolerances[r.storage]?.relative ?? 0;
+  const short = (x: number) => x < 1e-3 ? x.toExponential().replace(/\.?0*e/, "e") : String(x);
+  writeOut(
+    [
+      ...lines,
+      `wrote ${main}${extra}`,
+      `parity: ${r.verdict}, largest relative error ${worst.toExponential(1)} (tolerance ${
+        short(tol)
+      }, ${r.storage} storage) over ${r.tensors.length} merged tensors, ${r.check.rows} rows each against float64 (seed ${r.check.seed}); ${r.unchanged.tensors} other tensors byte-identical`,
+      ...r.notes.map((n) => `note: ${n}`),
+      `report: ${result.reportPath}`,
+    ].join("\n") + "\n",
+  );
 }

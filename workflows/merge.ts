@@ -84,6 +84,11 @@ export interface MergeTensorOptions {
    * a streaming writer (a float32 result then is a view of it, valid until the next call).
    */
   readonly into?: Float32Array;
+  /**
+   * Finds the first NaN or infinity of a merged tensor, or -1 (default {@linkcode firstNonFinite},
+   * a scan in TypeScript). A merge of many large tensors can ask onnxruntime first.
+   */
+  readonly findNonFinite?: (t: Tensor) => number | Promise<number>;
 }
 
 /** A Gemm's alpha and beta (1 and 1 for every other layer). */
@@ -218,7 +223,7 @@ export async function mergeTensor(
     }));
   } else data = r!.data;
   const tensor = stored(data, base.dtype, base.shape);
-  const bad = firstNonFinite(tensor);
+  const bad = await (opts.findNonFinite ?? firstNonFinite)(tensor);
   if (bad >= 0) {
     throw new RangeError(
       `Cannot merge adapter "${plan.adapter}" into ${what}: the merged ${tensor.dtype} weight has a non-finite value at element ${bad} (${
@@ -249,8 +254,19 @@ function stored(data: Float32Array, dtype: DType, shape: readonly number[]): Ten
   return dtype === "F32" ? t : castFloat(t, dtype as "F64" | "F16" | "BF16");
 }
 
-/** Index of the first NaN or infinity, or -1. */
-function firstNonFinite(t: Tensor): number {
+/**
+ * Index of the first NaN or infinity of a floating-point tensor, or -1.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { firstNonFinite } from "./merge.ts";
+ * import { tensor } from "../src/tensor.ts";
+ * strictEqual(firstNonFinite(tensor("F32", [3], new Float32Array([1, NaN, 2]))), 1);
+ * strictEqual(firstNonFinite(tensor("BF16", [1], new Uint16Array([0x3f80]))), -1);
+ * ```
+ */
+export function firstNonFinite(t: Tensor): number {
   if (t.dtype === "F16" || t.dtype === "BF16") {
     const exp = t.dtype === "F16" ? 0x7c00 : 0x7f80; // all-ones exponent: Inf or NaN
     const d = t.data as Uint16Array;
