@@ -32,8 +32,8 @@ export function registerExport(program: Program): void {
     .option("--spec <file>", "block spec (JSON) for a safetensors file with no recognised layout")
     .requiredOption("--adapter <dir>", "PEFT or MLX-LM adapter folder")
     .addOption(
-      new Option("--format <format>", "output format").choices(["onnx", "safetensors"] as const)
-        .makeOptionMandatory(),
+      new Option("--format <format>", "output format (default: the --out file's extension)")
+        .choices(["onnx", "safetensors"] as const),
     )
     .addOption(
       new Option("--mode <mode>", "merged weights, or A and B as graph inputs (ONNX)")
@@ -42,16 +42,60 @@ export function registerExport(program: Program): void {
     .requiredOption("--out <file>", "file to write; parity.json goes beside it")
     .option("--probe <file>", 'probe inputs (JSONL {"x": [...]}, CSV or safetensors)')
     .option("--json", "print the parity report as JSON")
-    .action(async (options) => {
+    .action(async (options, cmd) => {
+      const format = exportFormat(options.out, options.format);
+      if (typeof format !== "string") {
+        cmd.error(`error: ${format.error}`, { exitCode: 2, code: "ffwd.usage" });
+        return;
+      }
       await checkModelFile(options.model);
-      await checkOutFile(options.out, `.${options.format}`);
+      await checkOutFile(options.out, `.${format}`);
+      // The output's folder is made as ffwd train makes its run folder.
+      const cut = options.out.lastIndexOf("/");
+      if (cut > 0) await Deno.mkdir(options.out.slice(0, cut), { recursive: true });
       const adapter = await loadAdapter(options.adapter);
       // Imported here, so that `ffwd --help` and `inspect` never load onnxruntime or TF.js.
       const { runExport } = await import("./_export_print.ts");
       await runExport(options, adapter, {
         out: options.out,
-        format: options.format,
+        format,
         mode: options.mode,
       });
     });
+}
+
+/**
+ * The export's format: `--format` when given, else the `--out` file's extension; a format that
+ * contradicts the extension is refused (a `.onnx` file holding safetensors helps nobody).
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { exportFormat } from "./export.ts";
+ * deepStrictEqual(exportFormat("out/merged.onnx", undefined), "onnx");
+ * deepStrictEqual(typeof exportFormat("merged.onnx", "safetensors"), "object");
+ * ```
+ */
+export function exportFormat(
+  out: string,
+  given: "onnx" | "safetensors" | undefined,
+): "onnx" | "safetensors" | { error: string } {
+  const ext = /\.(onnx|safetensors)$/i.exec(out)?.[1]?.toLowerCase() as
+    | "onnx"
+    | "safetensors"
+    | undefined;
+  if (given && ext && given !== ext) {
+    return {
+      error: `--format ${given} does not match --out "${out}" (a .${ext} file); ` +
+        `name the file .${given} or leave --format out`,
+    };
+  }
+  const format = given ?? ext;
+  if (!format) {
+    return {
+      error: `cannot tell the format of --out "${out}": name it .onnx or .safetensors, ` +
+        "or give --format",
+    };
+  }
+  return format;
 }

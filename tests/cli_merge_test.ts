@@ -142,6 +142,19 @@ Deno.test("ffwd merge and export exit 2 on usage errors and 1 with one error lin
         "--out",
         `${dir}/m`,
       ],
+      // --format contradicting the file's extension, and no way to tell the format
+      [
+        "export",
+        "--model",
+        base,
+        "--adapter",
+        `${PEFT}mlp_lora`,
+        "--format",
+        "onnx",
+        "--out",
+        `${dir}/m.safetensors`,
+      ],
+      ["export", "--model", base, "--adapter", `${PEFT}mlp_lora`, "--out", `${dir}/m.bin`],
     ];
     for (const args of usage) {
       const r = await ffwd(...args);
@@ -170,5 +183,16 @@ Deno.test("ffwd merge and export exit 2 on usage errors and 1 with one error lin
       ok(r.stderr.startsWith("error: "), r.stderr);
     }
     deepStrictEqual([...Deno.readDirSync(dir)], []);
+  });
+});
+
+Deno.test("ffwd export takes the format from the output's extension and makes its folder", async () => {
+  await withTempDir(async (dir) => {
+    const base = `${PEFT}mlp_lora/base.safetensors`;
+    const out = `${dir}/new/folder/merged.onnx`;
+    const r = await ffwd("export", "--model", base, "--adapter", `${PEFT}mlp_lora`, "--out", out);
+    strictEqual(r.code, 0, r.stderr);
+    ok(Deno.statSync(out).isFile);
+    ok(r.stdout.includes("parity: pass"), r.stdout);
   });
 });
