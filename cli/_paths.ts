@@ -59,6 +59,50 @@ export async function checkOutFile(path: string, extension: string, flag = "--ou
   );
 }
 
+/**
+ * Makes the folder `out` is to be written in (as `ffwd train` makes its run folder) and returns
+ * an undo: a command that then fails removes the folders it made, if they are still empty, so a
+ * failing command leaves no output folder behind.
+ *
+ * @example
+ * ```ts
+ * import { ok } from "node:assert/strict";
+ * import { makeOutFolder } from "./_paths.ts";
+ * const dir = await Deno.makeTempDir();
+ * const undo = await makeOutFolder(`${dir}/a/b/merged.onnx`);
+ * ok((await Deno.stat(`${dir}/a/b`)).isDirectory);
+ * await undo();
+ * ok(!(await Deno.stat(`${dir}/a`).then(() => true, () => false)));
+ * ```
+ */
+export async function makeOutFolder(out: string): Promise<() => Promise<void>> {
+  const path = trim(out);
+  const parent = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : "";
+  if (!parent) return async () => {};
+  let top: string | undefined; // the outermost folder this call creates
+  for (
+    let p = parent;
+    p && !(await stat(p));
+    p = p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : ""
+  ) {
+    top = p;
+  }
+  if (!top) return async () => {};
+  await Deno.mkdir(parent, { recursive: true });
+  const made = top;
+  return async () => {
+    if (await holdsFiles(made)) return;
+    await Deno.remove(made, { recursive: true }).catch(() => {});
+  };
+}
+
+async function holdsFiles(dir: string): Promise<boolean> {
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.isDirectory || await holdsFiles(`${dir}/${e.name}`)) return true;
+  }
+  return false;
+}
+
 async function stat(path: string): Promise<Deno.FileInfo | undefined> {
   try {
     return await Deno.stat(path);

@@ -10,7 +10,7 @@
 import { Option } from "@commander-js/extra-typings";
 import { loadAdapter } from "../adapters/adapter.ts";
 import type { Program } from "./_program.ts";
-import { checkModelFile, checkOutFile } from "./_paths.ts";
+import { checkModelFile, checkOutFile, makeOutFolder } from "./_paths.ts";
 
 /**
  * Adds `export` to the program.
@@ -50,17 +50,21 @@ export function registerExport(program: Program): void {
       }
       await checkModelFile(options.model);
       await checkOutFile(options.out, `.${format}`);
-      // The output's folder is made as ffwd train makes its run folder.
-      const cut = options.out.lastIndexOf("/");
-      if (cut > 0) await Deno.mkdir(options.out.slice(0, cut), { recursive: true });
       const adapter = await loadAdapter(options.adapter);
-      // Imported here, so that `ffwd --help` and `inspect` never load onnxruntime or TF.js.
-      const { runExport } = await import("./_export_print.ts");
-      await runExport(options, adapter, {
-        out: options.out,
-        format,
-        mode: options.mode,
-      });
+      // The output's folder is made as ffwd train makes its run folder, and removed on failure.
+      const undo = await makeOutFolder(options.out);
+      try {
+        // Imported here, so that `ffwd --help` and `inspect` never load onnxruntime or TF.js.
+        const { runExport } = await import("./_export_print.ts");
+        await runExport(options, adapter, {
+          out: options.out,
+          format,
+          mode: options.mode,
+        });
+      } catch (e) {
+        await undo();
+        throw e;
+      }
     });
 }
 

@@ -16,7 +16,7 @@ import { type Adapter, loadAdapter } from "../adapters/adapter.ts";
 import { combineAdapters } from "../workflows/combine.ts";
 import type { Program } from "./_program.ts";
 import { nonNegativeInteger, numbers, positiveInteger } from "./_numbers.ts";
-import { checkOutFile } from "./_paths.ts";
+import { checkOutFile, makeOutFolder } from "./_paths.ts";
 import { writeOut } from "./_errors.ts";
 import type { CheckpointMergeResult } from "../workflows/merge_checkpoint.ts";
 
@@ -98,45 +98,52 @@ export function registerMerge(program: Program): void {
       }
       const adapters: Adapter[] = [];
       for (const d of dirs) adapters.push(await loadAdapter(d));
-      const lines: string[] = [];
-      let adapter = adapters[0]!;
-      let combine;
-      if (adapters.length > 1 || options.combine || weights) {
-        const method = options.combine ?? "linear";
-        const c = combineAdapters(adapters, { method, weights, rank });
-        adapter = c.adapter;
-        const errors = Object.fromEntries(c.errors);
-        combine = {
-          method,
-          adapters: adapters.map((a) => a.name),
-          weights: weights ?? adapters.map(() => 1),
-          ...(rank ? { rank } : {}),
-          ...(c.errors.size ? { errors } : {}),
-        };
-        lines.push(
-          `combined ${adapters.length} adapter${
-            adapters.length === 1 ? "" : "s"
-          } (${method}) into "${adapter.name}"`,
-        );
-        for (const [m, e] of c.errors) {
-          lines.push(`  ${m}: rank ${rank}, relative Frobenius error ${e.toExponential(2)}`);
+      // The output's folder is made as ffwd train makes its run folder, and removed on failure.
+      const undo = await makeOutFolder(options.out);
+      try {
+        const lines: string[] = [];
+        let adapter = adapters[0]!;
+        let combine;
+        if (adapters.length > 1 || options.combine || weights) {
+          const method = options.combine ?? "linear";
+          const c = combineAdapters(adapters, { method, weights, rank });
+          adapter = c.adapter;
+          const errors = Object.fromEntries(c.errors);
+          combine = {
+            method,
+            adapters: adapters.map((a) => a.name),
+            weights: weights ?? adapters.map(() => 1),
+            ...(rank ? { rank } : {}),
+            ...(c.errors.size ? { errors } : {}),
+          };
+          lines.push(
+            `combined ${adapters.length} adapter${
+              adapters.length === 1 ? "" : "s"
+            } (${method}) into "${adapter.name}"`,
+          );
+          for (const [m, e] of c.errors) {
+            lines.push(`  ${m}: rank ${rank}, relative Frobenius error ${e.toExponential(2)}`);
+          }
         }
+        if (whole) {
+          const opts = { out: options.out, seed: options.seed, ...(combine ? { combine } : {}) };
+          await printCheckpoint(
+            () => mergeCheckpoint(options.model, adapter, opts),
+            lines,
+            options.json,
+          );
+          return;
+        }
+        const { runExport } = await import("./_export_print.ts");
+        await runExport(options, adapter, {
+          out: options.out,
+          format,
+          ...(combine ? { combine } : {}),
+        }, lines);
+      } catch (e) {
+        await undo();
+        throw e;
       }
-      if (whole) {
-        const opts = { out: options.out, seed: options.seed, ...(combine ? { combine } : {}) };
-        await printCheckpoint(
-          () => mergeCheckpoint(options.model, adapter, opts),
-          lines,
-          options.json,
-        );
-        return;
-      }
-      const { runExport } = await import("./_export_print.ts");
-      await runExport(options, adapter, {
-        out: options.out,
-        format,
-        ...(combine ? { combine } : {}),
-      }, lines);
     });
 }
 

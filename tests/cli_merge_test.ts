@@ -194,5 +194,17 @@ Deno.test("ffwd export takes the format from the output's extension and makes it
     strictEqual(r.code, 0, r.stderr);
     ok(Deno.statSync(out).isFile);
     ok(r.stdout.includes("parity: pass"), r.stdout);
+    // A merge that fails (an adapter for another model) leaves no folder it made behind.
+    const failed = await ffwd(
+      "merge",
+      "--model",
+      new URL("fixtures/mnist/base.onnx", ROOT).pathname,
+      "--adapter",
+      `${PEFT}mlp_lora`,
+      "--out",
+      `${dir}/other/m.onnx`,
+    );
+    strictEqual(failed.code, 1, failed.stderr);
+    ok(!(await Deno.stat(`${dir}/other`).then(() => true, () => false)), "a folder was left");
   });
 });
