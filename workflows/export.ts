@@ -148,6 +148,7 @@ export async function exportAdapter(
       : mode === "merged"
       ? await exportOnnxMerged(c, path)
       : await exportOnnxAdapterInputs(c, path);
+    if (format === "safetensors") await copyConfig(model.source, dir, stage, files);
     let result: ParityReport | null = null;
     if (probe) {
       result = makeReport(c, compareRuns(c.runs, outputNames(c), c.tolerance.relative));
@@ -168,6 +169,18 @@ export async function exportAdapter(
   } finally {
     await Deno.remove(stage, { recursive: true }).catch(() => {});
   }
+}
+
+/**
+ * A merged safetensors file keeps the base's `config.json` beside it (HF loaders need it), unless
+ * the output's folder already has one: copied into the staging folder, renamed with the model.
+ */
+async function copyConfig(source: string, dir: string, stage: string, files: string[]) {
+  const from = `${source.slice(0, source.lastIndexOf("/") + 1) || "./"}config.json`;
+  const exists = (p: string) => Deno.stat(p).then((i) => i.isFile, () => false);
+  if (!(await exists(from)) || (await exists(`${dir}/config.json`))) return;
+  await Deno.copyFile(from, `${stage}/config.json`);
+  files.push("config.json");
 }
 
 /** One export in progress: what it writes, and the runs and notes of its parity check. */

@@ -83,7 +83,11 @@ Deno.test("exportAdapter() to safetensors keeps keys, dtypes, metadata and the o
     });
     strictEqual(report!.storage, "BF16");
     strictEqual(report!.tolerance.relative, 2 ** -6);
-    deepStrictEqual(files, [`${dir}/merged.safetensors`, `${dir}/parity.json`]);
+    deepStrictEqual(files, [
+      `${dir}/config.json`,
+      `${dir}/merged.safetensors`,
+      `${dir}/parity.json`,
+    ]);
     using before = await openSafetensors(path);
     using after = await openSafetensors(`${dir}/merged.safetensors`);
     deepStrictEqual({ ...after.metadata, "ffwd.adapter": undefined }, {
@@ -298,3 +302,17 @@ realdataTest(
     });
   },
 );
+
+Deno.test("exportAdapter() to safetensors keeps a copy of the base's config.json beside the file", async () => {
+  await withTempDir(async (dir) => {
+    const model = await openSafetensorsModel(`${HF}llama/model.safetensors`);
+    const adapter = randomAdapter(model, { r: 2, seed: 3 });
+    const { files } = await exportAdapter(model, adapter, { out: `${dir}/merged.safetensors` });
+    model.close();
+    ok(files.includes(`${dir}/config.json`), files.join(", "));
+    deepStrictEqual(
+      await Deno.readFile(`${dir}/config.json`),
+      await Deno.readFile(`${HF}llama/config.json`),
+    );
+  });
+});
