@@ -1,7 +1,7 @@
 /**
  * A LoRA adapter on a layer before a convolution: the gradient of its A and B crosses Conv (plain
  * and grouped, strided), LeakyRelu, Max, MaxPool (overlapping windows) and AveragePool, in a small
- * CNN written to an ONNX file and imported as any base model: `fc1` (Gemm 10→36) → Reshape to
+ * CNN written to an ONNX file and imported like every other base model: `fc1` (Gemm 10→36) → Reshape to
  * [N, 1, 6, 6] → Conv 3×3 → LeakyRelu → Max(·, −0.05) → MaxPool 3×3 stride 1 → Conv 2×2 stride 2,
  * 2 groups → AveragePool 2×2 (asymmetric pads, padding not counted) → Flatten → `fc2` (Gemm 24→3).
  *

@@ -100,8 +100,10 @@ Deno.test("planPrefix() caches what the head reads, and nothing when adapters re
       loss: "cross_entropy",
     },
   );
-  // fc1 reads the input itself: only fc1's frozen base product is worth keeping.
-  const p = planPrefix(first.graph, [first.loss!, first.output], first.inputs);
-  ok(p === undefined || p.cached.every((v) => v.producer !== null));
+  // fc1 reads the input itself: only fc1's frozen base product (x·Wᵀ + b) is cached, and the
+  // step still reads the input, for fc1's LoRA branch.
+  const p = planPrefix(first.graph, [first.loss!, first.output], first.inputs)!;
+  deepStrictEqual(p.cached.map((v) => [v.producer?.op, v.shape]), [["Gemm", ["batch", 256]]]);
+  deepStrictEqual(p.fed, first.inputs);
   mlp.close();
 });
