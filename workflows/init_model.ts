@@ -33,6 +33,7 @@ import { resolveBlock, type ResolvedBlock, type TensorInfo } from "../src/models
 import { detectBlocks, type HfConfig } from "../src/models/blocks/detect.ts";
 import { writeFileAtomic } from "../src/fs/atomic.ts";
 import { Rng } from "../src/rng.ts";
+import { linearInitBound } from "../src/lora/branch.ts";
 import type { Tensor } from "../src/tensor.ts";
 
 /** Options of {@linkcode initModel} and {@linkcode initTensors}. */
@@ -100,7 +101,7 @@ function newTensors(spec: BlockSpec, seed: number, source: string): Map<string, 
   };
   const layers = sizedLayers(spec, where);
   for (const { layer, inF, outF } of layers) {
-    const bound = 1 / Math.sqrt(inF); // kaiming_uniform_(a=√5) and nn.Linear's bias bound
+    const bound = linearInitBound(inF);
     const w = rng.fillUniform(new Float32Array(outF * inF), -bound, bound) as Float32Array;
     const inOut = layer.orientation === "in_out";
     put(layer.weight ?? `${layer.name}.weight`, {

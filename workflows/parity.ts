@@ -24,7 +24,7 @@ import type { BaseModel } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
 import { allocData, type DType, type Tensor } from "../src/tensor.ts";
 import { loadInputs } from "../src/data/files.ts";
-import { modelFeeds, rowWidth } from "../src/data/feeds.ts";
+import { modelFeeds, rowWidth, takesIntegers } from "../src/data/feeds.ts";
 import type { JsonValue } from "../adapters/config.ts";
 
 export { adapterFeeds, runModel, runOnnxFile, runUnmerged } from "./_parity_runs.ts";
@@ -213,7 +213,7 @@ export async function makeProbe(model: BaseModel, opts: ProbeOptions = {}): Prom
         shape,
         data: rng.fillNormal(new Float32Array(n)) as Float32Array,
       };
-    } else if (INTEGER.has(input.dtype)) {
+    } else if (takesIntegers(input.dtype)) {
       // Token ids and masks: 0 and 1 are valid for any vocabulary and any mask.
       const data = allocData(input.dtype, n);
       for (let i = 0; i < n; i++) {
@@ -232,8 +232,6 @@ export async function makeProbe(model: BaseModel, opts: ProbeOptions = {}): Prom
   const first = Object.values(feeds)[0];
   return { source: `seeded normal (seed ${seed})`, rows: first?.shape[0] ?? 0, feeds };
 }
-
-const INTEGER = new Set(["I64", "I32", "I16", "I8", "U8", "BOOL"]);
 
 /**
  * Compares the runs that are present, pairwise, on every output. Pairs that involve the

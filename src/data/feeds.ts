@@ -69,7 +69,7 @@ export function modelFeeds(
 /** `x` ([rows, width]) in the input's per-row shape. */
 function shaped(input: InputSpec, x: Tensor, where: string): Tensor {
   if (input.dtype !== x.dtype) {
-    if (x.dtype === "F32" && INTEGER.has(input.dtype)) x = integers(input, x, where);
+    if (x.dtype === "F32" && takesIntegers(input.dtype)) x = integers(input, x, where);
     else {
       throw new TypeError(
         `${where}: the model's input "${input.name}" is ${input.dtype}, the rows are ${x.dtype}: ` +
@@ -105,6 +105,21 @@ function check(input: InputSpec, t: Tensor, where: string): void {
 }
 
 const INTEGER = new Set(["I64", "I32", "I16", "I8", "U8", "BOOL"]);
+
+/**
+ * Whether a model input takes whole numbers (token ids, masks, flags): what rows of `x` convert to
+ * and what a parity probe fills with 0 and 1.
+ *
+ * @example
+ * ```ts
+ * import { ok } from "node:assert/strict";
+ * import { takesIntegers } from "./feeds.ts";
+ * ok(takesIntegers("I64") && !takesIntegers("F32"));
+ * ```
+ */
+export function takesIntegers(dtype: Tensor["dtype"]): boolean {
+  return INTEGER.has(dtype);
+}
 
 /** Rows of whole numbers (token ids read as `x`) in the integer dtype the input takes. */
 function integers(input: InputSpec, x: Tensor, where: string): Tensor {

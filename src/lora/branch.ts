@@ -215,6 +215,21 @@ export interface AdapterInit {
 }
 
 /**
+ * The bound of PyTorch's `nn.Linear` initialisation, `kaiming_uniform_(a=√5)` (gain √(2/(1+5)), so
+ * bound = gain·√3/√fan_in = 1/√fan_in), which is also its bias bound and PEFT's for lora_A.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { linearInitBound } from "./branch.ts";
+ * strictEqual(linearInitBound(4), 0.5);
+ * ```
+ */
+export function linearInitBound(fanIn: number): number {
+  return 1 / Math.sqrt(fanIn);
+}
+
+/**
  * Initial A and B of one layer, drawn from `rng` in a fixed order (A's elements row by row), so a
  * seed fixes the adapter. DoRA's initial magnitude needs the base weight: `weightRowNorms` in
  * `dora.ts`.
@@ -241,8 +256,7 @@ export function initAdapter(
   const { inFeatures: n, outFeatures: m } = ad.layer;
   const A = new Float32Array(ad.rank * n);
   if ((opts.method ?? "kaiming") === "kaiming") {
-    // kaiming_uniform_(a=√5): gain √(2/(1+5)), bound = gain·√3/√fan_in = 1/√in
-    const bound = 1 / Math.sqrt(n);
+    const bound = linearInitBound(n);
     rng.fillUniform(A, -bound, bound);
   } else {
     rng.fillNormal(A, 0, 1 / ad.rank);
