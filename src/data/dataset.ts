@@ -89,7 +89,7 @@ export function sliceBatch(
     else (yOut as Float32Array).set(y.data.subarray(r * yw, (r + 1) * yw), i * yw);
   }
   const feeds: Record<string, Tensor> = data.inputs
-    ? sliceInputs(data.inputs, order, start, rows)
+    ? sliceInputs(data.inputs, order, start, rows, full ? reuse.inputs : undefined)
     : { x: { dtype: "F32", shape: [rows, w], data: x } };
   if (y.kind === "labels") {
     feeds.labels = { dtype: "I64", shape: [rows], data: yOut as BigInt64Array };
@@ -102,11 +102,13 @@ function sliceInputs(
   order: Uint32Array | null,
   start: number,
   rows: number,
+  reuse?: ReadonlyMap<string, TensorData>,
 ): Record<string, Tensor> {
   const feeds: Record<string, Tensor> = {};
   for (const [name, t] of inputs) {
     const n = numel(t.shape);
-    const data = allocData(t.dtype, rows * n);
+    const kept = reuse?.get(name);
+    const data = kept && kept.length === rows * n ? kept : allocData(t.dtype, rows * n);
     if (t.spill) {
       readSpilled(t.spill, data, n, rows, (i) => order ? order[start + i]! : start + i);
       feeds[name] = { dtype: t.dtype, shape: [rows, ...t.shape], data } as Tensor;
@@ -152,14 +154,19 @@ function readSpilled(
 export interface BatchBuffers {
   readonly x: Float32Array;
   readonly y: BigInt64Array | Float32Array;
+  /** One buffer per named input (the frozen-prefix cache's values, token ids, …). */
+  readonly inputs?: ReadonlyMap<string, TensorData>;
 }
 
 /** Buffers for batches of `size` rows of `data`. */
 export function batchBuffers(data: Dataset, size: number): BatchBuffers {
   const y = data.y;
+  const inputs = data.inputs &&
+    new Map([...data.inputs].map(([k, t]) => [k, allocData(t.dtype, size * numel(t.shape))]));
   return {
     x: new Float32Array(size * data.width),
     y: y.kind === "labels" ? new BigInt64Array(size) : new Float32Array(size * y.width),
+    ...(inputs ? { inputs } : {}),
   };
 }
 
