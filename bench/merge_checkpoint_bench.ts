@@ -199,7 +199,7 @@ async function ffwd(): Promise<Run> {
   const model = `${ROOT}model/model.safetensors`;
   const args = [...perms, self, "ffwd", model, `${ROOT}adapter`, `${out}/merged.safetensors`];
   const r = await timed(Deno.execPath(), ["run", ...args]);
-  const report = JSON.parse(await Deno.readTextFile(`${out}/parity.json`));
+  const report = JSON.parse(await Deno.readTextFile(`${out}/merged.safetensors.parity.json`));
   if (report.verdict !== "pass") throw new Error(`ffwd's check failed: ${r.stdout}`);
   return r;
 }

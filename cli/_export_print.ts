@@ -47,7 +47,7 @@ export async function runExport(
       writeOut(`${JSON.stringify(result.report, null, 2)}\n`);
       return;
     }
-    const [first, ...rest] = result.files.filter((f) => !f.endsWith("/parity.json"));
+    const [first, ...rest] = result.files.filter((f) => f !== result.reportPath);
     const extra = rest.length
       ? ` (+ ${rest.map((f) => f.slice(f.lastIndexOf("/") + 1)).join(", ")})`
       : "";

@@ -100,7 +100,7 @@ async function main(): Promise<void> {
   log(
     `    runs/demo/merged.onnx: parity ${parity.pass ? "PASS" : "FAIL"} (max relative error ${
       parity.maxRel.toExponential(2)
-    }), report runs/demo/parity.json`,
+    }), report runs/demo/merged.onnx.parity.json`,
   );
 
   log("5/5 hot swap: one engine, the base for upright digits, the adapter for rotated ones");
@@ -160,7 +160,7 @@ async function main(): Promise<void> {
     },
     parity: {
       file: "runs/demo/merged.onnx",
-      report: "runs/demo/parity.json",
+      report: "runs/demo/merged.onnx.parity.json",
       pass: parity.pass,
       max_rel: parity.maxRel,
     },

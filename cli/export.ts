@@ -1,8 +1,11 @@
 /**
  * `ffwd export --model <file> [--block NAME] --adapter <dir> --format onnx|safetensors
  * [--mode merged|adapter-inputs] --out <file> [--probe FILE] [--json]`: writes an adapted model,
- * checked for parity (see `workflows/export.ts`), and prints where it and `parity.json` are and
+ * checked for parity (see `workflows/export.ts`), and prints where it and its parity report are and
  * the verdict; `--json` prints the report. A failed check exits 1 and leaves no file.
+ *
+ * Merged safetensors of a safetensors checkpoint with no `--block`, `--spec` or `--probe` is a
+ * whole-checkpoint merge, as in `ffwd merge` (`workflows/merge_checkpoint.ts`).
  *
  * @module
  */
@@ -11,6 +14,7 @@ import { Option } from "@commander-js/extra-typings";
 import { loadAdapter } from "../adapters/adapter.ts";
 import type { Program } from "./_program.ts";
 import { checkModelFile, checkOutFile, makeOutFolder } from "./_paths.ts";
+import { checkpoints, printCheckpoint } from "./_checkpoint_print.ts";
 
 /**
  * Adds `export` to the program.
@@ -39,7 +43,10 @@ export function registerExport(program: Program): void {
       new Option("--mode <mode>", "merged weights, or A and B as graph inputs (ONNX)")
         .choices(["merged", "adapter-inputs"] as const).default("merged" as const),
     )
-    .requiredOption("--out <file>", "file to write; parity.json goes beside it")
+    .requiredOption(
+      "--out <file>",
+      "file to write; its parity report, <file>.parity.json, goes beside it",
+    )
     .option("--probe <file>", 'probe inputs (JSONL {"x": [...]}, CSV or safetensors)')
     .option("--json", "print the parity report as JSON")
     .action(async (options, cmd) => {
@@ -48,12 +55,26 @@ export function registerExport(program: Program): void {
         cmd.error(`error: ${format.error}`, { exitCode: 2, code: "ffwd.usage" });
         return;
       }
-      await checkModelFile(options.model);
+      const { isCheckpoint, mergeCheckpoint } = await checkpoints();
+      // Merged safetensors of a safetensors checkpoint, with no block chosen: merged whole, as
+      // `ffwd merge` does (every targeted weight, found by key).
+      const whole = format === "safetensors" && options.mode === "merged" && !options.block &&
+        !options.spec && !options.probe && await isCheckpoint(options.model);
+      if (!whole) await checkModelFile(options.model);
       await checkOutFile(options.out, `.${format}`);
       const adapter = await loadAdapter(options.adapter);
       // The output's folder is made as ffwd train makes its run folder, and removed on failure.
       const undo = await makeOutFolder(options.out);
       try {
+        if (whole) {
+          const out = options.out;
+          await printCheckpoint(
+            () => mergeCheckpoint(options.model, adapter, { out }),
+            [],
+            options.json,
+          );
+          return;
+        }
         // Imported here, so that `ffwd --help` and `inspect` never load onnxruntime or TF.js.
         const { runExport } = await import("./_export_print.ts");
         await runExport(options, adapter, {

@@ -2,7 +2,7 @@
  * `ffwd merge --model <file> [--block NAME] --adapter <dir> [--adapter <dir> --weights 0.7,0.3]
  * [--combine linear|cat|svd --rank N] --out <file.safetensors|file.onnx> [--probe FILE] [--json]`:
  * merges one adapter, or several combined into one (see `workflows/combine.ts`), into the base
- * and writes it, checked for parity; prints where it and `parity.json` are and the verdict.
+ * and writes it, checked for parity; prints where it and its parity report are and the verdict.
  *
  * A safetensors checkpoint (a file, a sharded `.index.json`, or the folder holding either) merged
  * into safetensors, with no `--block`, `--spec` or `--probe`, is merged whole: every weight the
@@ -17,12 +17,7 @@ import { combineAdapters } from "../workflows/combine.ts";
 import type { Program } from "./_program.ts";
 import { nonNegativeInteger, numbers, positiveInteger } from "./_numbers.ts";
 import { checkOutFile, makeOutFolder } from "./_paths.ts";
-import { writeOut } from "./_errors.ts";
-import type { CheckpointMergeResult } from "../workflows/merge_checkpoint.ts";
-
-// The merge itself is imported when the command runs, so that `ffwd --help` and `inspect` never
-// load onnxruntime or TF.js.
-const checkpoints = () => import("../workflows/merge_checkpoint.ts");
+import { checkpoints, printCheckpoint } from "./_checkpoint_print.ts";
 
 /**
  * Adds `merge` to the program.
@@ -60,7 +55,7 @@ export function registerMerge(program: Program): void {
     .option("--rank <n>", "target rank of --combine svd", positiveInteger)
     .requiredOption(
       "--out <file>",
-      "file.safetensors or file.onnx (a checkpoint: also file.index.json or a folder); parity.json goes beside it",
+      "file.safetensors or file.onnx (a checkpoint: also file.index.json or a folder); the parity report <file>.parity.json goes beside it",
     )
     .option("--probe <file>", 'probe inputs (JSONL {"x": [...]}, CSV or safetensors)')
     .option(
@@ -126,7 +121,11 @@ export function registerMerge(program: Program): void {
           }
         }
         if (whole) {
-          const opts = { out: options.out, seed: options.seed, ...(combine ? { combine } : {}) };
+          const opts = {
+            out: options.out,
+            seed: options.seed,
+            ...(combine ? { combine, parts: adapters } : {}),
+          };
           await printCheckpoint(
             () => mergeCheckpoint(options.model, adapter, opts),
             lines,
@@ -138,51 +137,11 @@ export function registerMerge(program: Program): void {
         await runExport(options, adapter, {
           out: options.out,
           format,
-          ...(combine ? { combine } : {}),
+          ...(combine ? { combine, parts: adapters } : {}),
         }, lines);
       } catch (e) {
         await undo();
         throw e;
       }
     });
-}
-
-/**
- * Runs a whole-checkpoint merge and prints where the files and the report are and the verdict
- * (or, with `--json`, the report, also when the check fails).
- */
-async function printCheckpoint(
-  merge: () => Promise<CheckpointMergeResult>,
-  lines: readonly string[],
-  json: true | undefined,
-): Promise<void> {
-  let result: CheckpointMergeResult;
-  try {
-    result = await merge();
-  } catch (e) {
-    const { CheckpointCheckError } = await checkpoints();
-    if (json && e instanceof CheckpointCheckError) {
-      writeOut(`${JSON.stringify(e.report, null, 2)}\n`);
-    }
-    throw e;
-  }
-  const { report: r, files } = result;
-  if (json) return writeOut(`${JSON.stringify(r, null, 2)}\n`);
-  const [main, ...rest] = [files.at(-2)!, ...files.slice(0, -2)];
-  const name = (f: string) => f.slice(f.lastIndexOf("/") + 1);
-  const extra = rest.length ? ` (+ ${rest.map(name).join(", ")})` : "";
-  const worst = Math.max(0, ...r.tensors.map((t) => t.maxRel));
-  const tol = r.check.tolerances[r.storage]?.relative ?? 0;
-  const short = (x: number) => x < 1e-3 ? x.toExponential().replace(/\.?0*e/, "e") : String(x);
-  writeOut(
-    [
-      ...lines,
-      `wrote ${main}${extra}`,
-      `parity: ${r.verdict}, largest relative error ${worst.toExponential(1)} (tolerance ${
-        short(tol)
-      }, ${r.storage} storage) over ${r.tensors.length} merged tensors, ${r.check.rows} rows each against float64 (seed ${r.check.seed}); ${r.unchanged.tensors} other tensors byte-identical`,
-      ...r.notes.map((n) => `note: ${n}`),
-      `report: ${result.reportPath}`,
-    ].join("\n") + "\n",
-  );
 }

@@ -5,7 +5,7 @@
  * predictions.
  *
  * Everything goes under `runs/examples/<name>/`: `adapter/` (PEFT files, metrics and the training
- * report), `report.html` (a copy of the training report), `merged.onnx` with `parity.json`, and
+ * report), `report.html` (a copy of the training report), `merged.onnx` with its parity report `merged.onnx.parity.json`, and
  * `summary.json`.
  *
  * @module
@@ -265,7 +265,7 @@ function summaryOf(
     },
     parity: {
       file: `${r.shownDir}/merged.onnx`,
-      report: `${r.shownDir}/parity.json`,
+      report: `${r.shownDir}/merged.onnx.parity.json`,
       pass: r.parity.pass,
       max_rel: r.parity.maxRel,
     },
@@ -278,7 +278,7 @@ function fmtScores(task: ExampleTask, scores: readonly number[]): string {
   return task.tests.map(([title], i) => `${title} ${pct(scores[i]!)}`).join(", ");
 }
 
-/** Merges `adapter` into the whole file at `base` and writes `out` with `parity.json` beside it. */
+/** Merges `adapter` into the whole file at `base` and writes `out` with its parity report beside it. */
 export async function exportMerged(
   base: string,
   adapter: Adapter,

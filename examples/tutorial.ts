@@ -9,7 +9,7 @@
  * Everything goes under `runs/examples/tutorial/`: `spec.json` and `data.jsonl` (for the command
  * line), `model.safetensors` (the initial model), `adapter/` (the trained layers: a PEFT folder
  * with no adapter and every layer in `modules_to_save`; its metrics and training report),
- * `report.html` (that report with the predictions plotted), `merged.onnx` with `parity.json`, and
+ * `report.html` (that report with the predictions plotted), `merged.onnx` with its parity report `merged.onnx.parity.json`, and
  * `summary.json`. The same with the command line, from the repository's root, gives the same
  * numbers:
  *
@@ -148,7 +148,7 @@ export async function runTutorial(
     adapter: { path: `${dir}/adapter`, steps: trained.steps, ...TRAINING },
     parity: {
       file: `${dir}/merged.onnx`,
-      report: `${dir}/parity.json`,
+      report: `${dir}/merged.onnx.parity.json`,
       pass: parity.pass,
       max_rel: parity.maxRel,
     },

@@ -1,7 +1,8 @@
 /**
  * `ffwd merge` of whole safetensors checkpoints, run as a user runs it: a sharded folder merged
  * into a folder, what is printed, `--json`, and the exit codes of a bad `--out` (2) and of an
- * adapter that matches nothing (1, one `error:` line, nothing written).
+ * adapter that matches nothing (1, one `error:` line, nothing written); `ffwd export` to
+ * safetensors of a checkpoint does the same merge.
  */
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
@@ -25,19 +26,20 @@ Deno.test("ffwd merge merges a sharded checkpoint folder into a folder and print
     const lines = r.stdout.trimEnd().split("\n");
     strictEqual(
       lines[0],
-      `wrote ${dir}/model.safetensors.index.json (+ model-00001-of-00002.safetensors, model-00002-of-00002.safetensors)`,
+      `wrote ${dir}/model.safetensors.index.json (+ model-00001-of-00002.safetensors, model-00002-of-00002.safetensors, config.json)`,
     );
     ok(
       /^parity: pass, largest relative error \S+ \(tolerance 1e-5, F32 storage\) over 16 merged tensors, 8 rows each against float64 \(seed 0\); 14 other tensors byte-identical$/
         .test(lines[1]!),
       lines[1]!,
     );
-    strictEqual(lines[2], `report: ${dir}/parity.json`);
+    strictEqual(lines[2], `report: ${dir}/model.safetensors.parity.json`);
     deepStrictEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "config.json",
       "model-00001-of-00002.safetensors",
       "model-00002-of-00002.safetensors",
       "model.safetensors.index.json",
-      "parity.json",
+      "model.safetensors.parity.json",
     ]);
   });
 });
@@ -89,5 +91,27 @@ Deno.test("ffwd merge of a checkpoint exits 2 on a bad --out and 1 when the adap
     strictEqual(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
     ok(r.stderr.includes('the checkpoint has no tensor "model.layers.0.self_attn.q_proj.weight"'));
     deepStrictEqual([...Deno.readDirSync(dir)], []);
+  });
+});
+
+Deno.test("ffwd export to safetensors merges a multi-block checkpoint whole, as ffwd merge does", async () => {
+  await withTempDir(async (dir) => {
+    const args = ["--adapter", `${CK}llama/adapter`, "--json"];
+    const model = `${CK}llama/model.safetensors`;
+    const e = await ffwd("export", "--model", model, ...args, "--out", `${dir}/e/m.safetensors`);
+    strictEqual(e.code, 0, e.stderr);
+    const m = await ffwd("merge", "--model", model, ...args, "--out", `${dir}/m/m.safetensors`);
+    strictEqual(m.code, 0, m.stderr);
+    const strip = (s: string) => ({ ...JSON.parse(s), output: undefined });
+    deepStrictEqual(strip(e.stdout), strip(m.stdout));
+    deepStrictEqual(
+      await Deno.readFile(`${dir}/e/m.safetensors`),
+      await Deno.readFile(`${dir}/m/m.safetensors`),
+    );
+    deepStrictEqual([...Deno.readDirSync(`${dir}/e`)].map((f) => f.name).sort(), [
+      "config.json",
+      "m.safetensors",
+      "m.safetensors.parity.json",
+    ]);
   });
 });

@@ -10,6 +10,8 @@ import { withTempDir } from "./_assert.ts";
 const ROOT = new URL("../", import.meta.url);
 const MAIN = new URL("cli/main.ts", ROOT).pathname;
 const PEFT = new URL("fixtures/peft/", ROOT).pathname;
+const CK = new URL("fixtures/checkpoints/", ROOT).pathname;
+const MNIST = new URL("fixtures/mnist/base.onnx", ROOT).pathname;
 
 function denoBinary(): string {
   const exec = Deno.execPath();
@@ -56,8 +58,11 @@ Deno.test("ffwd merge writes the merged model and prints the verdict and where t
       /^parity: pass, largest relative error \S+ \(tolerance 1e-5, F32 storage\)/m.test(r.stdout),
       r.stdout,
     );
-    ok(r.stdout.includes(`report: ${dir}/parity.json`), r.stdout);
-    strictEqual(JSON.parse(await Deno.readTextFile(`${dir}/parity.json`)).verdict, "pass");
+    ok(r.stdout.includes(`report: ${dir}/m.safetensors.parity.json`), r.stdout);
+    strictEqual(
+      JSON.parse(await Deno.readTextFile(`${dir}/m.safetensors.parity.json`)).verdict,
+      "pass",
+    );
   });
 });
 
@@ -181,6 +186,28 @@ Deno.test("ffwd merge and export exit 2 on usage errors and 1 with one error lin
       strictEqual(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
       strictEqual(r.stderr.trim().split("\n").length, 1, r.stderr);
       ok(r.stderr.startsWith("error: "), r.stderr);
+    }
+    // Adapters combined for another model: the error names the adapter, not "legacy+legacy".
+    const combined = [
+      [MNIST, `${dir}/m.onnx`, 'Cannot load adapter "legacy": 2 of its 2'],
+      [`${CK}llama`, `${dir}/m.safetensors`, `Cannot merge adapter "legacy" into "${CK}llama"`],
+    ];
+    for (const [model, out, says] of combined) {
+      const adapter = `${PEFT}legacy`;
+      const r = await ffwd(
+        "merge",
+        "--model",
+        model!,
+        "--adapter",
+        adapter,
+        "--adapter",
+        adapter,
+        "--out",
+        out!,
+      );
+      strictEqual(r.code, 1, r.stderr);
+      ok(r.stderr.startsWith(`error: ${says}`), r.stderr);
+      ok(!r.stderr.includes("+"), r.stderr);
     }
     deepStrictEqual([...Deno.readDirSync(dir)], []);
   });

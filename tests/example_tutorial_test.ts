@@ -29,7 +29,7 @@ Deno.test("the tutorial trains 1 → 2 → 1 from scratch, writes its folder, an
       "adapter/metrics.jsonl",
       "report.html",
       "merged.onnx",
-      "parity.json",
+      "merged.onnx.parity.json",
     ];
     for (const f of files) ok((await Deno.stat(`${dir}/a/${f}`)).size > 0, `${f} is empty`);
     ok((await Deno.readTextFile(`${dir}/a/report.html`)).includes("Actual against predicted"));

@@ -24,7 +24,7 @@ Deno.test("the image example adapts LeNet-5 to inverted digits and writes its fo
         "adapter/adapter_model.safetensors",
         "report.html",
         "merged.onnx",
-        "parity.json",
+        "merged.onnx.parity.json",
       ]
     ) {
       assert((await Deno.stat(`${dir}/${f}`)).size > 0, `${f} is empty`);

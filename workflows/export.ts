@@ -14,8 +14,10 @@
  *   `ffwd.adapter`). Streamed one tensor at a time: memory stays near the largest tensor.
  *
  * Every file goes to a staging folder beside the output first; the written file is loaded fresh
- * and checked (see `parity.ts`); only a passing export is renamed into place, with `parity.json`
- * beside it. A failure of any kind removes the staging folder: no file is left behind.
+ * and checked (see `parity.ts`); only a passing export is renamed into place, with its parity
+ * report `<out>.parity.json` beside it (and, for safetensors, the base's `config.json` and
+ * tokenizer files, see `_side_files.ts`). A failure of any kind removes the staging folder: no
+ * file is left behind.
  *
  * @module
  */
@@ -24,7 +26,7 @@ import { writeFileAtomic } from "../src/fs/atomic.ts";
 import type { OnnxModel } from "../src/models/onnx/import.ts";
 import type { BaseModel } from "../src/models/model.ts";
 import type { DType, Tensor } from "../src/tensor.ts";
-import type { Adapter } from "../adapters/adapter.ts";
+import { type Adapter, matchAdapter } from "../adapters/adapter.ts";
 import { type JsonValue, peftConfigToJson } from "../adapters/config.ts";
 import { type AdapterInputs, loraHook } from "../src/lora/branch.ts";
 import { mergeAdapter, type MergePlan, planMerge } from "./merge.ts";
@@ -35,6 +37,7 @@ import {
   makeProbe,
   ParityError,
   type ParityReport,
+  parityReportName,
   type Probe,
   runModel,
   runOnnxFile,
@@ -43,6 +46,7 @@ import {
   type Tolerance,
 } from "./parity.ts";
 import { graphOf, keepsGraph, writeGraphOnnx, writePatchedOnnx } from "./_export_onnx.ts";
+import { stageSideFiles } from "./_side_files.ts";
 import { reopened, writeMergedSafetensors } from "./_export_safetensors.ts";
 
 /** The file an export writes; a safetensors export needs a safetensors base. */
@@ -52,7 +56,7 @@ export type ExportMode = "merged" | "adapter-inputs";
 
 /** Options of {@linkcode exportAdapter}. */
 export interface ExportOptions {
-  /** Path of the file to write; `parity.json` goes beside it. */
+  /** Path of the file to write; its parity report `<out>.parity.json` goes beside it. */
   readonly out: string;
   /** Probe inputs from a file (JSONL `{"x": [...]}`, CSV or safetensors); default seeded. */
   readonly probe?: string;
@@ -80,15 +84,20 @@ export interface ExportOptions {
   readonly tolerance?: number;
   /** Recorded in the report as `combine` (how several adapters became this one). */
   readonly combine?: JsonValue;
+  /**
+   * The adapters `adapter` was combined from (`combineAdapters`): each is matched against the model
+   * first, so an adapter made for another model is named, not the combination.
+   */
+  readonly parts?: readonly Adapter[];
 }
 
 /** What {@linkcode exportAdapter} wrote. */
 export interface ExportResult {
-  /** Absolute paths of the files written: the model, its side file if any, `parity.json`. */
+  /** Absolute paths of the files written: the model, its side files if any, the parity report. */
   readonly files: readonly string[];
   /** The parity report, or `null` when `parity: false` skipped the check. */
   readonly report: ParityReport | null;
-  /** Path of `parity.json`, or `null` when no report was written. */
+  /** Path of the parity report (`<out>.parity.json`), or `null` when none was written. */
   readonly reportPath: string | null;
 }
 
@@ -121,6 +130,7 @@ export async function exportAdapter(
       `${where}: safetensors exports hold merged weights of a safetensors base (the base is ${model.format}, mode ${mode}); use --format onnx`,
     );
   }
+  for (const part of opts.parts ?? []) matchAdapter(part, model);
   const plan = planMerge(model, adapter);
   const probe = opts.parity === false
     ? null
@@ -148,14 +158,17 @@ export async function exportAdapter(
       : mode === "merged"
       ? await exportOnnxMerged(c, path)
       : await exportOnnxAdapterInputs(c, path);
-    if (format === "safetensors") await copyConfig(model.source, dir, stage, files);
+    if (format === "safetensors") {
+      const from = model.source.slice(0, model.source.lastIndexOf("/") + 1) || ".";
+      files.push(...await stageSideFiles(from, dir, stage));
+    }
     let result: ParityReport | null = null;
     if (probe) {
       result = makeReport(c, compareRuns(c.runs, outputNames(c), c.tolerance.relative));
       if (result.verdict === "fail") throw new ParityError(result);
       const json = new TextEncoder().encode(`${JSON.stringify(result, null, 2)}\n`);
-      await writeFileAtomic(`${stage}/parity.json`, json, { sync: false });
-      files.push("parity.json");
+      await writeFileAtomic(`${stage}/${parityReportName(name)}`, json, { sync: false });
+      files.push(parityReportName(name));
     }
     // Side files first, then the model, then the report: a reader never sees a model without data.
     files.sort((a, b) => order(a, name) - order(b, name));
@@ -164,23 +177,11 @@ export async function exportAdapter(
     return {
       files: files.map((f) => `${dir}/${f}`),
       report: result,
-      reportPath: result ? `${dir}/parity.json` : null,
+      reportPath: result ? `${dir}/${parityReportName(name)}` : null,
     };
   } finally {
     await Deno.remove(stage, { recursive: true }).catch(() => {});
   }
-}
-
-/**
- * A merged safetensors file keeps the base's `config.json` beside it (HF loaders need it), unless
- * the output's folder already has one: copied into the staging folder, renamed with the model.
- */
-async function copyConfig(source: string, dir: string, stage: string, files: string[]) {
-  const from = `${source.slice(0, source.lastIndexOf("/") + 1) || "./"}config.json`;
-  const exists = (p: string) => Deno.stat(p).then((i) => i.isFile, () => false);
-  if (!(await exists(from)) || (await exists(`${dir}/config.json`))) return;
-  await Deno.copyFile(from, `${stage}/config.json`);
-  files.push("config.json");
 }
 
 /** One export in progress: what it writes, and the runs and notes of its parity check. */
@@ -225,7 +226,7 @@ function metadata(c: Export): Record<string, string> {
     "ffwd.adapter": c.adapter.name,
     "ffwd.adapter_config": JSON.stringify(peftConfigToJson(c.adapter.config)),
     "ffwd.mode": c.mode,
-    "ffwd.parity": c.probe ? "see parity.json" : "not checked",
+    "ffwd.parity": c.probe ? `see ${parityReportName(basename(c.opts.out))}` : "not checked",
   };
 }
 
@@ -279,7 +280,7 @@ function basename(path: string): string {
 }
 
 function order(file: string, name: string): number {
-  return file === name ? 1 : file === "parity.json" ? 2 : 0;
+  return file === name ? 1 : file === parityReportName(name) ? 2 : 0;
 }
 
 /** The folder (absolute) and name of `out`; refuses to write over the base. */

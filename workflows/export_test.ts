@@ -86,7 +86,7 @@ Deno.test("exportAdapter() to safetensors keeps keys, dtypes, metadata and the o
     deepStrictEqual(files, [
       `${dir}/config.json`,
       `${dir}/merged.safetensors`,
-      `${dir}/parity.json`,
+      `${dir}/merged.safetensors.parity.json`,
     ]);
     using before = await openSafetensors(path);
     using after = await openSafetensors(`${dir}/merged.safetensors`);

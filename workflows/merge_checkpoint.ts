@@ -12,10 +12,11 @@
  *
  * The check needs no model code (`_checkpoint_check.ts`): after writing, both files are read back;
  * every unchanged tensor must be byte-identical, and seeded rows of every merged tensor must match
- * `W + scale·B·A` computed independently in float64. Its report, `parity.json`, lists the worst
- * relative error of each merged tensor. The files go to a staging folder beside the output and
- * are renamed into place (shards first, the index last) only when the check passes; any failure
- * removes the staging folder, leaving nothing behind.
+ * `W + scale·B·A` computed independently in float64. Its report, `<out>.parity.json`, lists the
+ * worst relative error of each merged tensor. The files go to a staging folder beside the output
+ * and are renamed into place (the base's `config.json` and tokenizer files first, then the
+ * shards, the index last) only when the check passes; any failure removes the staging folder,
+ * leaving nothing behind.
  *
  * @module
  */
@@ -25,7 +26,8 @@ import type { JsonValue } from "../adapters/config.ts";
 import { writeFileAtomic } from "../src/fs/atomic.ts";
 import { Rng } from "../src/rng.ts";
 import type { DType } from "../src/tensor.ts";
-import type { Tolerance } from "./parity.ts";
+import { parityReportName, type Tolerance } from "./parity.ts";
+import { stageSideFiles } from "./_side_files.ts";
 import {
   type Checkpoint,
   isCheckpoint as isCheckpointPath,
@@ -73,7 +75,8 @@ export interface CheckpointMergeOptions {
   /**
    * Where to write: a `.safetensors` file (single-file checkpoint), a `.index.json` (sharded;
    * the shards keep their names, beside it) or an existing folder (every file keeps its name).
-   * `parity.json` goes into the same folder.
+   * The parity report goes into the same folder, named after the output (a folder: after the
+   * checkpoint's main file): `merged.safetensors.parity.json`.
    */
   readonly out: string;
   /** Rows checked per merged tensor (default 8). */
@@ -84,9 +87,14 @@ export interface CheckpointMergeOptions {
   readonly sync?: boolean;
   /** Recorded in the report as `combine` (how several adapters became this one). */
   readonly combine?: JsonValue;
+  /**
+   * The adapters `adapter` was combined from (`combineAdapters`): each is matched against the model
+   * first, so an adapter made for another model is named, not the combination.
+   */
+  readonly parts?: readonly Adapter[];
 }
 
-/** The `parity.json` of a checkpoint merge. */
+/** The parity report of a checkpoint merge (`<out>.parity.json`). */
 export interface CheckpointReport {
   /** `"pass"` when every merged tensor is within tolerance and every other one is identical. */
   readonly verdict: "pass" | "fail";
@@ -95,7 +103,7 @@ export interface CheckpointReport {
   readonly adapter: string;
   /** The output as given. */
   readonly output: string;
-  /** Names of the files written, beside `parity.json`: shards first, then the index. */
+  /** Names of the files written, beside the report: shards first, then the index. */
   readonly files: readonly string[];
   readonly format: "safetensors";
   readonly mode: "merged";
@@ -125,7 +133,10 @@ export interface CheckpointReport {
 
 /** What {@linkcode mergeCheckpoint} wrote. */
 export interface CheckpointMergeResult {
-  /** Absolute paths: the shards, the index (if any), `parity.json`. */
+  /**
+   * Absolute paths: the base's `config.json` and tokenizer files the output's folder lacked, the
+   * shards, the index (if any), the parity report.
+   */
   readonly files: readonly string[];
   readonly report: CheckpointReport;
   readonly reportPath: string;
@@ -186,6 +197,9 @@ export async function mergeCheckpoint(
 ): Promise<CheckpointMergeResult> {
   const where = `Cannot merge adapter "${adapter.name}" into "${model}"`;
   const ck = await openCheckpoint(model);
+  for (const part of opts.parts ?? []) {
+    planCheckpoint(ck, part, `Cannot merge adapter "${part.name}" into "${model}"`);
+  }
   const { merge: plan, notes } = planCheckpoint(ck, adapter, where);
   const out = await outputFiles(ck, opts.out, `Cannot write "${opts.out}"`);
   const rows = opts.rows ?? 8, seed = opts.seed ?? 0;
@@ -206,15 +220,17 @@ export async function mergeCheckpoint(
     const report = makeReport(ck, adapter, opts, { rows, seed, written, notes, ...checks });
     if (report.verdict === "fail") throw new CheckpointCheckError(report);
     const json = new TextEncoder().encode(`${JSON.stringify(report, null, 2)}\n`);
-    await writeFileAtomic(`${stage}/parity.json`, json, { sync });
+    const reportName = parityReportName(out.main);
+    await writeFileAtomic(`${stage}/${reportName}`, json, { sync });
+    const side = await stageSideFiles(ck.dir, out.dir, stage);
     // The shards before the index, the report last: a reader never sees an index without shards.
-    const files = [...written, "parity.json"];
+    const files = [...side, ...written, reportName];
     for (const f of files) await Deno.rename(`${stage}/${f}`, `${out.dir}/${f}`);
     if (sync) await syncFolder(out.dir);
     return {
       files: files.map((f) => `${out.dir}/${f}`),
       report,
-      reportPath: `${out.dir}/parity.json`,
+      reportPath: `${out.dir}/${reportName}`,
     };
   } finally {
     await Deno.remove(stage, { recursive: true }).catch(() => {});

@@ -59,7 +59,11 @@ Deno.test("mergeCheckpoint() merges every targeted weight of a 3-layer LLaMA as 
     const { files, report } = await mergeCheckpoint(`${CK}llama/model.safetensors`, adapter, {
       out: `${dir}/merged.safetensors`,
     });
-    deepStrictEqual(files, [`${dir}/merged.safetensors`, `${dir}/parity.json`]);
+    deepStrictEqual(files, [
+      `${dir}/config.json`,
+      `${dir}/merged.safetensors`,
+      `${dir}/merged.safetensors.parity.json`,
+    ]);
     const want = await golden("llama");
     const targets = [0, 1, 2].flatMap((i) =>
       LLAMA_TARGETS.map((t) => `model.layers.${i}.${t}.weight`)
@@ -77,7 +81,10 @@ Deno.test("mergeCheckpoint() merges every targeted weight of a 3-layer LLaMA as 
     const down = report.tensors.find((t) => t.key === "model.layers.2.mlp.down_proj.weight")!;
     deepStrictEqual([down.change, down.orientation, down.scale], ["lora", "out_in", 8 / 2]);
     deepStrictEqual(report.unchanged, { tensors: 14, bytes: 7104, identical: true, differing: [] });
-    deepStrictEqual(JSON.parse(await Deno.readTextFile(`${dir}/parity.json`)), report);
+    deepStrictEqual(
+      JSON.parse(await Deno.readTextFile(`${dir}/merged.safetensors.parity.json`)),
+      report,
+    );
   });
 });
 
@@ -112,7 +119,8 @@ Deno.test("mergeCheckpoint() merges a sharded checkpoint shard by shard into the
     const { files, report } = await mergeCheckpoint(src, adapter, { out: `${dir}/a` });
     deepStrictEqual(
       files,
-      [...shards, "model.safetensors.index.json", "parity.json"].map((f) => `${dir}/a/${f}`),
+      ["config.json", ...shards, "model.safetensors.index.json", "model.safetensors.parity.json"]
+        .map((f) => `${dir}/a/${f}`),
     );
     const want = await golden("llama");
     for (const s of shards) {
@@ -130,7 +138,7 @@ Deno.test("mergeCheckpoint() merges a sharded checkpoint shard by shard into the
     });
     deepStrictEqual(
       [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
-      ["a", "m.index.json", ...shards, "parity.json"].sort(),
+      ["a", "config.json", "m.index.json", ...shards, "m.parity.json"].sort(),
     );
     await assertRejects(
       () => mergeCheckpoint(src, adapter, { out: `${dir}/one.safetensors` }),
@@ -183,6 +191,47 @@ async function withExtraLayer(module: string, B?: Float32Array): Promise<Adapter
   const layer = B ? { A: t.A, B: { ...t.B, data: B } as Tensor } : t;
   return { ...a, layers: new Map([...a.layers, [module, layer]]) };
 }
+
+Deno.test("mergeCheckpoint() copies the base's config.json and tokenizer files, keeping ones the output's folder has; two outputs keep two reports", async () => {
+  await withTempDir(async (dir) => {
+    const base = `${dir}/base`;
+    await Deno.mkdir(base);
+    for (const f of ["model.safetensors", "config.json"]) {
+      await Deno.copyFile(`${CK}llama/${f}`, `${base}/${f}`);
+    }
+    await Deno.writeTextFile(`${base}/tokenizer_config.json`, '{"model_max_length": 64}');
+    await Deno.writeTextFile(`${base}/notes.txt`, "not a loader's file");
+    await Deno.mkdir(`${dir}/out`);
+    await Deno.writeTextFile(`${dir}/out/config.json`, '{"mine": true}');
+    const adapter = await loadAdapter(`${CK}llama/adapter`);
+    const a = await mergeCheckpoint(`${base}/model.safetensors`, adapter, {
+      out: `${dir}/out/a.safetensors`,
+      sync: false,
+    });
+    deepStrictEqual(a.files, [
+      `${dir}/out/tokenizer_config.json`,
+      `${dir}/out/a.safetensors`,
+      `${dir}/out/a.safetensors.parity.json`,
+    ]);
+    await mergeCheckpoint(`${base}/model.safetensors`, adapter, {
+      out: `${dir}/out/b.safetensors`,
+      sync: false,
+    });
+    deepStrictEqual([...Deno.readDirSync(`${dir}/out`)].map((e) => e.name).sort(), [
+      "a.safetensors",
+      "a.safetensors.parity.json",
+      "b.safetensors",
+      "b.safetensors.parity.json",
+      "config.json",
+      "tokenizer_config.json",
+    ]);
+    strictEqual(await Deno.readTextFile(`${dir}/out/config.json`), '{"mine": true}');
+    strictEqual(
+      await Deno.readTextFile(`${dir}/out/tokenizer_config.json`),
+      '{"model_max_length": 64}',
+    );
+  });
+});
 
 Deno.test("mergeCheckpoint() refuses an adapter key that matches no tensor, and writes nothing", async () => {
   await withTempDir(async (dir) => {

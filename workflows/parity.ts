@@ -2,7 +2,8 @@
  * Parity checks of merges and exports: probe inputs run through (a) the adapted model unmerged
  * in ffwd's engine (the LoRA branch graph that training and the adapter-inputs export use),
  * (b) the base with the merged weights in the engine, and (c) the written file loaded fresh; the
- * outputs are compared pairwise and the result is the `parity.json` report.
+ * outputs are compared pairwise and the result is the parity report, written beside the output and
+ * named after it (`merged.onnx` → `merged.onnx.parity.json`; see {@linkcode parityReportName}).
  *
  * Errors are measured per output as the largest absolute difference and the same divided by the
  * largest magnitude of the reference output (an ∞-norm relative error, so outputs near zero do
@@ -75,7 +76,7 @@ export interface PairResult {
   readonly pass: boolean;
 }
 
-/** The `parity.json` report. */
+/** The parity report (`<output>.parity.json`). */
 export interface ParityReport {
   /** `"pass"` when every pair of every output is within its tolerance. */
   readonly verdict: "pass" | "fail";
@@ -101,6 +102,24 @@ export interface ParityReport {
   readonly notes: readonly string[];
   /** How several adapters were combined, when they were. */
   readonly combine?: JsonValue;
+}
+
+/**
+ * The file name of the parity report of an output named `output` (a file name, no folder): the
+ * output's name plus `.parity.json`, as `.data` is for its external weights, so that two exports
+ * into one folder keep both reports. A sharded checkpoint is named after its shards
+ * (`model.safetensors.index.json` → `model.safetensors.parity.json`).
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { parityReportName } from "./parity.ts";
+ * strictEqual(parityReportName("merged.onnx"), "merged.onnx.parity.json");
+ * strictEqual(parityReportName("m.safetensors.index.json"), "m.safetensors.parity.json");
+ * ```
+ */
+export function parityReportName(output: string): string {
+  return `${output.replace(/\.index\.json$/i, "")}.parity.json`;
 }
 
 /**
