@@ -14,6 +14,7 @@ import {
   type SafetensorsHeader,
 } from "../src/io/safetensors.ts";
 import { absolutePath } from "../src/fs/paths.ts";
+import { writeAll } from "../src/fs/atomic.ts";
 import { fileError } from "../src/fs/file_errors.ts";
 
 /** One safetensors file of a checkpoint. */
@@ -220,19 +221,10 @@ export async function readAt(
   }
 }
 
-/**
- * Largest single write: on the development machine (a Linux 6.18 guest, ext4) writing 946 MiB into
- * the page cache took 9.6–9.9 s in 43 MiB `write` calls, 0.9–2.9 s in 8 MiB ones and 0.29–0.31 s
- * in 1 MiB ones (256 KiB: 0.37 s); reads do not care (0.16–0.2 s at any size).
- */
-const WRITE_PIECE = 1 << 20;
-
-/** Writes all of `bytes` to `file` at `offset`, in pieces of at most 1 MiB (see above). */
+/** Writes all of `bytes` to `file` at `offset` (in 1 MiB pieces, see `writeAll`). */
 export async function writeAt(file: Deno.FsFile, offset: number, bytes: Uint8Array): Promise<void> {
   await file.seek(offset, Deno.SeekMode.Start);
-  for (let done = 0; done < bytes.byteLength;) {
-    done += await file.write(bytes.subarray(done, Math.min(bytes.byteLength, done + WRITE_PIECE)));
-  }
+  await writeAll(file, bytes);
 }
 
 /** `[start, end)` byte offsets. */

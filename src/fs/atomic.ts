@@ -27,7 +27,15 @@ export type ByteSource =
   | ReadableStream<Uint8Array>;
 
 /**
- * Writes all of `bytes` to `file`, looping over partial writes.
+ * Largest single write: on the development machine (a Linux 6.18 guest, ext4) writing 946 MiB into
+ * the page cache took 9.6–9.9 s in 43 MiB `write` calls, 0.9–2.9 s in 8 MiB ones and 0.29–0.31 s
+ * in 1 MiB ones (256 KiB: 0.37 s); reads do not care (0.16–0.2 s at any size).
+ */
+const WRITE_PIECE = 1 << 20;
+
+/**
+ * Writes all of `bytes` to `file`, in pieces of at most 1 MiB (large `write` calls are many
+ * times slower, see `WRITE_PIECE`), looping over partial writes.
  *
  * @example
  * ```ts
@@ -38,9 +46,8 @@ export type ByteSource =
  * ```
  */
 export async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.byteLength) {
-    done += await file.write(done === 0 ? bytes : bytes.subarray(done));
+  for (let done = 0; done < bytes.byteLength;) {
+    done += await file.write(bytes.subarray(done, Math.min(bytes.byteLength, done + WRITE_PIECE)));
   }
 }
 
