@@ -8,7 +8,8 @@
  * The exports by use (the types a function takes and returns are exported beside it):
  *
  * - Opening models: `openModel` opens any base as a `BaseModel` (its `inputs`, `outputs` and
- *   linear `layers`); `inspectOnnx` and `inspectSafetensors` describe a file.
+ *   linear `layers`); `inspectOnnx` and `inspectSafetensors` describe a file; `initModel`
+ *   writes a new model from a block spec (`ffwd init`), seeded as `torch.nn.Linear` is.
  * - Data: `loadDataset(path, { model })` reads JSONL, CSV or safetensors training data for a
  *   model, `loadInputs` inputs alone; `splitDataset`, `saveDatasetSafetensors`, `writeJsonl`;
  *   `Tensor`, `tensor`, `toFloat32`, `readSafetensors`, `writeSafetensors`, `writeFileAtomic`.
@@ -19,7 +20,8 @@
  *   `readPeftConfig`, `parsePeftConfig`, `matchAdapter`, `inspectAdapter`, `combineAdapters`.
  * - Merge and export: `exportAdapter` writes the base with an adapter merged (ONNX or
  *   safetensors) and checks it with a parity report (`ParityError` when it fails);
- *   `writeReport` and `renderReport` make a run's HTML report.
+ *   `mergeCheckpoint` merges an adapter into a whole safetensors checkpoint (sharded too), every
+ *   targeted weight found by key, checked against float64; `writeReport` and `renderReport` make a run's HTML report.
  * - Serving: `InferenceEngine` (one base, an adapter chosen per row, hot-swapped),
  *   `engineWeights`, `serve` (HTTP).
  * - The engine, for extension: `Graph`, `Value`, `ops`, `grad`, `Session`, `saveOnnx`,
@@ -118,6 +120,14 @@ export type {
   Orientation,
 } from "./src/models/model.ts";
 export { inspectOnnx, type OnnxSummary } from "./src/models/onnx/inspect.ts";
+export {
+  type InitLayer,
+  initModel,
+  type InitModelOptions,
+  type InitModelResult,
+  type OpensWith,
+} from "./workflows/init_model.ts";
+export type { BlockSpec } from "./src/models/blocks/spec.ts";
 export {
   inspectSafetensors,
   type LazyTensor,
@@ -223,8 +233,18 @@ export {
   type PairResult,
   ParityError,
   type ParityReport,
+  parityReportName,
   type Tolerance,
 } from "./workflows/parity.ts";
+export {
+  CheckpointCheckError,
+  type CheckpointMergeOptions,
+  type CheckpointMergeResult,
+  type CheckpointReport,
+  isCheckpoint,
+  mergeCheckpoint,
+  type TensorCheck,
+} from "./workflows/merge_checkpoint.ts";
 export {
   renderReport,
   type ReportOptions,

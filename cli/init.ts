@@ -52,7 +52,7 @@ export function registerInit(program: Program): void {
             out: r.path,
             parameters: r.parameters,
             seed: r.seed,
-            layers: r.block.layers.map((l) => ({
+            layers: r.layers.map((l) => ({
               name: l.name,
               in_features: l.inFeatures,
               out_features: l.outFeatures,
@@ -65,10 +65,11 @@ export function registerInit(program: Program): void {
         ));
         return;
       }
-      const layers = r.block.layers.map((l, i) => {
-        const act = r.block.form === "sequential" ? r.block.activations[i] : null;
-        return `${l.name} [${l.inFeatures} → ${l.outFeatures}]${act ? ` ${act}` : ""}`;
-      });
+      const layers = r.layers.map((l) =>
+        `${l.name} [${l.inFeatures} → ${l.outFeatures}]${
+          r.form === "sequential" && l.activation ? ` ${l.activation}` : ""
+        }`
+      );
       console.log(
         `wrote ${r.path}: ${r.parameters.toLocaleString("en-US")} parameters (${
           layers.join(", ")

@@ -28,7 +28,9 @@ export interface TensorCheck {
   readonly change: "lora" | "dora" | "replaced";
   /** The adapted module, for `lora` and `dora`. */
   readonly module?: string;
+  /** Its stored dtype. */
   readonly dtype: DType;
+  /** Its shape as stored. */
   readonly shape: readonly number[];
   /** How the weight is stored, for `lora` and `dora`. */
   readonly orientation?: "out_in" | "in_out";
@@ -40,7 +42,9 @@ export interface TensorCheck {
   readonly maxAbs: number;
   /** Largest over the rows of the row's absolute difference over its largest reference magnitude. */
   readonly maxRel: number;
+  /** The relative tolerance of its storage dtype. */
   readonly tolerance: number;
+  /** Whether `maxRel <= tolerance` (and every value is finite). */
   readonly pass: boolean;
 }
 

@@ -51,15 +51,31 @@ export type OpensWith =
   /** Only with the spec: `openModel(path, { spec })`, `ffwd export --spec`. */
   | "spec";
 
+/** A linear layer of the model {@linkcode initModel} wrote. */
+export interface InitLayer {
+  /** Its name in the file (`fc1`: tensors `fc1.weight`, `fc1.bias`). */
+  readonly name: string;
+  /** Input width. */
+  readonly inFeatures: number;
+  /** Output width. */
+  readonly outFeatures: number;
+  /** The activation applied to its output (`"relu"`), `null` for none; gated: on `gate`. */
+  readonly activation: string | null;
+}
+
 /** What {@linkcode initModel} wrote. */
 export interface InitModelResult {
   /** The model file. */
   readonly path: string;
-  /** The block the file holds, with its layers' sizes. */
-  readonly block: ResolvedBlock;
+  /** `"sequential"` or `"gated"` (`down(act(gate(x)) * up(x))`). */
+  readonly form: "sequential" | "gated";
+  /** The block's linear layers in order (gated: gate, up, down), with their sizes. */
+  readonly layers: readonly InitLayer[];
   /** Values in the file. */
   readonly parameters: number;
+  /** The seed every value was drawn with. */
   readonly seed: number;
+  /** How `openModel` opens the file. */
   readonly opensWith: OpensWith;
   /** The `config.json` written beside the model (`opensWith` `"config"`). */
   readonly config?: string;
@@ -186,7 +202,13 @@ export async function initModel(
   }
   return {
     path: out,
-    block,
+    form: block.form,
+    layers: block.layers.map((l, i) => ({
+      name: l.name,
+      inFeatures: l.inFeatures,
+      outFeatures: l.outFeatures,
+      activation: (block.form === "sequential" || i === 0 ? block.activations[i] : null) ?? null,
+    })),
     parameters: [...tensors.values()].reduce((n, t) => n + t.data.length, 0),
     seed,
     opensWith,

@@ -100,12 +100,15 @@ export interface CheckpointReport {
   readonly verdict: "pass" | "fail";
   /** The checkpoint as given. */
   readonly model: string;
+  /** The adapter's name (its folder's name). */
   readonly adapter: string;
   /** The output as given. */
   readonly output: string;
   /** Names of the files written, beside the report: shards first, then the index. */
   readonly files: readonly string[];
+  /** Always safetensors: a checkpoint merge writes the checkpoint's own format. */
   readonly format: "safetensors";
+  /** Always merged weights. */
   readonly mode: "merged";
   /** Coarsest storage dtype of the merged tensors. */
   readonly storage: DType;
@@ -128,6 +131,7 @@ export interface CheckpointReport {
   };
   /** What the merge decided that a reader should know, one sentence each. */
   readonly notes: readonly string[];
+  /** How several adapters were combined, when they were. */
   readonly combine?: JsonValue;
 }
 
@@ -138,7 +142,9 @@ export interface CheckpointMergeResult {
    * shards, the index (if any), the parity report.
    */
   readonly files: readonly string[];
+  /** The parity report, as written. */
   readonly report: CheckpointReport;
+  /** Absolute path of the parity report (`<out>.parity.json`). */
   readonly reportPath: string;
 }
 
