@@ -312,6 +312,13 @@ export function refuseProbabilities(model: BaseModel, loss: string): void {
   const act = model.finalActivation;
   if (!act || (loss !== "cross_entropy" && loss !== "bce")) return;
   if (act.op === "LogSoftmax" && loss === "cross_entropy") return;
+  if (model.format === "safetensors") {
+    throw new TypeError(
+      `Cannot fine-tune "${model.source}" with ${loss}: its block spec applies ` +
+        `${act.op.toLowerCase()} to the output of its last layer "${act.input}", and ${loss} ` +
+        `expects logits; remove that layer's "activation" from the spec`,
+    );
+  }
   throw new TypeError(
     `Cannot fine-tune "${model.source}" with ${loss}: its output "${model.outputs[0]?.name}" is ` +
       `already a ${act.op} of "${act.input}", and ${loss} expects logits; train on the logits ` +

@@ -1,7 +1,8 @@
 /**
  * What `finetune()` refuses before it writes anything, through `finetune()` itself (the CLI's
  * messages are checked in `tests/cli_train_test.ts`), what it accepts instead (one-hot targets
- * as the labels they encode), and what it saves as `target_modules`.
+ * as the labels they encode), what it saves as `target_modules`, and models that already output
+ * probabilities (a final Softmax or Sigmoid) for losses that expect logits.
  */
 
 import { assertEquals, assertRejects, assertThrows } from "../tests/_assert.ts";
@@ -12,6 +13,8 @@ import type { LayerAdapter } from "../src/lora/branch.ts";
 import { defaultPeftConfig } from "../adapters/config.ts";
 import { finetune } from "./finetune.ts";
 import { checkRanks } from "./_finetune_checks.ts";
+import { initModel } from "./init_model.ts";
+import { openModel } from "../src/models/open.ts";
 
 const MODEL = new URL("../fixtures/hf/fc_mlp/model.safetensors", import.meta.url).pathname;
 
@@ -136,4 +139,46 @@ Deno.test("a checkpoint resumes only a run of the same adapters, and says how to
     TypeError,
     `its checkpoint has 16 values for "base_model.model.fc1.lora_A.weight", this run 24`,
   );
+});
+
+Deno.test("a model that outputs probabilities is refused for cross_entropy and bce, naming its logits", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // The TF.js fixture ends in a Sigmoid over 4 outputs; its logits are "fc3/MatMul".
+    const tfjs = new URL("../fixtures/tfjs/dense/model.json", import.meta.url).pathname;
+    const rng = new Rng(5);
+    const x = rng.fillUniform(new Float32Array(16 * 8), -1, 1) as Float32Array;
+    const y = Float32Array.from({ length: 16 * 4 }, (_, i) => (i % 3 === 0 ? 1 : 0));
+    const data: Dataset = { rows: 16, width: 8, x, y: { kind: "targets", data: y, width: 4 } };
+    const options = { rank: 2, batchSize: 8, epochs: 1, loss: "bce" as const, outDir: `${dir}/a` };
+    await assertRejects(
+      async () => await finetune(await openModel(tfjs), data, options),
+      TypeError,
+      'its output "y" is already a Sigmoid of "fc3/MatMul", and bce expects logits; ' +
+        "train on the logits with --output fc3/MatMul",
+    );
+    await assertRejects(() => Deno.stat(`${dir}/a`), Deno.errors.NotFound);
+    const r = await finetune(await openModel(tfjs, { output: "fc3/MatMul" }), data, options);
+    assertEquals(r.steps, 2);
+    // A block spec whose last layer applies a sigmoid: the fix is in the spec.
+    const spec = {
+      form: "sequential" as const,
+      layers: [
+        { name: "fc1", in_features: 8, out_features: 6, activation: "relu" as const },
+        { name: "fc2", out_features: 4, activation: "sigmoid" as const },
+      ],
+    };
+    await Deno.writeTextFile(`${dir}/spec.json`, JSON.stringify(spec));
+    await initModel(spec, `${dir}/m.safetensors`);
+    const block = await openModel(`${dir}/m.safetensors`, { spec: `${dir}/spec.json` });
+    await assertRejects(
+      () => finetune(block, data, { ...options, outDir: `${dir}/b` }),
+      TypeError,
+      'its block spec applies sigmoid to the output of its last layer "fc2", and bce expects ' +
+        'logits; remove that layer\'s "activation" from the spec',
+    );
+    await assertRejects(() => Deno.stat(`${dir}/b`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -181,6 +181,7 @@ class BlockModel implements SafetensorsModel {
   readonly inputs: readonly ModelIO[];
   readonly outputs: readonly ModelIO[];
   readonly layers: readonly LinearLayer[];
+  readonly finalActivation?: { readonly op: string; readonly input: string };
 
   constructor(
     private readonly file: SafetensorsFile,
@@ -194,6 +195,12 @@ class BlockModel implements SafetensorsModel {
     this.inputs = [{ name: "x", dtype: "F32", shape: ["batch", resolved.inFeatures] }];
     this.outputs = [{ name: "y", dtype: "F32", shape: ["batch", resolved.outFeatures] }];
     this.layers = resolved.layers;
+    // A spec whose last layer ends in a sigmoid or softmax outputs probabilities, not logits.
+    const last = resolved.activations.at(-1);
+    const op = { sigmoid: "Sigmoid", softmax: "Softmax" }[String(last)];
+    if (resolved.form === "sequential" && op) {
+      this.finalActivation = { op, input: resolved.layers.at(-1)!.name };
+    }
   }
 
   build(g: Graph, opts: BuildOptions = {}): Built {
