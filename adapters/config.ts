@@ -179,7 +179,7 @@ export function parsePeftConfig(json: unknown, source = "adapter_config.json"): 
     peftType: "LORA",
     r: c.r,
     loraAlpha: c.lora_alpha,
-    targetModules: c.target_modules,
+    targetModules: c.target_modules === NO_TARGETS_MARKER ? [] : c.target_modules,
     loraDropout: c.lora_dropout,
     bias: c.bias,
     useRslora: c.use_rslora,
@@ -214,6 +214,13 @@ export async function readPeftConfig(path: string): Promise<PeftConfig> {
 }
 
 /**
+ * PEFT's `DUMMY_TARGET_MODULES`: the `target_modules` of an adapter that puts LoRA on no layer
+ * and trains only `modules_to_save` (`ffwd train --full`, `--targets none`). Written for an
+ * empty list, read back as one.
+ */
+export const NO_TARGETS_MARKER = "dummy-target-modules";
+
+/**
  * The config as PEFT writes it: snake_case, every field, PEFT's other keys with their defaults,
  * keys sorted. `JSON.stringify(json, null, 2)` gives `save_pretrained`'s layout.
  *
@@ -229,7 +236,10 @@ export function peftConfigToJson(config: PeftConfig): Record<string, JsonValue> 
     peft_type: "LORA",
     r: config.r,
     lora_alpha: config.loraAlpha,
-    target_modules: copy(config.targetModules),
+    // PEFT refuses an empty list (no module matches it); its marker for no targets loads.
+    target_modules: Array.isArray(config.targetModules) && config.targetModules.length === 0
+      ? NO_TARGETS_MARKER
+      : copy(config.targetModules),
     lora_dropout: config.loraDropout,
     bias: config.bias,
     use_rslora: config.useRslora,

@@ -61,6 +61,14 @@ Deno.test("parsePeftConfig() accepts target_modules as a list, a regex string or
   strictEqual(parsePeftConfig({ peft_type: "lora" }).peftType, "LORA");
 });
 
+Deno.test("no targets (ffwd train --full, --targets none) are written as PEFT's dummy-target-modules and read back as none", () => {
+  const config = defaultPeftConfig({ targetModules: [], modulesToSave: ["fc1", "fc2"] });
+  const json = peftConfigToJson(config);
+  strictEqual(json.target_modules, "dummy-target-modules");
+  deepStrictEqual(json.modules_to_save, ["fc1", "fc2"]);
+  deepStrictEqual(parsePeftConfig(json).targetModules, []);
+});
+
 Deno.test("parsePeftConfig() errors name the file and the field", () => {
   throws(() => parsePeftConfig({ r: 0 }, "a/adapter_config.json"), {
     name: "RangeError",
