@@ -87,17 +87,11 @@ export async function openTfjsModel(
   // The converted graph opens in memory, named after the model.json (messages name the file the
   // user knows); its weights are inside it, so no external data is read.
   const folder = file.slice(0, file.lastIndexOf("/") + 1) || ".";
-  try {
-    const inner = await openOnnxFile({ path: file, dir: folder, proto: keras.proto }, {
-      output: options.output,
-    });
-    return new Model(file, inner, keras.layers);
-  } catch (e) {
-    if (e instanceof Error) {
-      e.message = e.message.replaceAll(`ONNX model "${file}"`, `TF.js model "${file}"`);
-    }
-    throw e;
-  }
+  const label = `TF.js model "${file}"`;
+  const inner = await openOnnxFile({ path: file, dir: folder, proto: keras.proto, label }, {
+    output: options.output,
+  });
+  return new Model(file, inner, keras.layers);
 }
 
 /** Reads every shard of the manifest (relative to model.json) and decodes the weights. */

@@ -21,6 +21,25 @@ export interface OnnxFile {
   /** Absolute path of the folder that holds it (external data is resolved against it). */
   readonly dir: string;
   readonly proto: ModelProto;
+  /**
+   * How messages name the model; default `ONNX model "<path>"`. A graph converted from another
+   * format names what the user opened (`TF.js model "<model.json>"`).
+   */
+  readonly label?: string;
+}
+
+/**
+ * How messages name `file`: its `label`, or `ONNX model "<path>"`.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { onnxLabel } from "./read.ts";
+ * strictEqual(onnxLabel({ path: "/m/model.onnx" }), 'ONNX model "/m/model.onnx"');
+ * ```
+ */
+export function onnxLabel(file: { readonly path: string; readonly label?: string }): string {
+  return file.label ?? `ONNX model "${file.path}"`;
 }
 
 /** Where an initializer's bytes live when they are external. */
@@ -115,7 +134,7 @@ export async function readOnnxFile(path: string): Promise<OnnxFile> {
 export function externalLocation(file: OnnxFile, tp: TensorProto): ExternalLocation {
   const kv = new Map(tp.externalData.map((e) => [e.key, e.value]));
   const location = kv.get("location");
-  const what = `ONNX model "${file.path}": tensor "${tp.name}"`;
+  const what = `${onnxLabel(file)}: tensor "${tp.name}"`;
   if (!location) throw new SyntaxError(`Cannot read ${what}: external data has no location`);
   if (/^([/\\]|[A-Za-z]:)/.test(location) || escapes(location)) {
     throw new RangeError(
@@ -164,7 +183,7 @@ function escapes(location: string): boolean {
  * ```
  */
 export function initializerInfo(file: OnnxFile, tp: TensorProto): InitializerInfo {
-  const dtype = dtypeOfCode(tp.dataType, `ONNX model "${file.path}": tensor "${tp.name}"`);
+  const dtype = dtypeOfCode(tp.dataType, `${onnxLabel(file)}: tensor "${tp.name}"`);
   const shape = dimsOf(tp);
   const bytes = numel(shape) * ITEMSIZE[dtype];
   return isExternal(tp)
@@ -184,7 +203,7 @@ export function initializerInfo(file: OnnxFile, tp: TensorProto): InitializerInf
  * ```
  */
 export async function loadTensor(file: OnnxFile, tp: TensorProto): Promise<Tensor> {
-  const what = `ONNX model "${file.path}": tensor "${tp.name}"`;
+  const what = `${onnxLabel(file)}: tensor "${tp.name}"`;
   if (!isExternal(tp)) return tensorFromProto(tp, what);
   const info = initializerInfo(file, tp);
   const ext = info.external!;

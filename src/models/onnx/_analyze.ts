@@ -21,7 +21,12 @@ import {
 import { type ConstInfo, findLinearLayers, type LinearMatch } from "./linear.ts";
 import { handlerOf } from "./op_map.ts";
 import type { Probed } from "./_probe.ts";
-import { type InitializerInfo, initializerInfo, type OnnxFile } from "../../io/onnx/read.ts";
+import {
+  type InitializerInfo,
+  initializerInfo,
+  type OnnxFile,
+  onnxLabel,
+} from "../../io/onnx/read.ts";
 import { dimsOf, dtypeOfCode, tensorFromProto } from "../../io/onnx/tensor_proto.ts";
 
 /** A real graph input (not an initializer) with its declared dtype and shape. */
@@ -126,7 +131,7 @@ export function analyze(file: OnnxFile, options: AnalyzeOptions = {}): Analysis 
     );
   }
   const available = new Set([...inputs.map((i) => i.name), ...initializers.keys()]);
-  const sorted = sortNodes(g.node, available, file.path);
+  const sorted = sortNodes(g.node, available, onnxLabel(file));
   const constants = new Map<string, Tensor>();
   for (const n of sorted) {
     const t = n.opType === "Constant" && domainOf(n) === "" ? attrTensor(n, "value") : undefined;
@@ -154,7 +159,13 @@ export function analyze(file: OnnxFile, options: AnalyzeOptions = {}): Analysis 
   );
   if (cut.note) notes.push(cut.note);
   if (options.output !== undefined) {
-    chooseOutput(options.output, cut, producer, new Set(inputs.map((i) => i.name)), file.path);
+    chooseOutput(
+      options.output,
+      cut,
+      producer,
+      new Set(inputs.map((i) => i.name)),
+      onnxLabel(file),
+    );
     notes.push(
       `Output "${options.output}" chosen (the file's: ${list(g.output.map((o) => o.name))})`,
     );
@@ -202,11 +213,11 @@ function chooseOutput(
   cut: { outputs: string[] },
   producer: ReadonlyMap<string, NodeProto>,
   inputs: ReadonlySet<string>,
-  path: string,
+  label: string,
 ): void {
   if (!producer.has(output) && !inputs.has(output)) {
     throw new TypeError(
-      `Cannot use output "${output}" of ONNX model "${path}": no node computes a value of that ` +
+      `Cannot use output "${output}" of ${label}: no node computes a value of that ` +
         `name (the file's outputs: ${list(cut.outputs)})`,
     );
   }
@@ -256,7 +267,7 @@ function freeBatch(inputs: InputDecl[]): Analysis["freed"] {
 
 /** Dtype and shape of a graph input; unknown dimensions get symbolic names. */
 function inputDecl(file: OnnxFile, v: ValueInfoProto): InputDecl {
-  const what = `ONNX model "${file.path}": input "${v.name}"`;
+  const what = `${onnxLabel(file)}: input "${v.name}"`;
   if (v.type?.value.case !== "tensorType") {
     throw new TypeError(`Cannot import ${what}: it is not a tensor`);
   }

@@ -48,13 +48,13 @@ function outerNames(g: GraphProto): string[] {
 /**
  * Sorts nodes so each comes after the producers of its inputs, keeping the file order where it
  * is already valid (Kahn's algorithm, always taking the earliest ready node). `available` holds
- * the graph inputs and initializers. Throws a `SyntaxError` naming the node for an input nobody
- * produces, and for cycles.
+ * the graph inputs and initializers. Throws a `SyntaxError` naming the model (`label`) and the
+ * node for an input nobody produces, and for cycles.
  */
 export function sortNodes(
   nodes: readonly NodeProto[],
   available: ReadonlySet<string>,
-  file: string,
+  label: string,
 ): NodeProto[] {
   const producer = new Map<string, number>();
   nodes.forEach((n, i) => n.output.forEach((o) => o && producer.set(o, i)));
@@ -66,7 +66,7 @@ export function sortNodes(
       const p = producer.get(name);
       if (p === undefined) {
         throw new SyntaxError(
-          `Cannot import ONNX model "${file}": ${
+          `Cannot import ${label}: ${
             describeNode(n, i)
           } reads "${name}", which no node, input or initializer provides`,
         );
@@ -89,9 +89,7 @@ export function sortNodes(
   if (order.length !== nodes.length) {
     const stuck = nodes.findIndex((_, i) => waiting[i]! > 0);
     throw new SyntaxError(
-      `Cannot import ONNX model "${file}": the graph has a cycle through ${
-        describeNode(nodes[stuck]!, stuck)
-      }`,
+      `Cannot import ${label}: the graph has a cycle through ${describeNode(nodes[stuck]!, stuck)}`,
     );
   }
   return order;

@@ -23,7 +23,7 @@ import {
   TensorShapeProto_DimensionSchema,
   ValueInfoProtoSchema,
 } from "../../onnx/gen/onnx_pb.ts";
-import type { OnnxFile } from "../../io/onnx/read.ts";
+import { type OnnxFile, onnxLabel } from "../../io/onnx/read.ts";
 import { allocData, type DType, type Tensor } from "../../tensor.ts";
 import type { InputDecl } from "./_analyze.ts";
 
@@ -51,7 +51,7 @@ export async function probeShapes(
     const reason = why instanceof Error ? why.message.split("\n")[0] : String(why);
     const listed = nodes.slice(0, 3).join(", ") + (nodes.length > 3 ? `, … (${nodes.length})` : "");
     throw new TypeError(
-      `Cannot import ONNX model "${file.path}": onnxruntime cannot run its frozen context ` +
+      `Cannot import ${onnxLabel(file)}: onnxruntime cannot run its frozen context ` +
         `(${listed}): ${reason}`,
     );
   };

@@ -20,6 +20,7 @@ import type { Analysis } from "./_analyze.ts";
 import { computeDtype, type OpContext, type OpResult } from "./_context.ts";
 import { type Folded, foldedOf, isIntDtype, isNumeric, tensorOf } from "./_fold.ts";
 import { describeNode, domainOf, readsOf } from "./_graph.ts";
+import { onnxLabel } from "../../io/onnx/read.ts";
 import { carriedAttrs } from "./_attrs.ts";
 import type { LinearMatch } from "./linear.ts";
 import { handlerOf } from "./op_map.ts";
@@ -51,7 +52,7 @@ export function replay(
     const plain = !replaced(name) && isIntDtype(t.dtype);
     entries.set(name, plain ? { tensor: t, folded: foldedOf(t) } : { tensor: t });
   }
-  const file = `ONNX model "${a.file.path}"`;
+  const file = onnxLabel(a.file);
 
   const valueOf = (name: string, reader: string): Value => {
     const e = entries.get(name);
@@ -171,7 +172,7 @@ export function replay(
       const results = handler(context(node, where));
       node.output.forEach((o, k) => o && entries.set(o, entryOf(results[k], node.opType)));
     } catch (e) {
-      throw rethrow(e, `Cannot import ${file}: ${where}: `);
+      throw rethrow(e, `Cannot import ${file}: `, where);
     }
   });
 
@@ -238,9 +239,9 @@ function entryOf(r: OpResult | undefined, op: string): Entry {
 }
 
 /** The same error class with the node's context in front (errors from `fail` already have it). */
-function rethrow(e: unknown, prefix: string): Error {
-  if (!(e instanceof Error)) return new Error(prefix + String(e));
-  if (e.message.startsWith("Cannot import ONNX model")) return e;
+function rethrow(e: unknown, prefix: string, where: string): Error {
+  if (!(e instanceof Error)) return new Error(`${prefix}${where}: ${e}`);
+  if (e.message.startsWith(prefix)) return e;
   const Ctor = e instanceof TypeError ? TypeError : e instanceof RangeError ? RangeError : Error;
-  return new Ctor(prefix + e.message, { cause: e });
+  return new Ctor(`${prefix}${where}: ${e.message}`, { cause: e });
 }

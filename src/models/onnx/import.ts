@@ -22,6 +22,7 @@ import type { BaseModel, BuildOptions, Built, ModelIO } from "../model.ts";
 import type { Tensor } from "../../tensor.ts";
 import { type Analysis, analyze } from "./_analyze.ts";
 import { describeNode, qualifiedOp, readsOf } from "./_graph.ts";
+import { onnxLabel } from "../../io/onnx/read.ts";
 import { probeShapes } from "./_probe.ts";
 import { replay } from "./_replay.ts";
 import { rowMixer } from "./_rows.ts";
@@ -222,7 +223,7 @@ class Model implements OnnxModel {
     const tp = this.a.initializers.get(key);
     if (!tp) {
       throw new TypeError(
-        `Cannot read tensor "${key}" of ONNX model "${this.source}": no initializer or ` +
+        `Cannot read tensor "${key}" of ${onnxLabel(this.a.file)}: no initializer or ` +
           `Constant has that name (${this.a.initializers.size} initializers)`,
       );
     }
