@@ -12,7 +12,16 @@
  * ```
  *
  * Loads: 8 clients × 2,000 requests (light) and 64 clients × 4,000 requests (heavy). Every server
- * runs in its own process; the client runs in this one.
+ * runs in its own process; the client runs in this one. Besides requests/s and latency each run
+ * reports the server's CPU time per request (every thread, from `process_cpu_seconds_total` of its
+ * `/metrics`): on a 2-core machine the client and the server share the cores, so a server's CPU
+ * per request decides much of the throughput, and it is steadier than requests/s when other work
+ * shares the machine. The load average is printed at the start and the end.
+ *
+ * The plain server takes onnxruntime-node's default session options (a spinning intra-op thread
+ * per physical core; see `_plain_server.ts`), as the line it prints says. `FFWD_PLAIN_THREADS=1`
+ * gives it one thread, its fastest setting on the 2-core machine, for a comparison with a tuned
+ * plain server.
  *
  * @module
  */
@@ -41,20 +50,17 @@ const SERVE_PERMS = [
 /** A server process and its URL. */
 export interface Spawned {
   readonly url: string;
-  /** CPU seconds the process used so far, all threads (Linux; NaN elsewhere). */
-  cpu(): number;
+  /** The rest of its `Listening on …` line (what it says of itself). */
+  readonly banner: string;
+  /** CPU seconds the server used so far, all threads (its `process_cpu_seconds_total`). */
+  cpu(): Promise<number>;
   stop(): Promise<void>;
 }
 
-/** User + system CPU seconds of process `pid` from `/proc/<pid>/stat` (ticks of 10 ms). */
-function cpuOf(pid: number): number {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime (fields 14, 15)
-  } catch {
-    return NaN;
-  }
+/** The `process_cpu_seconds_total` a server's `GET /metrics` reports. */
+async function cpuOf(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(/^process_cpu_seconds_total (\S+)$/m.exec(text)?.[1] ?? NaN);
 }
 
 /** Starts `deno run <args>` and waits for its `Listening on http://…` line. */
@@ -73,14 +79,15 @@ export async function spawnServer(args: string[]): Promise<Spawned> {
     const { done, value } = await reader.read();
     if (done) throw new Error(`Server exited before listening: ${args.join(" ")}\n${text}`);
     text += value;
-    const m = /Listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(text);
+    const m = /Listening on (http:\/\/127\.0\.0\.1:\d+)(.*)\n/.exec(text);
     if (m) {
       const drain = (async () => {
         while (!(await reader.read()).done) { /* keep the pipe flowing */ }
       })();
       return {
         url: m[1]!,
-        cpu: () => cpuOf(child.pid),
+        banner: m[2]!.trim(),
+        cpu: () => cpuOf(m[1]!),
         stop: async () => {
           child.kill("SIGTERM");
           await child.status;
@@ -141,6 +148,7 @@ export async function digitBodies(
   });
 }
 
+const loadAverage = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1]!;
 const range = (v: number[], digits = 0) =>
   `${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}`;
@@ -168,19 +176,23 @@ async function main(rounds: number, extra: string[]): Promise<void> {
       plain: await spawnServer([`${ROOT}bench/_plain_server.ts`, merged]),
       ffwd: await spawnServer(ffwd(extra)),
     };
-    const runs: { name: string; url: string; body: Uint8Array<ArrayBuffer>[] }[] = [
-      { name: "plain (merged ONNX)", url: servers.plain.url, body: bodies.rot45 },
-      { name: "ffwd serve, rot45", url: servers.ffwd.url, body: bodies.rot45 },
-      { name: "ffwd serve, no adapter", url: servers.ffwd.url, body: bodies.none },
+    const runs: { name: string; server: Spawned; body: Uint8Array<ArrayBuffer>[] }[] = [
+      { name: "plain (merged ONNX)", server: servers.plain, body: bodies.rot45 },
+      { name: "ffwd serve, rot45", server: servers.ffwd, body: bodies.rot45 },
+      { name: "ffwd serve, no adapter", server: servers.ffwd, body: bodies.none },
     ];
     const loads = [
       { name: "8 clients", clients: 8, requests: 2000 },
       { name: "64 clients", clients: 64, requests: 4000 },
     ];
-    const results = new Map<string, LoadResult[]>();
+    /** Each run's result and its server's CPU µs per request. */
+    const results = new Map<string, (LoadResult & { cpu: number })[]>();
+    console.log(`load average ${loadAverage()} (start)`);
+    console.log(`plain server: ${servers.plain.banner}`);
+    console.log(`ffwd serve flags: ${extra.join(" ") || "(defaults)"}; ${rounds} rounds`);
     try {
       for (const r of runs) { // warm-up: compile, lazy adapter load, connections
-        await load(`${r.url}/v1/predict`, (i) => r.body[i % r.body.length]!, {
+        await load(`${r.server.url}/v1/predict`, (i) => r.body[i % r.body.length]!, {
           clients: 8,
           requests: 400,
         });
@@ -188,14 +200,22 @@ async function main(rounds: number, extra: string[]): Promise<void> {
       for (let round = 0; round < rounds; round++) {
         for (const l of loads) {
           for (const r of runs) {
-            const res = await load(`${r.url}/v1/predict`, (i) => r.body[i % r.body.length]!, l);
+            const cpu0 = await r.server.cpu();
+            const res = await load(
+              `${r.server.url}/v1/predict`,
+              (i) => r.body[i % r.body.length]!,
+              l,
+            );
+            const cpu = (await r.server.cpu() - cpu0) / res.requests * 1e6;
             if (res.failed) throw new Error(`${r.name}: ${res.failed} requests failed`);
             const key = `${l.name}|${r.name}`;
-            results.set(key, [...(results.get(key) ?? []), res]);
+            results.set(key, [...(results.get(key) ?? []), { ...res, cpu }]);
             console.log(
               `round ${round + 1} ${l.name.padEnd(10)} ${r.name.padEnd(24)} ${
                 res.rps.toFixed(0).padStart(6)
-              } req/s  p50 ${res.p50.toFixed(2)} ms  p99 ${res.p99.toFixed(2)} ms`,
+              } req/s  p50 ${res.p50.toFixed(2)} ms  p99 ${res.p99.toFixed(2)} ms  server CPU ${
+                cpu.toFixed(0)
+              } µs/req`,
             );
           }
         }
@@ -204,7 +224,7 @@ async function main(rounds: number, extra: string[]): Promise<void> {
       await servers.plain.stop();
       await servers.ffwd.stop();
     }
-    console.log(`\nffwd serve flags: ${extra.join(" ") || "(defaults)"}; ${rounds} rounds`);
+    console.log(`\nload average ${loadAverage()} (end); ${rounds} rounds`);
     for (const l of loads) {
       const plain = results.get(`${l.name}|${runs[0]!.name}`)!;
       for (const r of runs) {
@@ -220,7 +240,7 @@ async function main(rounds: number, extra: string[]): Promise<void> {
         console.log(
           `${l.name.padEnd(10)} ${r.name.padEnd(24)} ${range(rps)} req/s, p50 ${
             range(p50, 2)
-          } ms${ratio}`,
+          } ms, server CPU ${median(mine.map((m) => m.cpu)).toFixed(0)} µs/req (median)${ratio}`,
         );
       }
     }

@@ -3,28 +3,33 @@
  * [...], "attention_mask": [...]}, "y": 1}`, or safetensors files with one tensor `[rows, …]` per
  * input name. Each input takes the model input's dtype (token ids stay integers) and per-row shape:
  * fixed dimensions as the model declares them, symbolic ones (a sequence length) from the first
- * row. Values may be nested to the row's shape or flat.
+ * row. Values may be nested to the row's shape or flat. JSON values are read by `json_inputs.ts`,
+ * which also reads the rows of the server's requests.
  *
  * @module
  */
 
-import { type InputSpec, nestedShape } from "./feeds.ts";
-import { allocData, type DType, formatShape, isFloat, numel, type Tensor } from "../tensor.ts";
+import type { InputSpec } from "./feeds.ts";
+import { InputColumn, sameSymbols } from "./json_inputs.ts";
+import { formatShape, type Tensor } from "../tensor.ts";
 import type { RowTensor } from "./dataset.ts";
 
 /** A model input the rows are read for. */
 export type NamedSpec = InputSpec;
 
-/** Collects the named inputs of rows as they are read; every error names the file and the row. */
+/**
+ * Collects the named inputs of rows as they are read (`json_inputs.ts` reads each value, as the
+ * server reads request rows); every error names the file, the row and the input.
+ */
 export class NamedRows {
-  readonly #values = new Map<string, number[]>();
-  readonly #shapes = new Map<string, number[]>();
+  readonly #columns: InputColumn[];
+  #rows = 0;
 
   constructor(readonly where: string, private readonly specs: readonly NamedSpec[]) {
     if (specs.length === 0) {
       throw new TypeError(`${where}: rows give "inputs" by name, but no model inputs are known`);
     }
-    for (const s of specs) this.#values.set(s.name, []);
+    this.#columns = this.#named(() => specs.map((s) => new InputColumn(s, { rows: 256 })));
   }
 
   /** Adds row `line`'s `inputs` object. */
@@ -36,87 +41,46 @@ export class NamedRows {
     }
     const row = inputs as Record<string, unknown>;
     for (const s of this.specs) {
-      const v = row[s.name];
-      if (v === undefined) {
+      if (row[s.name] === undefined) {
         throw new TypeError(
           `${this.where}: row ${line} has no input "${s.name}" (the model's inputs: ${
             this.specs.map((x) => `"${x.name}"`).join(", ")
           })`,
         );
       }
-      const shape = nestedShape(v);
-      const flat = (Array.isArray(v) ? v.flat(Infinity) : [v]) as unknown[];
-      const want = this.#rowShape(s, shape, flat.length, line);
-      if (numel(want) !== flat.length) {
-        throw new TypeError(
-          `${this.where}: row ${line}, input "${s.name}" has ${flat.length} values, expected ${
-            formatShape(want)
-          } (${numel(want)})`,
-        );
-      }
-      const out = this.#values.get(s.name)!;
-      for (let i = 0; i < flat.length; i++) out.push(this.#number(s, flat[i], line, i));
     }
+    this.#named(() => {
+      for (const c of this.#columns) {
+        c.add(this.#rows, `row ${line}, inputs.${c.spec.name}`, row[c.spec.name]);
+      }
+      if (this.#rows === 0) sameSymbols(this.#columns);
+    });
+    this.#rows++;
   }
 
   /** The inputs read, for `rows` rows. */
   take(rows: number): Map<string, RowTensor> {
+    if (rows !== this.#rows) {
+      throw new Error(`${this.where}: ${this.#rows} rows of named inputs, expected ${rows}`);
+    }
     const out = new Map<string, RowTensor>();
-    for (const s of this.specs) {
-      const shape = this.#shapes.get(s.name) ?? [];
-      out.set(s.name, { dtype: s.dtype, shape, data: typed(s.dtype, this.#values.get(s.name)!) });
-      if (this.#values.get(s.name)!.length !== rows * numel(shape)) {
-        throw new Error(`${this.where}: input "${s.name}" lost rows`);
-      }
+    for (const c of this.#columns) {
+      const { dtype, shape, data } = c.tensor(rows);
+      out.set(c.spec.name, { dtype, shape: shape.slice(1), data } as RowTensor);
     }
     return out;
   }
 
-  /** The row shape of `s`: fixed dimensions from the model, symbolic ones from the first row. */
-  #rowShape(s: NamedSpec, nested: number[], n: number, line: number): number[] {
-    const known = this.#shapes.get(s.name);
-    if (known) return known;
-    const row = s.shape.slice(1);
-    let shape: number[];
-    if (row.every((d) => typeof d === "number")) shape = row as number[];
-    else if (nested.length === row.length) {
-      shape = row.map((d, i) => (typeof d === "number" ? d : nested[i]!));
-    } else if (row.filter((d) => typeof d === "string").length === 1) {
-      const fixed = numel(row.filter((d) => typeof d === "number") as number[]);
-      shape = row.map((d) => (typeof d === "number" ? d : Math.floor(n / fixed)));
-    } else {
-      throw new TypeError(
-        `${this.where}: row ${line}, input "${s.name}" must be nested to the shape ${
-          formatShape(row)
-        } (the model's symbolic dimensions are read from it)`,
-      );
+  /** Runs `read`, naming the file in its errors. */
+  #named<T>(read: () => T): T {
+    try {
+      return read();
+    } catch (e) {
+      if (e instanceof RangeError) throw new RangeError(`${this.where}: ${e.message}`);
+      if (e instanceof TypeError) throw new TypeError(`${this.where}: ${e.message}`);
+      throw e;
     }
-    this.#shapes.set(s.name, shape);
-    return shape;
   }
-
-  #number(s: NamedSpec, v: unknown, line: number, i: number): number {
-    const bad = (why: string) =>
-      new TypeError(`${this.where}: row ${line}, input "${s.name}"[${i}] is ${why}`);
-    if (s.dtype === "BOOL" && typeof v === "boolean") return v ? 1 : 0;
-    if (typeof v !== "number" || !Number.isFinite(v)) {
-      throw bad(`${JSON.stringify(v)}, not a number`);
-    }
-    if (!isFloat(s.dtype) && !Number.isInteger(v)) {
-      throw bad(`${v}, expected an integer (${s.dtype})`);
-    }
-    return v;
-  }
-}
-
-function typed(dtype: DType, values: readonly number[]): Tensor["data"] {
-  const data = allocData(dtype, values.length);
-  if (data instanceof BigInt64Array || data instanceof BigUint64Array) {
-    for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]!);
-  } else if (dtype === "F16" || dtype === "BF16") {
-    throw new TypeError(`Cannot hold ${dtype} data rows: give them as F32`);
-  } else (data as Float32Array).set(values);
-  return data;
 }
 
 /**

@@ -17,13 +17,16 @@
  * A request is a tensor `[rows, …]` per model input. Requests join a batch when their rows have
  * the same shapes (a sequence model's requests of 7 and of 12 tokens run in separate batches);
  * the oldest waiting request always runs in the next batch, with the requests shaped like it.
+ * The rows of a batch of several requests are joined into one array per input that the next
+ * batch reuses, so the engine must neither keep its feeds once its run has settled nor answer
+ * with a view of them.
  *
  * @module
  */
 
 import { setImmediate } from "node:timers";
 import type { AdapterSnapshot, InferenceEngine } from "./engine.ts";
-import { formatShape, type Tensor } from "../tensor.ts";
+import { formatShape, type Tensor, type TensorData } from "../tensor.ts";
 import { concatRows, sliceRows } from "./rows.ts";
 
 /** Options of {@linkcode Batcher}. */
@@ -108,6 +111,13 @@ export class Batcher {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #soon = false; // a dispatch is due on the next turn of the event loop
   #idle: (() => void)[] = [];
+  /**
+   * The arrays batches are joined into, by input name, reused run after run (one batch runs at a
+   * time, and the engine keeps no feed past its run): no allocation, nor the garbage-collector
+   * work it brings, per batch. With the slabs of `_request.ts` it took the server's CPU per request
+   * at 64 clients from 95 to 88 µs.
+   */
+  #joined = new Map<string, TensorData>();
   readonly #maxBatch: number;
   readonly #maxWait: number;
   readonly #maxQueue: number;
@@ -161,7 +171,8 @@ export class Batcher {
       );
     }
     return new Promise((resolve, reject) => {
-      this.#queue.push({ feeds, rows, key, snap, at: performance.now(), resolve, reject });
+      const at = this.#maxWait > 0 ? performance.now() : 0; // only a wait reads it
+      this.#queue.push({ feeds, rows, key, snap, at, resolve, reject });
       this.#queuedRows += rows;
       if (!this.#running) this.#schedule();
     });
@@ -223,9 +234,7 @@ export class Batcher {
     try {
       const feeds: Record<string, Tensor> = {};
       for (const name in batch[0]!.feeds) {
-        feeds[name] = batch.length === 1
-          ? batch[0]!.feeds[name]!
-          : concatRows(batch.map((p) => p.feeds[name]!));
+        feeds[name] = batch.length === 1 ? batch[0]!.feeds[name]! : this.#join(name, batch);
       }
       const snaps: (AdapterSnapshot | null)[] = new Array(rows);
       let at = 0;
@@ -246,5 +255,14 @@ export class Batcher {
       this.#running = false;
       this.#schedule();
     }
+  }
+
+  /** Input `name` of the batch's requests as one tensor, in the array kept for it. */
+  #join(name: string, batch: readonly Pending[]): Tensor {
+    const parts = batch.map((p) => p.feeds[name]!);
+    const into = this.#joined.get(name);
+    const t = concatRows(parts, { into });
+    if (t.data.buffer !== into?.buffer) this.#joined.set(name, t.data); // grown, or another dtype
+    return t;
   }
 }

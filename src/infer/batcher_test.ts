@@ -132,3 +132,26 @@ Deno.test("an idle batcher runs a request at once; requests arriving meanwhile f
   assertEquals(engine.runs, [{ rows: 1, versions: [1] }, { rows: 2, versions: [0, 2] }]);
   assert(performance.now() - t0 < 200, "no run waited for a timer");
 });
+
+Deno.test("batches in a row, smaller and larger than the one before, each run on their own rows", async () => {
+  const engine = fakeEngine();
+  const seen: number[][] = []; // the x each run was given
+  const b = new Batcher({
+    runFeeds: (feeds, snaps) => {
+      seen.push([...(feeds.x!.data as Float32Array)]);
+      return engine.runFeeds(feeds, snaps);
+    },
+  }, { maxWaitMs: 5 });
+  const batch = (values: number[][]) => Promise.all(values.map((v) => b.submit(rows(v), null)));
+  const ys = [
+    await batch([[1, 2], [3, 4], [5, 6]]),
+    await batch([[7, 8], [9, 10]]), // the joined rows of the first batch are reused
+    await batch([[11, 12], [13, 14], [15, 16], [17, 18]]), // and grown
+  ];
+  assertEquals(seen, [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18]]);
+  assertEquals(ys.map((y) => y.map((t) => [...t.data])), [
+    [[10, 20], [30, 40], [50, 60]],
+    [[70, 80], [90, 100]],
+    [[110, 120], [130, 140], [150, 160], [170, 180]],
+  ]);
+});

@@ -1,6 +1,7 @@
 /**
  * The server's metrics in the Prometheus text exposition format (version 0.0.4): counters and
- * histograms with labels, rendered on demand, plus the engine's counters read at scrape time.
+ * histograms with labels, rendered on demand, plus the engine's counters and the process's CPU
+ * time (`process_cpu_seconds_total`, as Prometheus' client libraries name it) read at scrape time.
  *
  * Spec: https://prometheus.io/docs/instrumenting/exposition_formats/ — `# HELP` / `# TYPE` lines,
  * label values escaped (`\\`, `\"`, `\n`), histograms as cumulative `_bucket{le=...}` series with
@@ -9,6 +10,7 @@
  * @module
  */
 
+import process from "node:process";
 import type { EngineStats } from "./engine.ts";
 
 /** Labels of one series. */
@@ -106,8 +108,10 @@ export class Histogram {
     const key = formatLabels(labels);
     let s = this.#series.get(key);
     if (!s) this.#series.set(key, s = { counts: this.bounds.map(() => 0), sum: 0, count: 0 });
-    const i = this.bounds.findIndex((b) => v <= b);
-    if (i >= 0) s.counts[i]!++;
+    const bounds = this.bounds;
+    let i = 0;
+    while (i < bounds.length && v > bounds[i]!) i++;
+    if (i < bounds.length) s.counts[i]!++;
     s.sum += v;
     s.count++;
   }
@@ -183,7 +187,8 @@ export interface EngineGauges {
 }
 
 /**
- * Renders the server's metrics and, when given, the engine's counters and gauges.
+ * Renders the server's metrics, the process's CPU seconds (user and system, every thread: the
+ * onnxruntime pool's too) and, when given, the engine's counters and gauges.
  *
  * @example
  * ```ts
@@ -192,11 +197,19 @@ export interface EngineGauges {
  * const stats = { loads: 3, evictions: 1, runs: 10, rows: 40 };
  * const text = renderMetrics(serverMetrics(), { stats, adapters: 2, bytes: 1024 });
  * ok(text.includes("ffwd_adapter_loads_total 3"));
+ * ok(text.includes("# TYPE process_cpu_seconds_total counter"));
  * ```
  */
 export function renderMetrics(m: ServerMetrics, engine?: EngineGauges): string {
   let text = [m.requests, m.errors, m.latency, m.batchRows, m.batchRequests]
     .map((x) => x.render()).join("");
+  const cpu = process.cpuUsage(); // µs
+  text += scalar(
+    "process_cpu_seconds_total",
+    "counter",
+    "Total user and system CPU time spent in seconds.",
+    (cpu.user + cpu.system) / 1e6,
+  );
   if (engine) {
     const { stats } = engine;
     text += scalar("ffwd_adapter_loads_total", "counter", "Adapter registrations.", stats.loads);

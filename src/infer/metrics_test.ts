@@ -55,3 +55,16 @@ Deno.test("renderMetrics() adds the engine's loads, evictions and gauges", () =>
     ]
   ) assert(text.includes(l + "\n"), `missing ${l}`);
 });
+
+Deno.test("renderMetrics() reports the process's CPU seconds as a counter that never falls", () => {
+  const cpu = () => {
+    const text = renderMetrics(serverMetrics());
+    assert(text.includes("# TYPE process_cpu_seconds_total counter\n"), text);
+    return Number(/^process_cpu_seconds_total (\S+)$/m.exec(text)![1]);
+  };
+  const first = cpu();
+  let spin = 0;
+  for (let i = 0; i < 1e6; i++) spin += i % 7;
+  const second = cpu();
+  assert(first > 0 && second >= first, `${first} then ${second} (${spin})`);
+});

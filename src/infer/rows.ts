@@ -34,6 +34,15 @@ export function sliceRows(t: Tensor, start: number, count: number): Tensor {
   return { dtype: t.dtype, shape: [count, ...t.shape.slice(1)], data } as Tensor;
 }
 
+/** Options of {@linkcode concatRows}. */
+export interface ConcatOptions {
+  /**
+   * An array to join the rows into, from its start, when it is the parts' kind of typed array and
+   * has room for them (the result's data is then a view of it); otherwise a new array is made.
+   */
+  readonly into?: TensorData;
+}
+
 /**
  * Joins tensors along their first axis (one part is returned as it is). The parts must share
  * dtype and row shape.
@@ -45,15 +54,17 @@ export function sliceRows(t: Tensor, start: number, count: number): Tensor {
  * const a = { dtype: "I64" as const, shape: [1, 2], data: new BigInt64Array([1n, 2n]) };
  * const b = { dtype: "I64" as const, shape: [2, 2], data: new BigInt64Array([3n, 4n, 5n, 6n]) };
  * deepStrictEqual(concatRows([a, b]).shape, [3, 2]);
+ * const into = new BigInt64Array(8);
+ * deepStrictEqual(concatRows([a, b], { into }).data.buffer, into.buffer); // no new array
  * ```
  */
-export function concatRows(parts: readonly Tensor[]): Tensor {
+export function concatRows(parts: readonly Tensor[], opts: ConcatOptions = {}): Tensor {
   if (parts.length === 1) return parts[0]!;
   const first = parts[0]!;
   const row = first.shape.slice(1);
   let rows = 0;
   for (const p of parts) {
-    if (p.dtype !== first.dtype || formatShape(p.shape.slice(1)) !== formatShape(row)) {
+    if (p.dtype !== first.dtype || !sameRow(p.shape, first.shape)) {
       throw new TypeError(
         `Cannot join rows of ${p.dtype} ${formatShape(p.shape)} to rows of ${first.dtype} ${
           formatShape(first.shape)
@@ -62,13 +73,26 @@ export function concatRows(parts: readonly Tensor[]): Tensor {
     }
     rows += p.shape[0]!;
   }
-  const data = allocData(first.dtype, rows * numel(row));
+  const n = rows * numel(row);
+  const { into } = opts;
+  // The class decides, not a dtype: U8 and BOOL rows are both bytes
+  const fits = into && into.length >= n && into.constructor === first.data.constructor;
+  const data = fits
+    ? view(into).subarray(0, n) as unknown as TensorData
+    : allocData(first.dtype, n);
   let at = 0;
   for (const p of parts) {
     view(data).set(p.data as ArrayLike<unknown>, at);
     at += p.data.length;
   }
   return { dtype: first.dtype, shape: [rows, ...row], data } as Tensor;
+}
+
+/** Whether shapes `a` and `b` agree past their first dimension. */
+function sameRow(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 1; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**

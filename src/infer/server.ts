@@ -127,24 +127,24 @@ export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): P
   if (dir) engine.loader = dir.loader;
   const authorized = opts.token === undefined ? null : await tokenChecker(opts.token);
 
-  /** A request's rows as the model's feeds, or a 400 naming the row and the input. */
-  const modelFeeds = (rows: readonly unknown[]) => {
-    try {
-      return engine.feeds(requestFeeds(rows, engine.inputs)).feeds;
-    } catch (e) {
-      if (e instanceof TypeError) throw new HttpError(400, e.message, { cause: e });
-      throw e;
+  /** Where a snapshot came from: relative to the adapters folder when inside it. */
+  const sources = new WeakMap<AdapterSnapshot, string | null>(); // once per snapshot, not request
+  const sourceOf = (s: AdapterSnapshot): string | null => {
+    let source = sources.get(s);
+    if (source === undefined) {
+      source = dir && s.source?.startsWith(dir.root + "/")
+        ? s.source.slice(dir.root.length + 1)
+        : s.source ?? null;
+      sources.set(s, source);
     }
+    return source;
   };
-
   const info = (s: AdapterSnapshot) => ({
     name: s.name,
     version: s.version,
     rank: s.rank,
     bytes: s.bytes,
-    source: dir && s.source?.startsWith(dir.root + "/")
-      ? s.source.slice(dir.root.length + 1)
-      : s.source ?? null,
+    source: sourceOf(s),
   });
 
   const routes: Record<string, Partial<Record<string, Handler>>> = {
@@ -165,7 +165,8 @@ export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): P
     "/v1/predict": {
       POST: async (req) => {
         const body = validate(PredictBody, await readJson(req, maxBody));
-        const feeds = modelFeeds(body.inputs);
+        // The model's feeds, checked as `engine.feeds` checks them (400s name the row and input)
+        const feeds = requestFeeds(body.inputs, engine.inputs);
         const name = body.adapter ?? null;
         const snap = name === null ? null : engine.use(name) ?? (await engine.resolve([name]))[0]!;
         const outputs = rowValues(await batcher.submit(feeds, snap));
@@ -173,7 +174,7 @@ export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): P
           outputs,
           adapter: name,
           adapter_version: snap?.version ?? null,
-          adapter_source: snap ? info(snap).source : null,
+          adapter_source: snap ? sourceOf(snap) : null,
         });
       },
     },
@@ -226,7 +227,7 @@ export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): P
     onListen: () => {},
   }, async (req) => {
     const t0 = performance.now();
-    const { route, param } = routeOf(new URL(req.url).pathname);
+    const { route, param } = routeOf(req.url);
     let res: Response;
     try {
       res = await handle(req, route, param);
@@ -259,8 +260,16 @@ export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): P
   };
 }
 
-/** The route label of a path (bounded set, so metrics stay small). */
-function routeOf(path: string): { route: string; param: string } {
+const ROUTES = ["/healthz", "/metrics", "/v1/predict", "/v1/adapters"];
+
+/** The route label of a request URL (bounded set, so metrics stay small). */
+function routeOf(url: string): { route: string; param: string } {
+  // A path that is a route as it stands needs no parsing (`new URL` takes about a microsecond);
+  // any other is normalized first (`/v1/x/../predict`, `%2F`).
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  const raw = start < 0 ? "/" : url.slice(start);
+  if (ROUTES.includes(raw)) return { route: raw, param: "" };
+  const path = new URL(url).pathname;
   const prefix = "/v1/adapters/";
   if (
     path.startsWith(prefix) && path.length > prefix.length && !path.includes("/", prefix.length)
@@ -273,8 +282,7 @@ function routeOf(path: string): { route: string; param: string } {
     }
     return { route: "/v1/adapters/{name}", param };
   }
-  const known = ["/healthz", "/metrics", "/v1/predict", "/v1/adapters"];
-  return { route: known.includes(path) ? path : "other", param: "" };
+  return { route: ROUTES.includes(path) ? path : "other", param: "" };
 }
 
 function errorResponse(e: unknown): Response {
