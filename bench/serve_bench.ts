@@ -9,6 +9,9 @@
  * - a mixed batch of 64 rows over 8 adapters versus a single-adapter batch of 64 (target ≥ 0.95×
  *   its throughput: rows are grouped by adapter, so each row's LoRA work is done once), and 64
  *   rows of the bare base;
+ * - 64 rows with one LoRA adapter on the engine's LoRA-only graph versus the graph with DoRA's
+ *   term, which an engine compiles once a DoRA adapter is registered: what LoRA-only serving
+ *   saves;
  * - the first request after loading an adapter: registered from memory, and lazily loaded from a
  *   PEFT folder on disk.
  *
@@ -82,6 +85,15 @@ async function adapter(model: BaseModel, dir: string, name: string): Promise<Ada
   return engineWeights(await loadAdapter(`${dir}/${name}`), model);
 }
 
+/** `w` with a DoRA magnitude of ones on every layer. */
+function dora(w: AdapterWeights): AdapterWeights {
+  const layers = new Map([...w.layers].map(([name, l]) => {
+    const out = l.B.length / l.rank;
+    return [name, { ...l, magnitude: new Float32Array(out).fill(1) }];
+  }));
+  return { layers };
+}
+
 async function setup(d: number) {
   const { model, dir } = await ffn(d);
   const engine = await InferenceEngine.create(model, {
@@ -94,7 +106,17 @@ async function setup(d: number) {
   }
   await adapter(model, dir, "lazy"); // on disk only, for the lazy-load case
   const x = (rows: number): Tensor => f32([rows, d], 1);
-  return { engine, weights, one: x(1), batch: x(ROWS) };
+  return { d, model, engine, weights, one: x(1), batch: x(ROWS) };
+}
+
+type Setup = Awaited<ReturnType<typeof setup>>;
+
+/** A fresh engine with LoRA adapter `a0`, on the graph with DoRA's term when `term`. */
+async function termEngine({ model, weights }: Setup, term: boolean): Promise<InferenceEngine> {
+  const engine = await InferenceEngine.create(model);
+  await engine.register("a0", weights[0]!);
+  if (term) await engine.register("dora", dora(weights[1]!));
+  return engine;
 }
 
 interface Case {
@@ -104,8 +126,7 @@ interface Case {
   readonly baseline?: boolean;
 }
 
-async function cases(d: number): Promise<Case[]> {
-  const { engine, weights, one, batch } = await setup(d);
+function cases({ d, engine, weights, one, batch }: Setup): Case[] {
   const shape = `${d}-${4 * d}-${d}`;
   const mixed = Array.from({ length: ROWS }, (_, r) => `a${r % ADAPTERS}`);
   let i = 0;
@@ -168,7 +189,8 @@ async function cases(d: number): Promise<Case[]> {
  */
 async function interleaved(rounds: number): Promise<void> {
   for (const d of [1024, 256]) {
-    const all = await cases(d);
+    const s = await setup(d);
+    const all = cases(s);
     const times = all.map(() => [] as number[]);
     for (let r = 0; r < rounds + 3; r++) {
       for (const [k, c] of all.entries()) {
@@ -192,9 +214,47 @@ async function interleaved(rounds: number): Promise<void> {
         : "";
       const t = times[k]!;
       console.log(
-        `${c.name.padEnd(52)} median ${ms(median(t))}  min ${ms(Math.min(...t))}${ratio}`,
+        `${c.name.padEnd(60)} median ${ms(median(t))}  min ${ms(Math.min(...t))}${ratio}`,
       );
     }
+    await termRounds(s, Math.max(10, Math.round(rounds / 2)));
+  }
+}
+
+/**
+ * 64 rows with one LoRA adapter, on the LoRA-only graph and on the graph with DoRA's term: a fresh
+ * engine for each measurement and one alive at a time (two sessions of one base share the cache
+ * and slow each other down), the two taking turns in alternating order, each the fastest of 5
+ * calls after 5. Prints the medians and the median of the per-round ratios.
+ */
+async function termRounds(s: Setup, rounds: number): Promise<void> {
+  const times = { term: [] as number[], lora: [] as number[] };
+  for (let r = 0; r < rounds; r++) {
+    for (const term of r % 2 ? [true, false] : [false, true]) {
+      const engine = await termEngine(s, term);
+      let best = Infinity;
+      for (let i = 0; i < 10; i++) {
+        const t0 = performance.now();
+        await engine.run(s.batch, "a0");
+        if (i >= 5) best = Math.min(best, performance.now() - t0);
+      }
+      await engine.close();
+      times[term ? "term" : "lora"].push(best);
+    }
+  }
+  const shape = `${s.d}-${4 * s.d}-${s.d}`;
+  const ratio = median(times.term.map((t, r) => t / times.lora[r]!)).toFixed(2);
+  for (
+    const [name, t, tail] of [
+      [`64 rows, one adapter, graph with DoRA's term [${shape}]`, times.term, ""],
+      [
+        `64 rows, one adapter, LoRA-only graph [${shape}]`,
+        times.lora,
+        `  ${ratio}× the throughput with DoRA's term`,
+      ],
+    ] as const
+  ) {
+    console.log(`${name.padEnd(60)} median ${ms(median(t))}  min ${ms(Math.min(...t))}${tail}`);
   }
 }
 
@@ -205,10 +265,21 @@ if (import.meta.main) {
   await interleaved(Number(Deno.args[0] ?? 40));
 } else {
   for (const d of [1024, 256]) {
-    for (const c of await cases(d)) {
+    const s = await setup(d);
+    const shape = `${d}-${4 * d}-${d}`;
+    const [term, lora] = [await termEngine(s, true), await termEngine(s, false)];
+    for (const c of cases(s)) {
       Deno.bench(c.name, { group: c.group, baseline: c.baseline ?? false }, async () => {
         await c.fn();
       });
     }
+    const group = `graph ${shape}`;
+    Deno.bench(`64 rows, one adapter, graph with DoRA's term [${shape}]`, {
+      group,
+      baseline: true,
+    }, async () => void await term.run(s.batch, "a0"));
+    Deno.bench(`64 rows, one adapter, LoRA-only graph [${shape}]`, { group }, async () => {
+      await lora.run(s.batch, "a0");
+    });
   }
 }

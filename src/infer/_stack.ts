@@ -1,8 +1,8 @@
 /**
  * The feeds of the grouped-adapter branch (`src/lora/multi.ts`) for one batch: the selectors
- * (each chunk's slots, each row's slot and adapter) and per layer the stacks `A [K, rmax, in]`,
- * `B [K, out, rmax]` (DoRA's ratio folded in) and `D [K, out]` (ratio − 1). Rows without an
- * adapter form the last chunk, whose stacks are zeros.
+ * (each chunk's slots, each row's slot and, for DoRA's term, adapter) and per layer the stacks
+ * `A [K, rmax, in]`, `B [K, out, rmax]` (DoRA's ratio folded in) and, for DoRA's term,
+ * `D [K, out]` (ratio − 1). Rows without an adapter form the last chunk, whose stacks are zeros.
  *
  * Fast paths, because most batches are simple:
  * - a batch of one adapter whose layer rank equals `rmax` feeds the snapshot's own arrays (no copy);
@@ -10,12 +10,14 @@
  *   constant zeros (cached by length; ORT never writes its inputs);
  * - stacks of several adapters are kept for the next batches over the same set (adapters are
  *   ordered by version, so the set's order does not matter): the last few sets, up to
- *   {@linkcode STACK_CACHE_BYTES}. Snapshots are immutable, so a cached stack is never stale.
+ *   {@linkcode STACK_CACHE_BYTES}. Snapshots are immutable, so a cached stack is never stale;
+ *   the engine drops the stacks of an adapter that was replaced or unregistered
+ *   ({@linkcode Stacker.forget}) so that they do not hold its memory.
  *
  * It also turns an adapter's layers into a snapshot's: checked against the model, the scale folded
  * into B once, DoRA's ratio computed once.
  *
- * Imported only by `engine.ts`.
+ * Imported only by `engine.ts` and `_graph.ts`.
  *
  * @module
  */
@@ -46,7 +48,15 @@ export interface Stackable {
   /** Unique per snapshot. */
   readonly version: number;
   readonly rank: number;
+  /** Whether a layer is DoRA (has a ratio). */
+  readonly dora: boolean;
   readonly layers: ReadonlyMap<string, SnapshotLayer>;
+}
+
+/** Options of {@linkcode Stacker}. */
+export interface StackerOptions {
+  /** The graph has DoRA's term: feed `D` and the adapter selector (default true). */
+  readonly dora?: boolean;
 }
 
 const MAX_CONSTANTS = 256;
@@ -54,22 +64,35 @@ const MAX_CONSTANTS = 256;
 export const STACK_CACHE_ENTRIES = 4;
 export const STACK_CACHE_BYTES = 64 * 2 ** 20;
 
-/** Builds grouped feeds for a fixed set of layers. */
+/** Builds grouped feeds for a fixed set of layers, for a graph with or without DoRA's term. */
 export class Stacker {
   #zeros = new Map<number, Float32Array>(); // by length
-  #stacks = new Map<string, { feeds: Record<string, Tensor>; bytes: number }>(); // LRU order
-  readonly #names: { layer: LinearLayer; A: string; B: string; D: string }[];
+  #stacks = new Map<string, Stack>(); // LRU order
+  readonly #names: { layer: LinearLayer; A: string; B: string; D: string | null }[];
+  readonly #dora: boolean;
 
-  constructor(layers: readonly LinearLayer[]) {
-    this.#names = layers.map((layer) => ({ layer, ...stackNames(layer.name) }));
+  constructor(layers: readonly LinearLayer[], opts: StackerOptions = {}) {
+    this.#dora = opts.dora ?? true;
+    this.#names = layers.map((layer) => {
+      const n = stackNames(layer.name);
+      return { layer, A: n.A, B: n.B, D: this.#dora ? n.D : null };
+    });
   }
 
-  /** Feeds for `snaps` (one per row, `null` for the base), except the model's own inputs. */
+  /**
+   * Feeds for `snaps` (one per row, `null` for the base), except the model's own inputs. Throws
+   * for a DoRA snapshot when the graph has no DoRA term (its rows would lose `(ratio − 1) ⊙ x·Wᵀ`).
+   */
   feeds(snaps: readonly (Stackable | null)[]): Record<string, Tensor> {
     const distinct: Stackable[] = [];
     const index = new Map<Stackable | null, number>(); // adapter → k
     for (const s of snaps) {
       if (s && !index.has(s)) {
+        if (s.dora && !this.#dora) {
+          throw new Error(
+            `Cannot stack DoRA adapter version ${s.version}: the graph has no DoRA term`,
+          );
+        }
         index.set(s, 0);
         distinct.push(s);
       }
@@ -81,6 +104,11 @@ export class Stacker {
     const feeds = { ...this.#stacked(distinct, none) };
     Object.assign(feeds, this.#selectors(snaps, index, distinct.length + (none ? 1 : 0)));
     return feeds;
+  }
+
+  /** Drops the kept stacks that hold snapshot `version` (it was replaced or unregistered). */
+  forget(version: number): void {
+    for (const [key, e] of this.#stacks) if (e.versions.includes(version)) this.#stacks.delete(key);
   }
 
   /** Rows grouped by adapter into K chunks of m slots (spare slots repeat the group's first). */
@@ -109,11 +137,12 @@ export class Stacker {
       back[i] = slot;
     }
     for (let k = 0; k < K; k++) rows.fill(rows[k * m]!, k * m + fill[k]!, (k + 1) * m);
-    return {
+    const feeds: Record<string, Tensor> = {
       [ROWS]: { dtype: "I32", shape: [K, m], data: rows },
       [BACK]: { dtype: "I32", shape: [n], data: back },
-      [ADAPTER]: { dtype: "I32", shape: [n], data: of },
     };
+    if (this.#dora) feeds[ADAPTER] = { dtype: "I32", shape: [n], data: of };
+    return feeds;
   }
 
   /** Every layer's stacks for the adapters `distinct` (in version order), and zeros for `none`. */
@@ -138,23 +167,29 @@ export class Stacker {
       if (!parts.some((l) => l)) {
         feeds[A] = f32([K, rmax, din], this.#zero(K * rmax * din));
         feeds[B] = f32([K, dout, rmax], this.#zero(K * dout * rmax));
-        feeds[D] = f32([K, dout], this.#zero(K * dout));
+        if (D) feeds[D] = f32([K, dout], this.#zero(K * dout));
       } else if (only && only.rank === rmax) {
         feeds[A] = f32([1, rmax, din], only.A);
         feeds[B] = f32([1, dout, rmax], only.rB);
-        feeds[D] = f32([1, dout], only.dr ?? this.#zero(dout));
+        if (D) feeds[D] = f32([1, dout], only.dr ?? this.#zero(dout));
       } else {
         Object.assign(feeds, stack(parts, { A, B, D }, din, dout, rmax, this.#zero(K * dout)));
-        copied += K * (rmax * (din + dout) + dout) * 4;
+        copied += K * (rmax * (din + dout) + (D ? dout : 0)) * 4;
       }
     }
-    if (copied > 0) this.#remember(key, feeds, copied);
+    if (copied > 0) {
+      this.#remember(key, {
+        feeds,
+        bytes: copied,
+        versions: distinct.map((s) => s.version),
+      });
+    }
     return feeds;
   }
 
-  #remember(key: string, feeds: Record<string, Tensor>, bytes: number): void {
-    if (bytes > STACK_CACHE_BYTES) return;
-    this.#stacks.set(key, { feeds, bytes });
+  #remember(key: string, entry: Stack): void {
+    if (entry.bytes > STACK_CACHE_BYTES) return;
+    this.#stacks.set(key, entry);
     let total = 0;
     for (const e of this.#stacks.values()) total += e.bytes;
     for (const [k, e] of this.#stacks) {
@@ -175,10 +210,17 @@ export class Stacker {
   }
 }
 
-/** Copies K adapters' layer into fresh stacks, ranks zero-padded to `rmax`. */
+/** Stacked feeds kept for a set of adapters: their bytes, and the versions they hold. */
+interface Stack {
+  readonly feeds: Record<string, Tensor>;
+  readonly bytes: number;
+  readonly versions: readonly number[];
+}
+
+/** Copies K adapters' layer into fresh stacks, ranks zero-padded to `rmax` (`D` when named). */
 function stack(
   parts: readonly (SnapshotLayer | undefined)[],
-  names: { A: string; B: string; D: string },
+  names: { A: string; B: string; D: string | null },
   din: number,
   dout: number,
   rmax: number,
@@ -194,32 +236,33 @@ function stack(
     const r = l.rank, rB = l.rB, at = k * dout * rmax;
     if (r === rmax) B.set(rB, at);
     else for (let o = 0; o < dout; o++) B.set(rB.subarray(o * r, (o + 1) * r), at + o * rmax);
-    if (l.dr) {
+    if (l.dr && names.D) {
       if (D === zeros) D = zeros.slice();
       D.set(l.dr, k * dout);
     }
   });
-  return {
-    [names.A]: f32([K, rmax, din], A),
-    [names.B]: f32([K, dout, rmax], B),
-    [names.D]: f32([K, dout], D),
-  };
+  const feeds = { [names.A]: f32([K, rmax, din], A), [names.B]: f32([K, dout, rmax], B) };
+  if (names.D) feeds[names.D] = f32([K, dout], D);
+  return feeds;
 }
 
 function f32(shape: number[], data: Float32Array): Tensor {
   return { dtype: "F32", shape, data };
 }
 
-/** The snapshot form of an adapter's layers (validated), with its bytes and largest rank. */
+/**
+ * The snapshot form of an adapter's layers (validated), with its bytes, largest rank and whether
+ * a layer is DoRA.
+ */
 export async function snapshotLayers(
   name: string,
   weights: ReadonlyMap<string, LayerWeights>,
   adaptable: readonly LinearLayer[],
   dora: DoraRatios,
-): Promise<{ layers: Map<string, SnapshotLayer>; bytes: number; rank: number }> {
+): Promise<{ layers: Map<string, SnapshotLayer>; bytes: number; rank: number; dora: boolean }> {
   const layers = new Map<string, SnapshotLayer>();
   const known = new Map(adaptable.map((l) => [l.name, l]));
-  let bytes = 0, rank = 0;
+  let bytes = 0, rank = 0, anyDora = false;
   for (const [lname, lw] of weights) {
     const layer = known.get(lname);
     const where = `Cannot register adapter "${name}": layer "${lname}"`;
@@ -246,6 +289,7 @@ export async function snapshotLayers(
     layers.set(lname, { A, sB, rank: r, ratio, rB, dr });
     bytes += (A.length + sB.length + (ratio ? ratio.length + rB.length + dr!.length : 0)) * 4;
     rank = Math.max(rank, r);
+    anyDora ||= ratio !== null;
   }
-  return { layers, bytes, rank };
+  return { layers, bytes, rank, dora: anyDora };
 }

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../../tests/_assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/_assert.ts";
 import type { LinearLayer } from "../models/model.ts";
 import { ADAPTER, BACK, ROWS, stackNames } from "../lora/multi.ts";
 import { type SnapshotLayer, type Stackable, Stacker } from "./_stack.ts";
@@ -18,7 +18,7 @@ function snap(version: number, r: number, dora = false): Stackable {
     rB: dora ? sB.map((v) => 2 * v) : sB,
     dr: dora ? new Float32Array(2).fill(1) : null,
   };
-  return { version, rank: r, layers: new Map([["fc", l]]) };
+  return { version, rank: r, dora, layers: new Map([["fc", l]]) };
 }
 
 Deno.test("rows are grouped by adapter: K chunks of the largest group, one slot a row", () => {
@@ -53,4 +53,32 @@ Deno.test("one adapter at its rank feeds its own arrays; a batch without adapter
   assertEquals([none[ROWS]!.shape, [...none[BACK]!.data]], [[1, 3], [0, 1, 2]]);
   assertEquals(none[n.A]!.shape, [1, 1, 3]); // rank 1 of zeros: next to no work
   assertEquals([...none[n.A]!.data], [0, 0, 0]);
+});
+
+Deno.test("for a graph without DoRA's term: no D, no adapter selector, and DoRA adapters refused", () => {
+  const [a, b] = [snap(1, 2), snap(2, 1)];
+  const stacker = new Stacker([layer], { dora: false });
+  const feeds = stacker.feeds([b, a, null]);
+  const n = stackNames("fc");
+  assertEquals(Object.keys(feeds).sort(), [BACK, ROWS, n.A, n.B].sort());
+  assertEquals(Object.keys(stacker.feeds([a])).sort(), [BACK, ROWS, n.A, n.B].sort());
+  assertEquals(Object.keys(stacker.feeds([null, null])).sort(), [BACK, ROWS, n.A, n.B].sort());
+  // the same stacks as a stacker for a graph with the term
+  const full = new Stacker([layer]).feeds([b, a, null]);
+  for (const k of [ROWS, BACK, n.A, n.B]) assertEquals([...feeds[k]!.data], [...full[k]!.data]);
+  assertThrows(() => stacker.feeds([a, snap(3, 2, true)]), Error, "no DoRA term");
+});
+
+Deno.test("stacks are kept for the next batch over the same set until an adapter in it is forgotten", () => {
+  const [a, b, c] = [snap(1, 2), snap(2, 1), snap(3, 2)];
+  const stacker = new Stacker([layer]);
+  const n = stackNames("fc");
+  const first = stacker.feeds([a, b, a])[n.A]!;
+  assert(stacker.feeds([b, b, a])[n.A]!.data === first.data, "the kept stack, whatever the order");
+  const other = stacker.feeds([a, c])[n.A]!;
+  stacker.forget(b.version);
+  const again = stacker.feeds([a, b])[n.A]!;
+  assert(again.data !== first.data, "stacked anew after forget()");
+  assertEquals([...again.data], [...first.data]);
+  assert(stacker.feeds([c, a])[n.A]!.data === other.data, "a set without b is still kept");
 });

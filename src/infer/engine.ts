@@ -5,6 +5,11 @@
  *
  * - Switching adapters feeds other tensors: no recompilation, no base reload; registering an
  *   adapter costs O(adapter bytes) (scale folded into B once, DoRA ratios computed once).
+ * - The graph is compiled without DoRA's term, which LoRA adapters only pass exact zeros through
+ *   (`src/lora/multi.ts` has what it costs), and compiled once more, with it, when the first DoRA
+ *   adapter is registered: that registration waits for the compile, runs meanwhile finish on the
+ *   first graph, whose session is released after the last of them. LoRA rows get the same bits
+ *   from both graphs.
  * - Consistency: a request resolves each adapter name to an immutable snapshot when it starts;
  *   replacing or unloading an adapter meanwhile does not affect it (the old snapshot lives until
  *   the request drops it).
@@ -19,14 +24,20 @@
  * @module
  */
 
-import { type Dim, Graph } from "../engine/graph.ts";
-import { fromOrt, type OrtTensor, Session, type SessionOptions, toOrt } from "../engine/runtime.ts";
+import type { Dim } from "../engine/graph.ts";
+import {
+  fromOrt,
+  type OrtTensor,
+  type Session,
+  type SessionOptions,
+  toOrt,
+} from "../engine/runtime.ts";
 import type { BaseModel, LinearLayer, ModelIO } from "../models/model.ts";
 import { formatShape, type Tensor } from "../tensor.ts";
 import { modelFeeds } from "../data/feeds.ts";
 import { DoraRatios, type LayerWeights } from "../lora/dora.ts";
-import { multiLoraHook, type StackInputs } from "../lora/multi.ts";
-import { type SnapshotLayer, snapshotLayers, Stacker } from "./_stack.ts";
+import { type SnapshotLayer, snapshotLayers } from "./_stack.ts";
+import { compileServing, CurrentGraph, type Served } from "./_graph.ts";
 import { concatRows, padRows, sliceRows } from "./rows.ts";
 
 export type { LayerWeights, SnapshotLayer };
@@ -41,6 +52,8 @@ export interface AdapterWeights {
 
 /** An immutable registered adapter version. */
 export interface AdapterSnapshot {
+  /** Whether a layer is DoRA (has a magnitude vector). */
+  readonly dora: boolean;
   /** The name it is registered under. */
   readonly name: string;
   /** Increases with every registration, engine-wide. */
@@ -112,65 +125,51 @@ export class InferenceEngine {
   #loading = new Map<string, Promise<AdapterSnapshot>>();
   #version = 0;
   #closed = false;
-  readonly #stacker: Stacker | null; // null when no adapted layer is in the graph
+  readonly #graphs: CurrentGraph;
   readonly #dora: DoraRatios;
   /** The inputs as `feeds` checks them: the batch free (a fixed one is met by chunking). */
   readonly #specs: readonly ModelIO[];
   /** The batch size the model file fixes (`[1, 16, 96]`: 1), or `undefined` when it is free. */
   readonly fixedBatch: number | undefined;
 
+  /** The layers adapters attach to. */
+  readonly layers: readonly LinearLayer[];
+  /** The model's inputs, in its order. */
+  readonly inputs: readonly ModelIO[];
+  /** The output served, `[rows, …]`. */
+  readonly output: ModelIO;
+  private readonly feedNames: readonly string[];
+
   private constructor(
     readonly model: BaseModel,
-    readonly layers: readonly LinearLayer[],
-    private readonly session: Session,
-    /** The model's inputs, in its order. */
-    readonly inputs: readonly ModelIO[],
-    /** The output served, `[rows, …]`. */
-    readonly output: ModelIO,
-    private readonly feedNames: readonly string[],
-    private readonly outputName: string,
+    served: Served,
     private readonly opts: EngineOptions,
   ) {
+    ({ layers: this.layers, inputs: this.inputs, output: this.output } = served);
+    this.feedNames = served.feedNames;
     this.loader = opts.loader;
-    this.#stacker = layers.length ? new Stacker(layers) : null;
+    this.#graphs = new CurrentGraph(served.graph, async () => {
+      return (await compileServing(model, opts, true)).graph;
+    });
     this.#dora = new DoraRatios(model);
-    const batch = inputs[0]!.shape[0];
+    const batch = this.inputs[0]!.shape[0];
     this.fixedBatch = typeof batch === "number" ? batch : undefined;
-    this.#specs = inputs.map((i) => ({ ...i, shape: ["batch", ...i.shape.slice(1)] }));
+    this.#specs = this.inputs.map((i) => ({ ...i, shape: ["batch", ...i.shape.slice(1)] }));
   }
 
-  /** Compiles the serving graph of `model` once. */
+  /** Compiles the serving graph of `model` (without DoRA's term until a DoRA adapter comes). */
   static async create(model: BaseModel, opts: EngineOptions = {}): Promise<InferenceEngine> {
-    const g = new Graph();
-    const stacks = new Map<string, StackInputs>();
-    const batch: Dim | undefined = model.inputs[0]?.shape[0];
-    const hook = multiLoraHook(opts.layers ?? model.layers, stacks, { batch });
-    const built = model.build(g, { hook });
-    const output = built.outputs[0];
-    const io = (v: { name: string; dtype: Tensor["dtype"]; shape: readonly Dim[] }) =>
-      `"${v.name}" ${v.dtype} ${formatShape(v.shape)}`;
-    const rowwise = (shape: readonly Dim[]) => shape.length > 0 && shape[0] === batch;
-    if (
-      !output || built.inputs.length === 0 ||
-      ![...built.inputs, output].every((v) => rowwise(v.shape))
-    ) {
-      throw new TypeError(
-        `Cannot serve a model with input ${built.inputs.map(io).join(", ") || "(none)"} and ` +
-          `output ${output ? io(output) : "(none)"}: every input and the output must have the ` +
-          `batch (rows) first`,
-      );
-    }
-    g.output(output);
-    const session = await Session.compile(g, { ...opts, outputs: [output] });
-    const inputs = model.inputs.map((m, i) => ({ ...m, shape: built.inputs[i]!.shape }));
-    const served = (opts.layers ?? model.layers).filter((l) => stacks.has(l.name));
-    const feedNames = built.inputs.map((v) => v.name);
-    const out = {
-      name: model.outputs[0]?.name ?? output.name,
-      dtype: output.dtype,
-      shape: output.shape,
-    };
-    return new InferenceEngine(model, served, session, inputs, out, feedNames, output.name, opts);
+    return new InferenceEngine(model, await compileServing(model, opts, false), opts);
+  }
+
+  /** Whether the serving graph has DoRA's term: from the first DoRA registration on. */
+  get doraTerm(): boolean {
+    return this.#graphs.graph.dora;
+  }
+
+  /** The session runs start on now. */
+  private get session(): Session {
+    return this.#graphs.graph.session;
   }
 
   /**
@@ -247,7 +246,15 @@ export class InferenceEngine {
   /** Removes an adapter; requests already holding it finish with it. Returns whether it existed. */
   unregister(name: string): boolean {
     this.#loading.delete(name);
-    return this.#entries.delete(name);
+    const s = this.#entries.get(name);
+    if (s) this.#drop(name, s);
+    return s !== undefined;
+  }
+
+  /** Takes `name` out of the registry and its stacks out of the stacker's cache. */
+  #drop(name: string, s: AdapterSnapshot): void {
+    this.#entries.delete(name);
+    this.#graphs.graph.stacker?.forget(s.version);
   }
 
   /**
@@ -286,7 +293,8 @@ export class InferenceEngine {
   }
 
   #install(snap: AdapterSnapshot): AdapterSnapshot {
-    this.#entries.delete(snap.name);
+    const old = this.#entries.get(snap.name);
+    if (old) this.#drop(snap.name, old);
     this.#entries.set(snap.name, snap);
     this.stats.loads++;
     this.#evict(snap.name);
@@ -319,7 +327,7 @@ export class InferenceEngine {
     for (const [n, s] of this.#entries) {
       if (this.#entries.size <= maxAdapters && bytes <= maxBytes) break;
       if (n === keep) continue;
-      this.#entries.delete(n);
+      this.#drop(n, s);
       bytes -= s.bytes;
       this.stats.evictions++;
     }
@@ -327,6 +335,7 @@ export class InferenceEngine {
 
   async #snapshot(name: string, w: AdapterWeights): Promise<AdapterSnapshot> {
     const built = await snapshotLayers(name, w.layers, this.layers, this.#dora);
+    if (built.dora) await this.#graphs.ensureDora();
     return { name, version: ++this.#version, source: w.source, ...built };
   }
 
@@ -408,37 +417,39 @@ export class InferenceEngine {
     snaps: readonly (AdapterSnapshot | null)[],
     counted: number,
   ): Promise<Tensor> {
-    const all: Record<string, OrtTensor> = {};
-    if (this.#stacker) {
-      const stacked = this.#stacker.feeds(snaps);
-      for (const k in stacked) all[k] = toOrt(stacked[k]!);
-    }
-    this.#specs.forEach((s, i) => (all[this.feedNames[i]!] = toOrt(feeds[s.name]!)));
-    let out;
-    try {
-      out = await this.session.inner.run(all, [this.outputName]);
-    } catch (e) {
-      // The model's inputs as the caller gave them: the rows of a padded chunk and the stacked
-      // adapter feeds are the engine's own business.
-      const shapes = this.#specs.map((s) => {
-        const t = feeds[s.name]!;
-        return `"${s.name}" ${t.dtype} ${formatShape([counted, ...t.shape.slice(1)])}`;
-      });
-      const rows = `${counted} row${counted === 1 ? "" : "s"}`;
-      throw new Error(
-        `Cannot run the model on ${rows}: ${(e as Error).message} (inputs: ${shapes.join(", ")})`,
-        { cause: e },
-      );
-    }
+    // on the graph current now, even if a DoRA registration replaces it meanwhile
+    const out = await this.#graphs.use(async ({ session, stacker, outputName }) => {
+      const all: Record<string, OrtTensor> = {};
+      if (stacker) {
+        const stacked = stacker.feeds(snaps);
+        for (const k in stacked) all[k] = toOrt(stacked[k]!);
+      }
+      this.#specs.forEach((s, i) => (all[this.feedNames[i]!] = toOrt(feeds[s.name]!)));
+      try {
+        return (await session.inner.run(all, [outputName]))[outputName]!;
+      } catch (e) {
+        // The model's inputs as the caller gave them: the rows of a padded chunk and the stacked
+        // adapter feeds are the engine's own business.
+        const shapes = this.#specs.map((s) => {
+          const t = feeds[s.name]!;
+          return `"${s.name}" ${t.dtype} ${formatShape([counted, ...t.shape.slice(1)])}`;
+        });
+        const rows = `${counted} row${counted === 1 ? "" : "s"}`;
+        throw new Error(
+          `Cannot run the model on ${rows}: ${(e as Error).message} (inputs: ${shapes.join(", ")})`,
+          { cause: e },
+        );
+      }
+    });
     this.stats.runs++;
     this.stats.rows += counted;
-    return fromOrt(out[this.outputName]!);
+    return fromOrt(out);
   }
 
   /** Frees the session and the DoRA ratio sessions; later runs fail. */
   async close(): Promise<void> {
     this.#closed = true;
-    await this.session.release();
+    await this.#graphs.release();
     await this.#dora.release();
   }
 }

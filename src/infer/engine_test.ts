@@ -90,6 +90,33 @@ Deno.test("rows with no adapter equal the plain base graph", async () => {
   for (const i of [0, 2, 4, 5]) assertEquals(rowOf(some, i), rowOf(base, i));
 });
 
+Deno.test("the graph gets DoRA's term with the first DoRA adapter; LoRA rows keep their bits", async () => {
+  const engine = await engineWith();
+  await engine.register("a", randomWeights(1, 4));
+  await engine.register("b", randomWeights(2, 2, ["fc1", "fc3"]));
+  const names = ["a", null, "b", "a", "b", null];
+  const x = input(names.length);
+  const before = await engine.run(x, names);
+  assertEquals(engine.doraTerm, false);
+  // runs started before the DoRA registrations (on the first graph) are unaffected
+  const during = Array.from({ length: 8 }, () => engine.run(x, names));
+  const [d1, d2] = await Promise.all([
+    engine.register("d1", randomWeights(3, 3, ["fc1", "fc3"], { dora: true })),
+    engine.register("d2", randomWeights(4, 2, undefined, { dora: true })),
+  ]);
+  assert(d1.dora && d2.dora && !engine.get("a")!.dora, "snapshots say which are DoRA");
+  assertEquals(engine.doraTerm, true);
+  for (const y of await Promise.all(during)) assertEquals([...y.data], [...before.data]);
+  assertEquals([...(await engine.run(x, names)).data], [...before.data]);
+  // every row of a mixed batch (LoRA, DoRA, none) equals its single-adapter batch's
+  const mix = ["d1", "a", "d2", null, "d1", "b"];
+  const mixed = await engine.run(x, mix);
+  for (const [i, n] of mix.entries()) {
+    assertEquals(rowOf(mixed, i), rowOf(await engine.run(x, n), i));
+  }
+  await engine.close();
+});
+
 Deno.test("runs in flight while adapters are replaced and unloaded each use one version", async () => {
   const weights = Array.from({ length: 6 }, (_, i) =>
     randomWeights(10 + i, 1 + i % 4, undefined, {

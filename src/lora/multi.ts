@@ -18,10 +18,28 @@
  * every row times every adapter. K, m and rmax are symbolic: changing adapters, ranks or their mix
  * never recompiles. `Aₖᵀ` and `Bₖᵀ` are transposes onnxruntime folds into the products.
  *
+ * DoRA's term is optional (`dora: false`): it is four passes over every adapted layer's output
+ * (a gather of D, `y − b`, a product and a sum) that add exact zeros for LoRA adapters. Without
+ * it, 64 rows with one LoRA adapter run at 1.02–1.11× the throughput on a `1024 → 4096 → 1024`
+ * GELU FFN and 1.18–1.22× on `256 → 1024 → 256` (`bench/serve_bench.ts`, 2 cores). The engine
+ * compiles without it and compiles once more, with it, when the first DoRA adapter is registered.
+ * Both graphs give a LoRA row the same bits: the term adds `0 ⊙ (y − b)`, an exact zero (unless
+ * `y − b` is not finite, when the row is not finite either way).
+ *
+ * Cost of a mixed batch: the same work as a single-adapter batch of its size but for the K
+ * batched products, whose extra time follows the adapters' bytes, not the rows (onnxruntime packs
+ * each adapter's A and B for its m rows; the stacks themselves are built once per set of adapters
+ * and kept). 64 rows over 8 r = 16 adapters read 5 MB of stacks at `1024 → 4096 → 1024` against
+ * 0.6 MB for one adapter, and ran at 0.91–0.97× its throughput (0.90–0.94× at `256 → 1024 → 256`).
+ *
  * Exactness: a row's slot computes the same GEMMs whatever else is in the batch (a product of m
  * ≥ 2 rows sums each row in the same order, zero-padded ranks add exact zeros, gathers copy), so
  * a row's output does not depend on its batch. A row without an adapter adds exact zeros computed
  * from its own values, so it keeps `y` (a row whose activations are not finite stays not finite).
+ * One exception, measured with onnxruntime 1.30: MLAS sums `xg · Aₖᵀ` over `in` in blocks whose
+ * size follows `rmax` (2048 inputs up to rank 16, 1024 up to 32, 512 up to 64), so on a layer
+ * wider than the smaller block a row's output moves by about 1e-7 when another adapter in its
+ * batch raises `rmax` across a step (rank-16 rows of `4096 → 1024` batched with rank 32 or 64).
  *
  * A layer inside a sequence model sees `x [batch, …, in]` (`[batch, seq, hidden]`): a slot then
  * holds a whole row `[seq, hidden]`, the adapters broadcast over the middle axes, and the per-row
@@ -55,7 +73,8 @@ export function stackNames(layer: string): { A: string; B: string; D: string } {
 export interface StackInputs {
   readonly A: Value; // [K, rmax, in]
   readonly B: Value; // [K, out, rmax]
-  readonly D: Value; // [K, out]
+  /** `[K, out]`, or `null` in a graph without DoRA's term. */
+  readonly D: Value | null;
 }
 
 /** Options of {@linkcode multiLoraHook}. */
@@ -65,19 +84,26 @@ export interface MultiLoraOptions {
    * input must start with it. Default: the first adapted layer's first dimension.
    */
   readonly batch?: Dim;
+  /**
+   * Add DoRA's `(ratio − 1) ⊙ (y − b)` term and declare the `D` inputs (default true). Without it
+   * the graph serves LoRA adapters only (and rows without one), with four fewer passes over
+   * every adapted layer's output.
+   */
+  readonly dora?: boolean;
 }
 
 /** The selectors every adapted layer reads. */
 interface Selectors {
   readonly rows: Value; // [K, m]
   readonly back: Value; // [batch]
-  readonly adapter: Value; // [batch]
+  readonly adapter: Value | null; // [batch], for DoRA's term
 }
 
 /**
  * A hook that adds the grouped-adapter branch to every layer in `layers`, declaring the selector
- * inputs on first use. `declared` receives each layer's inputs. The selectors are fed by the host
- * (a few integers per row), which keeps the graph free of runtime shape logic.
+ * inputs on first use ({@linkcode ADAPTER} only with DoRA's term). `declared` receives each
+ * layer's inputs. The selectors are fed by the host (a few integers per row), which keeps the
+ * graph free of runtime shape logic.
  *
  * @example
  * ```ts
@@ -115,13 +141,13 @@ export function multiLoraHook(
     sel ??= {
       rows: g.input(ROWS, "I32", ["adapters", "adapter_slots"]),
       back: g.input(BACK, "I32", [batch]),
-      adapter: g.input(ADAPTER, "I32", [batch]),
+      adapter: opts.dora === false ? null : g.input(ADAPTER, "I32", [batch]),
     };
     const n = stackNames(layer.name);
     const inputs: StackInputs = {
       A: g.input(n.A, x.dtype, ["adapters", "adapter_rank", layer.inFeatures]),
       B: g.input(n.B, x.dtype, ["adapters", layer.outFeatures, "adapter_rank"]),
-      D: g.input(n.D, x.dtype, ["adapters", layer.outFeatures]),
+      D: opts.dora === false ? null : g.input(n.D, x.dtype, ["adapters", layer.outFeatures]),
     };
     declared.set(layer.name, inputs);
     // [K or batch, …, n] → [K or batch, 1, …, 1, …, n]: broadcast over the middle axes of x (and
@@ -133,6 +159,7 @@ export function multiLoraHook(
     const d = matmul(h, transposeLast2(spread(inputs.B))); // [K, m, …, out]
     let delta = gather(flatten(d, 2), sel.back); // [batch, … · out]
     if (x.rank > 2) delta = reshapeTo(delta, shapeOf(y), y.shape); // [batch, …, out]
+    if (!inputs.D || !sel.adapter) return add(y, delta);
     const dora = spread(gather(inputs.D, sel.adapter)); // [batch, …, out]
     const base = bias ? sub(y, bias) : y; // x·Wᵀ
     return add(add(y, delta), mul(dora, base));
