@@ -283,7 +283,7 @@ export {
   type ValueKind,
 } from "./src/engine/graph.ts";
 export { grad, type GradOptions } from "./src/engine/autograd.ts";
-export { Session, type SessionOptions } from "./src/engine/runtime.ts";
+export { type PrepackCacheUse, Session, type SessionOptions } from "./src/engine/runtime.ts";
 export { type EmitOptions, type SavedOnnx, saveOnnx, type SaveOptions } from "./src/engine/emit.ts";
 export {
   type CheckInput,

@@ -28,6 +28,7 @@ import type { Dim } from "../engine/graph.ts";
 import {
   fromOrt,
   type OrtTensor,
+  type PrepackCacheUse,
   type Session,
   type SessionOptions,
   toOrt,
@@ -444,6 +445,11 @@ export class InferenceEngine {
     this.stats.runs++;
     this.stats.rows += counted;
     return fromOrt(out);
+  }
+
+  /** How the base's session used `prepackCache` (`null` without one), for start-up messages. */
+  get prepackCache(): PrepackCacheUse | null {
+    return this.session.cache;
   }
 
   /** Frees the session and the DoRA ratio sessions; later runs fail. */
