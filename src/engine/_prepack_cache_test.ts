@@ -63,7 +63,7 @@ Deno.test("a cache hit gives outputs byte-identical to a normal session", async 
     const normal = await start(g);
     equal(normal.cache, null);
     const filled = await start(g, { prepackCache: cache });
-    equal(filled.cache?.outcome, "filled", filled.cache?.error);
+    equal(filled.cache?.outcome, "filled", filled.cache?.error ?? "");
     const hit = await start(g, { prepackCache: cache });
     equal(hit.cache?.outcome, "hit");
     equal(hit.cache.entry, filled.cache.entry);
