@@ -386,3 +386,20 @@ export function transpose2d(t: Tensor): Tensor {
   }
   return fromBytes(t.dtype, [n, m], dst);
 }
+
+/**
+ * The index of the largest of `data[at]`, …, `data[at + k − 1]`, relative to `at` (the first on
+ * ties): the class a row of logits picks.
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { argmaxAt } from "./tensor.ts";
+ * strictEqual(argmaxAt(new Float32Array([9, 0, 5, 1, 5]), 1, 4), 1);
+ * ```
+ */
+export function argmaxAt(data: ArrayLike<number>, at: number, k: number): number {
+  let best = 0;
+  for (let j = 1; j < k; j++) if (data[at + j]! > data[at + best]!) best = j;
+  return best;
+}

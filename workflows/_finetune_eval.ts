@@ -7,7 +7,7 @@
  */
 
 import type { Session } from "../src/engine/runtime.ts";
-import type { Tensor } from "../src/tensor.ts";
+import { argmaxAt, type Tensor } from "../src/tensor.ts";
 import { type Dataset, sliceBatch } from "../src/data/dataset.ts";
 import { type InputSpec, modelFeeds } from "../src/data/feeds.ts";
 import { batchFeeds, type EvalResult } from "../src/train/trainer.ts";
@@ -63,8 +63,7 @@ export function countCorrect(logits: Tensor, labels: Tensor, confusion?: number[
   const c = logits.shape[logits.shape.length - 1]!;
   let n = 0;
   for (let r = 0; r < y.length; r++) {
-    let best = 0;
-    for (let j = 1; j < c; j++) if (z[r * c + j]! > z[r * c + best]!) best = j;
+    const best = argmaxAt(z, r * c, c);
     if (BigInt(best) === y[r]) n++;
     const row = confusion?.[Number(y[r])];
     if (row && best < row.length) row[best] = row[best]! + 1;

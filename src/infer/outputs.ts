@@ -9,6 +9,7 @@
  */
 
 import type { Dataset } from "../data/dataset.ts";
+import { argmaxAt } from "../tensor.ts";
 
 /** An output `[rows, …shape]`, row-major, as `ffwd predict` collects it. */
 export interface OutputRows {
@@ -47,9 +48,7 @@ export function argmaxRows(out: OutputRows): OutputRows {
       y[i] = out.y[at]! > 0 ? 1 : 0;
       continue;
     }
-    let best = 0;
-    for (let j = 1; j < k; j++) if (out.y[at + j]! > out.y[at + best]!) best = j;
-    y[i] = best;
+    y[i] = argmaxAt(out.y, at, k);
   }
   return { rows: out.rows, shape: out.shape.slice(0, -1), y };
 }
