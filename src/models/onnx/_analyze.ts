@@ -101,6 +101,11 @@ export interface AnalyzeOptions {
    * graph computes (the logits before a final Softmax).
    */
   readonly output?: string;
+  /**
+   * Nodes to carry as frozen context although a builder exists for their op (their first
+   * outputs' names): nodes whose builder refused them (see `BuilderRefusal`).
+   */
+  readonly carry?: ReadonlySet<string>;
 }
 
 /** Analyzes a decoded file. */
@@ -197,7 +202,9 @@ export function analyze(file: OnnxFile, options: AnalyzeOptions = {}): Analysis 
     constants,
     nodes,
     linear: new Map([...finals].filter(([n]) => needed.has(n))),
-    carried: nodes.filter((n) => !finals.has(n) && !handlerOf(domainOf(n), n.opType)),
+    carried: nodes.filter((n) =>
+      !finals.has(n) && (!handlerOf(domainOf(n), n.opType) || options.carry?.has(n.output[0]!))
+    ),
     index: new Map(g.node.map((n, i) => [n, i])),
     histogram,
     notes,

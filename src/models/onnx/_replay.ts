@@ -156,6 +156,7 @@ export function replay(
     node.output.forEach((o, k) => o && entries.set(o, { value: outs[k]! }));
   };
 
+  const carried = new Set(a.carried);
   a.nodes.forEach((node) => {
     const where = describeNode(node, a.index.get(node) ?? -1);
     const m = a.linear.get(node);
@@ -164,12 +165,19 @@ export function replay(
         entries.set(m.output, { value: linear(m) });
         return;
       }
-      const handler = handlerOf(domainOf(node), node.opType);
+      const handler = carried.has(node) ? undefined : handlerOf(domainOf(node), node.opType);
       if (!handler) {
         carry(node, where);
         return;
       }
-      const results = handler(context(node, where));
+      let results;
+      try {
+        results = handler(context(node, where));
+      } catch (e) {
+        const error = rethrow(e, `Cannot import ${file}: `, where);
+        const reason = error.message.slice(`Cannot import ${file}: ${where}: `.length);
+        throw new BuilderRefusal(error, node, `${where}: ${reason}`);
+      }
       node.output.forEach((o, k) => o && entries.set(o, entryOf(results[k], node.opType)));
     } catch (e) {
       throw rethrow(e, `Cannot import ${file}: `, where);
@@ -236,6 +244,24 @@ function entryOf(r: OpResult | undefined, op: string): Entry {
   if (r instanceof Value) return { value: r };
   if ("constant" in r) return { tensor: r.constant };
   return { folded: r };
+}
+
+/**
+ * A builder refused a node (an attribute, input or shape it does not handle). The importer then
+ * carries the node as frozen context instead, computed by onnxruntime as the file wrote it.
+ */
+export class BuilderRefusal extends TypeError {
+  /**
+   * Wraps `error` (its message names the model and the node).
+   *
+   * @param error What the builder threw, with the node's context in front.
+   * @param node The node refused.
+   * @param reason The node and why, without the model's name.
+   */
+  constructor(error: Error, readonly node: NodeProto, readonly reason: string) {
+    super(error.message, { cause: error });
+    this.name = "BuilderRefusal";
+  }
 }
 
 /** The same error class with the node's context in front (errors from `fail` already have it). */

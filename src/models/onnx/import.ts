@@ -24,7 +24,7 @@ import { type Analysis, analyze } from "./_analyze.ts";
 import { describeNode, qualifiedOp, readsOf } from "./_graph.ts";
 import { onnxLabel } from "../../io/onnx/read.ts";
 import { probeShapes } from "./_probe.ts";
-import { replay } from "./_replay.ts";
+import { BuilderRefusal, replay } from "./_replay.ts";
 import { rowMixer } from "./_rows.ts";
 import type { OnnxLinearLayer } from "./linear.ts";
 import {
@@ -122,7 +122,28 @@ export async function openOnnxFile(
   file: OnnxFile,
   options: OpenOnnxOptions = {},
 ): Promise<OnnxModel> {
-  const a = analyze(file, options);
+  // A node whose builder refuses it (an attribute or shape it does not handle) is carried as
+  // frozen context instead, and the file analyzed again; each node is refused at most once.
+  const carry = new Set<string>();
+  const refused: string[] = [];
+  for (;;) {
+    try {
+      return await openOnce(file, options, carry, refused);
+    } catch (e) {
+      if (!(e instanceof BuilderRefusal) || carry.has(e.node.output[0]!)) throw e;
+      carry.add(e.node.output[0]!);
+      refused.push(`${e.reason}; it runs as frozen context instead`);
+    }
+  }
+}
+
+async function openOnce(
+  file: OnnxFile,
+  options: OpenOnnxOptions,
+  carry: ReadonlySet<string>,
+  refused: readonly string[],
+): Promise<OnnxModel> {
+  const a = analyze(file, { ...options, carry });
   const tensors = new Map<string, Tensor>();
   const reads = new Set(a.nodes.flatMap((n) => {
     const m = a.linear.get(n);
@@ -132,7 +153,7 @@ export async function openOnnxFile(
     const tp = a.initializers.get(name);
     if (tp && !tensors.has(name)) tensors.set(name, await loadTensor(file, tp));
   }
-  const notes = [...a.notes];
+  const notes = [...a.notes, ...refused];
   if (a.carried.length) notes.push(carriedNote(a));
   const carriedOutputs = a.carried.flatMap((n) => n.output.filter((o) => o !== ""));
   const described = a.carried.map((n) => describeNode(n, a.index.get(n) ?? -1));
@@ -161,7 +182,8 @@ export async function openOnnxFile(
 function tryReplay(a: Analysis, tensors: ReadonlyMap<string, Tensor>, notes: string[]) {
   try {
     return replay(a, tensors, new Graph(), {}, notes);
-  } catch {
+  } catch (e) {
+    if (e instanceof BuilderRefusal) throw e;
     return undefined;
   }
 }
