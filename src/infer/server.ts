@@ -92,11 +92,13 @@ export interface Server {
 type Handler = (req: Request, param: string) => Promise<Response> | Response;
 
 /**
- * Starts the server; resolves once it listens.
+ * Starts the server; resolves once it listens. Create the engine with `spin: false` (as
+ * `ffwd serve` does) when it runs on more than one thread: onnxruntime's pool threads spinning
+ * between runs take the cores the HTTP loop needs.
  *
  * @example
  * ```ts ignore
- * const engine = await InferenceEngine.create(model, { maxAdapters: 16 });
+ * const engine = await InferenceEngine.create(model, { maxAdapters: 16, spin: false });
  * const server = await serve(engine, {
  *   port: 0,
  *   adaptersDir: "runs",
