@@ -9,7 +9,7 @@
  * importer as an ONNX file, so training (with the frozen-prefix cache), predict, serve, merge and
  * export treat it as they treat an ONNX base. Its linear layers are the Dense layers, named as
  * Keras names them (`dense`, `dense_1`), with `[in, out]` kernels (orientation `in_out`); the
- * graph is written to a temporary folder while the importer probes it (`--allow-write`).
+ * graph stays in memory (onnxruntime probes it from bytes).
  *
  * Shards are read from the model's folder (never fetched) and decoded by `tf.io.decodeWeights`,
  * which also expands quantized weights.
@@ -164,12 +164,8 @@ class Model implements TfjsModel {
     return this.inner.build(g, opts);
   }
 
-  async readTensor(key: string): Promise<Tensor> {
-    try {
-      return await this.inner.readTensor(key);
-    } catch {
-      throw new RangeError(`No tensor "${key}" in "${this.source}"`);
-    }
+  readTensor(key: string): Promise<Tensor> {
+    return this.inner.readTensor(key);
   }
 
   close(): void {

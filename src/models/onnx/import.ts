@@ -126,9 +126,10 @@ export async function openOnnxFile(
   // frozen context instead, and the file analyzed again; each node is refused at most once.
   const carry = new Set<string>();
   const refused: string[] = [];
+  const tensors = new Map<string, Tensor>(); // initializers read, kept across the attempts
   for (;;) {
     try {
-      return await openOnce(file, options, carry, refused);
+      return await openOnce(file, options, { carry, refused, tensors });
     } catch (e) {
       if (!(e instanceof BuilderRefusal) || carry.has(e.node.output[0]!)) throw e;
       carry.add(e.node.output[0]!);
@@ -140,11 +141,14 @@ export async function openOnnxFile(
 async function openOnce(
   file: OnnxFile,
   options: OpenOnnxOptions,
-  carry: ReadonlySet<string>,
-  refused: readonly string[],
+  o: {
+    carry: ReadonlySet<string>;
+    refused: readonly string[];
+    tensors: Map<string, Tensor>;
+  },
 ): Promise<OnnxModel> {
-  const a = analyze(file, { ...options, carry });
-  const tensors = new Map<string, Tensor>();
+  const { refused, tensors } = o;
+  const a = analyze(file, { ...options, carry: o.carry });
   const reads = new Set(a.nodes.flatMap((n) => {
     const m = a.linear.get(n);
     return m ? [m.x, m.layer.weightKey, m.layer.biasKey ?? ""] : readsOf(n);

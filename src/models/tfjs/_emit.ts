@@ -24,10 +24,8 @@ import {
   NodeProtoSchema,
   OperatorSetIdProtoSchema,
   type TensorProto,
-  TensorProto_DataType as DT,
-  TensorProtoSchema,
 } from "../../onnx/gen/onnx_pb.ts";
-import { valueInfo } from "../../engine/emit.ts";
+import { tensorProto, valueInfo } from "../../engine/emit.ts";
 
 /** A Keras dimension: a size, or `null` when unknown (the batch, a free sequence length). */
 export type Dim = number | null;
@@ -125,7 +123,7 @@ export class Emitter {
   weight(name: string, shape: readonly number[], data: () => Float32Array): string {
     if (!this.inits.has(name)) {
       const bytes = data();
-      this.inits.set(name, tensorProto(name, DT.FLOAT, shape, bytes));
+      this.inits.set(name, tensorProto({ dtype: "F32", shape: [...shape], data: bytes }, name));
     }
     return name;
   }
@@ -134,14 +132,17 @@ export class Emitter {
   ints(scope: string, values: readonly number[]): string {
     const name = this.fresh(`${scope}/const`);
     const data = new BigInt64Array(values.map((v) => BigInt(v)));
-    this.inits.set(name, tensorProto(name, DT.INT64, [values.length], data));
+    this.inits.set(name, tensorProto({ dtype: "I64", shape: [values.length], data }, name));
     return name;
   }
 
   /** A float32 constant of `shape` (a scalar by default). */
   floats(scope: string, values: readonly number[], shape: readonly number[] = []): string {
     const name = this.fresh(`${scope}/const`);
-    this.inits.set(name, tensorProto(name, DT.FLOAT, shape, Float32Array.from(values)));
+    this.inits.set(
+      name,
+      tensorProto({ dtype: "F32", shape: [...shape], data: Float32Array.from(values) }, name),
+    );
     return name;
   }
 
@@ -251,19 +252,5 @@ function attribute(name: string, v: Attr): AttributeProto {
     name,
     type: AT.STRINGS,
     strings: v.strings.map((x) => enc.encode(x)),
-  });
-}
-
-function tensorProto(
-  name: string,
-  dataType: DT,
-  shape: readonly number[],
-  data: Float32Array | BigInt64Array,
-): TensorProto {
-  return create(TensorProtoSchema, {
-    name,
-    dataType,
-    dims: shape.map((d) => BigInt(d)),
-    rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
   });
 }

@@ -87,8 +87,6 @@ export interface ConvertedKeras {
   readonly proto: ModelProto;
   /** The layers converted, in order, through nested models (shared layers once). */
   readonly layers: readonly KerasLayerInfo[];
-  /** Whether the topology came from Keras 3. */
-  readonly keras3: boolean;
 }
 
 /**
@@ -138,7 +136,7 @@ export function convertKeras(
   const proto = c.em.finish(outputs.map((o) => o.name), names, nameOf(model) ?? "keras");
   // Paths start inside the top-level model.
   const layers = c.layers.map((l) => ({ ...l, path: l.path.slice(1) }));
-  return { proto, layers, keras3 };
+  return { proto, layers };
 }
 
 class Conversion {
