@@ -224,12 +224,14 @@ export {
 // Merge and export
 export {
   exportAdapter,
+  exportFile,
   type ExportFormat,
   type ExportMode,
   type ExportOptions,
   type ExportResult,
 } from "./workflows/export.ts";
 export {
+  largestError,
   type PairResult,
   ParityError,
   type ParityReport,

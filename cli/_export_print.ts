@@ -8,7 +8,7 @@
 
 import type { Adapter } from "../adapters/adapter.ts";
 import { exportAdapter, type ExportOptions } from "../workflows/export.ts";
-import { ParityError, type ParityReport } from "../workflows/parity.ts";
+import { largestError, ParityError, type ParityReport } from "../workflows/parity.ts";
 import { openModel } from "../src/models/open.ts";
 import { writeOut } from "./_errors.ts";
 
@@ -65,7 +65,7 @@ export async function runExport(
 /** `parity: pass, largest relative error 2.4e-7 (tolerance 1e-5, F32 storage) over 3 checks`. */
 function verdict(r: ParityReport): string {
   const pairs = r.outputs.flatMap((o) => o.pairs);
-  const worst = Math.max(0, ...pairs.map((p) => p.maxRel));
+  const worst = largestError(r);
   return `parity: ${r.verdict}, largest relative error ${worst.toExponential(1)} (tolerance ${
     short(r.tolerance.relative)
   }, ${r.storage} storage) over ${pairs.length} comparison${

@@ -18,7 +18,9 @@ import { writeFileAtomic } from "../src/fs/atomic.ts";
 import { openModel } from "../src/models/open.ts";
 import type { Dataset } from "../src/data/dataset.ts";
 import type { Tensor } from "../src/tensor.ts";
-import { exportDemo } from "./_demo_export.ts";
+import { loadAdapter } from "../adapters/adapter.ts";
+import { exportFile } from "../workflows/export.ts";
+import { largestError } from "../workflows/parity.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const OUT = `${root}runs/demo`;
@@ -95,7 +97,14 @@ async function main(): Promise<void> {
   log("4/5 merge into the ONNX base and export, with a parity report");
   const parity = await clock(
     "export_s",
-    () => exportDemo(BASE_ONNX, adapterDir, `${OUT}/merged.onnx`),
+    async () => {
+      const { report } = await exportFile(BASE_ONNX, await loadAdapter(adapterDir), {
+        out: `${OUT}/merged.onnx`,
+        rows: 64,
+        seed: 0,
+      });
+      return { pass: report!.verdict === "pass", maxRel: largestError(report!) };
+    },
   );
   log(
     `    runs/demo/merged.onnx: parity ${parity.pass ? "PASS" : "FAIL"} (max relative error ${

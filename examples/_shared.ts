@@ -16,10 +16,11 @@ import {
   type BaseModel,
   type Dataset,
   engineWeights,
-  exportAdapter,
+  exportFile,
   finetune,
   type FinetuneOptions,
   InferenceEngine,
+  largestError,
   openModel,
   type PeftConfig,
   type Tensor,
@@ -284,14 +285,8 @@ export async function exportMerged(
   adapter: Adapter,
   out: string,
 ): Promise<{ pass: boolean; maxRel: number }> {
-  const model = await openModel(base);
-  try {
-    const { report } = await exportAdapter(model, adapter, { out, rows: 64, seed: 0 });
-    const pairs = report!.outputs.flatMap((o) => o.pairs);
-    return { pass: report!.verdict === "pass", maxRel: Math.max(...pairs.map((p) => p.maxRel)) };
-  } finally {
-    model.close();
-  }
+  const { report } = await exportFile(base, adapter, { out, rows: 64, seed: 0 });
+  return { pass: report!.verdict === "pass", maxRel: largestError(report!) };
 }
 
 /**

@@ -24,6 +24,7 @@
 
 import { writeFileAtomic } from "../src/fs/atomic.ts";
 import type { OnnxModel } from "../src/models/onnx/import.ts";
+import { openModel } from "../src/models/open.ts";
 import type { BaseModel } from "../src/models/model.ts";
 import type { DType, Tensor } from "../src/tensor.ts";
 import { type Adapter, matchAdapter } from "../adapters/adapter.ts";
@@ -181,6 +182,33 @@ export async function exportAdapter(
     };
   } finally {
     await Deno.remove(stage, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * {@linkcode exportAdapter} of the model file at `base` (opened with `openModel`, closed after).
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { exportFile } from "./export.ts";
+ * import { loadAdapter } from "../adapters/adapter.ts";
+ * const out = (await Deno.makeTempDir()) + "/merged.onnx";
+ * const adapter = await loadAdapter("fixtures/peft/mlp_lora");
+ * const { report } = await exportFile("fixtures/peft/mlp_lora/base.safetensors", adapter, { out });
+ * strictEqual(report!.verdict, "pass");
+ * ```
+ */
+export async function exportFile(
+  base: string,
+  adapter: Adapter,
+  opts: ExportOptions,
+): Promise<ExportResult> {
+  const model = await openModel(base);
+  try {
+    return await exportAdapter(model, adapter, opts);
+  } finally {
+    model.close();
   }
 }
 

@@ -105,6 +105,19 @@ export interface ParityReport {
 }
 
 /**
+ * The largest relative error of any pair the report compared (0 when it compared none).
+ *
+ * @example
+ * ```ts ignore
+ * const { report } = await exportAdapter(model, adapter, { out: "merged.onnx" });
+ * console.log(largestError(report!)); // 2.4e-7
+ * ```
+ */
+export function largestError(report: ParityReport): number {
+  return Math.max(0, ...report.outputs.flatMap((o) => o.pairs.map((p) => p.maxRel)));
+}
+
+/**
  * The file name of the parity report of an output named `output` (a file name, no folder): the
  * output's name plus `.parity.json`, as `.data` is for its external weights, so that two exports
  * into one folder keep both reports. A sharded checkpoint is named after its shards
