@@ -6,6 +6,7 @@
  */
 
 import { writeOut } from "./_errors.ts";
+import { tolerance } from "./_inspect_text.ts";
 import type { CheckpointMergeResult } from "../workflows/merge_checkpoint.ts";
 
 /**
@@ -45,13 +46,12 @@ export async function printCheckpoint(
   const extra = rest.length ? ` (+ ${rest.map(name).join(", ")})` : "";
   const worst = Math.max(0, ...r.tensors.map((t) => t.maxRel));
   const tol = r.check.tolerances[r.storage]?.relative ?? 0;
-  const short = (x: number) => x < 1e-3 ? x.toExponential().replace(/\.?0*e/, "e") : String(x);
   writeOut(
     [
       ...lines,
       `wrote ${main}${extra}`,
       `parity: ${r.verdict}, largest relative error ${worst.toExponential(1)} (tolerance ${
-        short(tol)
+        tolerance(tol)
       }, ${r.storage} storage) over ${r.tensors.length} merged tensors, ${r.check.rows} rows each against float64 (seed ${r.check.seed}); ${r.unchanged.tensors} other tensors byte-identical`,
       ...r.notes.map((n) => `note: ${n}`),
       `report: ${result.reportPath}`,

@@ -11,6 +11,7 @@ import { exportAdapter, type ExportOptions } from "../workflows/export.ts";
 import { largestError, ParityError, type ParityReport } from "../workflows/parity.ts";
 import { openModel } from "../src/models/open.ts";
 import { writeOut } from "./_errors.ts";
+import { tolerance } from "./_inspect_text.ts";
 
 /** Options both commands take. */
 export interface ModelArgs {
@@ -67,15 +68,10 @@ function verdict(r: ParityReport): string {
   const pairs = r.outputs.flatMap((o) => o.pairs);
   const worst = largestError(r);
   return `parity: ${r.verdict}, largest relative error ${worst.toExponential(1)} (tolerance ${
-    short(r.tolerance.relative)
+    tolerance(r.tolerance.relative)
   }, ${r.storage} storage) over ${pairs.length} comparison${
     pairs.length === 1 ? "" : "s"
   } of ${r.outputs.length} output${
     r.outputs.length === 1 ? "" : "s"
   } on ${r.probe.rows} probe rows`;
-}
-
-/** `1e-5` rather than `0.00001`; `0.015625` as is. */
-function short(x: number): string {
-  return x !== 0 && x < 1e-3 ? x.toExponential().replace(/\.?0*e/, "e") : String(x);
 }

@@ -61,6 +61,11 @@ export function short(x: number): string {
   return String(Number(x.toPrecision(6)));
 }
 
+/** A tolerance as people write it: `1e-5` rather than `0.00001`; `0.015625` and `0` as they are. */
+export function tolerance(x: number): string {
+  return x !== 0 && x < 1e-3 ? x.toExponential().replace(/\.?0*e/, "e") : String(x);
+}
+
 /** A JSON number, string or null, as `JSON.stringify` writes them (no raw newlines inside). */
 const SCALAR = String.raw`(?:-?[\d.e+-]+|"(?:[^"\\\n]|\\.)*"|null)`;
 const SCALAR_ARRAY = new RegExp(String.raw`\[\n\s*(${SCALAR}(?:,\n\s*${SCALAR})*)\n\s*\]`, "g");

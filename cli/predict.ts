@@ -75,13 +75,13 @@ export interface Predictions {
  */
 export async function predictFile(o: PredictCliOptions): Promise<Predictions> {
   // Imported here, so that `ffwd --help` and `inspect` never load onnxruntime or TF.js.
-  const [{ InferenceEngine }, { openModel }, files, { rowWidth }, { servableWeights }] =
+  const [{ InferenceEngine }, { openModel }, files, { rowWidth }, { adapterWeights }] =
     await Promise.all([
       import("../src/infer/engine.ts"),
       import("../src/models/open.ts"),
       import("../src/data/files.ts"),
       import("../src/data/feeds.ts"),
-      import("./_adapter_weights.ts"),
+      import("../adapters/weights.ts"),
     ]);
   const model = await openModel(o.model, { block: o.block, output: o.output });
   try {
@@ -92,7 +92,7 @@ export async function predictFile(o: PredictCliOptions): Promise<Predictions> {
       const name = o.adapter === undefined ? null : "adapter";
       if (o.adapter !== undefined) {
         const where = `Cannot predict with adapter "${o.adapter}"`;
-        await engine.register("adapter", await servableWeights(o.adapter, model, { where }));
+        await engine.register("adapter", await adapterWeights(o.adapter, model, { where }));
       }
       const only = engine.inputs.length === 1 ? engine.inputs[0] : undefined;
       const read = { width: rowWidth(only), labelColumn: o.labelColumn, inputs: engine.inputs };

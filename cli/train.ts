@@ -21,6 +21,7 @@ import type { Program } from "./_program.ts";
 import { Interrupted, writeErr } from "./_errors.ts";
 import { onInterrupt } from "./_interrupt.ts";
 import { checkModelFile } from "./_paths.ts";
+import { plural } from "./_inspect_text.ts";
 import {
   fraction,
   labelColumn,
@@ -212,7 +213,9 @@ export function registerTrain(program: Program): void {
         second: async () => {
           await stopWrites();
           progress?.stop();
-          const saved = existsSync(`${out}/checkpoint/trainer_state.safetensors`);
+          // Loaded already: the run imported it.
+          const { findCheckpoint } = await import("../workflows/checkpoint.ts");
+          const saved = await findCheckpoint(out).then(() => true, () => false);
           writeErr(
             saved
               ? `stopped at once, leaving the last checkpoint whole; ${resumeHint}`
@@ -351,21 +354,9 @@ function shortList(names: readonly string[]): string {
   return names.slice(0, 6).join(", ") + (names.length > 6 ? `, and ${names.length - 6} more` : "");
 }
 
-function plural(n: number, word: string): string {
-  return `${n.toLocaleString("en-US")} ${word}${n === 1 ? "" : "s"}`;
-}
-
 /** `path` as one shell word: as it is when that is safe, else single-quoted. */
 function shellWord(path: string): string {
   return /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replaceAll("'", `'\\''`)}'`;
-}
-
-function existsSync(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
 }
 
 /** A progress bar on a terminal, plain periodic lines otherwise. */
