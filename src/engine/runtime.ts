@@ -49,8 +49,7 @@ export interface SessionOptions extends EmitOptions {
   /**
    * Let the intra-op pool's threads spin after each run, waiting for more work (default true).
    * Back-to-back runs (training) gain a little; a server loses: spinning threads hold the cores
-   * its HTTP loop needs (a 1024→4096→1024 FFN served over HTTP: 1.13–1.35× the requests/s
-   * without). No effect with one thread (no pool).
+   * its HTTP loop needs. No effect with one thread (no pool).
    */
   spin?: boolean;
 }

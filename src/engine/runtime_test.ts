@@ -299,20 +299,3 @@ Deno.test("ortSessionOptions() names onnxruntime's config entries as onnxruntime
   const o = ortSessionOptions(3, { optimization: "basic" }, null);
   deepStrictEqual([o.intraOpNumThreads, o.graphOptimizationLevel], [3, "basic"]);
 });
-
-Deno.test("a session with spinning off computes what one with it on does", async () => {
-  const g = new Graph();
-  const x = g.input("x", "F32", ["batch", 3]);
-  g.output(add(x, x));
-  const feeds = {
-    x: { dtype: "F32" as const, shape: [2, 3], data: Float32Array.of(-1, 2, -3, 4, -5, 6) },
-  };
-  const on = await Session.compile(g, { threads: 2 });
-  const off = await Session.compile(g, { threads: 2, spin: false });
-  try {
-    deepStrictEqual(await off.run(feeds), await on.run(feeds));
-  } finally {
-    await on.release();
-    await off.release();
-  }
-});

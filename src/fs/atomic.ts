@@ -27,9 +27,9 @@ export type ByteSource =
   | ReadableStream<Uint8Array>;
 
 /**
- * Largest single write: on the development machine (a Linux 6.18 guest, ext4) writing 946 MiB into
- * the page cache took 9.6–9.9 s in 43 MiB `write` calls, 0.9–2.9 s in 8 MiB ones and 0.29–0.31 s
- * in 1 MiB ones (256 KiB: 0.37 s); reads do not care (0.16–0.2 s at any size).
+ * Largest single write: one large `write` call into the page cache is at times many times slower
+ * than the same bytes in 1 MiB pieces (`bench/write_bench.ts`: 512 MiB in one call 0.16–4.43 s,
+ * in pieces 0.20–0.26 s, on a Linux guest with ext4).
  */
 const WRITE_PIECE = 1 << 20;
 

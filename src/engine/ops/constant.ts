@@ -90,15 +90,33 @@ export function constantNode(g: Graph, t: Tensor): Value {
  * ```
  */
 export function constantInts(v: Value): number[] | undefined {
-  let t: unknown = v.graph.initializers.get(v);
-  if (v.producer?.op === "Constant") t = v.producer.attrs["value"]?.value;
-  if (!t || typeof t !== "object" || !("data" in t) || !("dtype" in t)) return undefined;
-  const { dtype, data } = t as Tensor;
+  const t = constantTensor(v);
+  if (!t) return undefined;
+  const { dtype, data } = t;
   if (dtype === "I64" || dtype === "U64") return Array.from(data as BigInt64Array, Number);
   if (/^(I|U)(8|16|32)$/.test(dtype) || dtype === "BOOL") {
     return Array.from(data as Int32Array, Number);
   }
   return undefined;
+}
+
+/**
+ * The tensor a constant value holds, an initializer's or a `Constant` node's, or `undefined` (an
+ * external initializer, a computed value).
+ *
+ * @example
+ * ```ts
+ * import { deepStrictEqual } from "node:assert/strict";
+ * import { Graph } from "../graph.ts";
+ * import { constantTensor, int64s } from "./constant.ts";
+ * deepStrictEqual(constantTensor(int64s(new Graph(), [4]))?.dtype, "I64");
+ * ```
+ */
+export function constantTensor(v: Value): Tensor | undefined {
+  let t: unknown = v.graph.initializers.get(v);
+  if (v.producer?.op === "Constant") t = v.producer.attrs["value"]?.value;
+  if (!t || typeof t !== "object" || !("data" in t) || !("dtype" in t)) return undefined;
+  return t as Tensor;
 }
 
 /**

@@ -25,7 +25,15 @@ import {
 import { assertFloat, normAxis } from "../shapes.ts";
 import type { Vjp } from "../vjp.ts";
 import { cast } from "./cast.ts";
-import { constantInts, constantOfShape, dimOf, int64s, scalar, shapeOf } from "./constant.ts";
+import {
+  constantInts,
+  constantOfShape,
+  constantTensor,
+  dimOf,
+  int64s,
+  scalar,
+  shapeOf,
+} from "./constant.ts";
 import { concat } from "./concat.ts";
 import { mul } from "./elementwise.ts";
 import { reduceSum } from "./reduce.ts";
@@ -368,12 +376,10 @@ export function range(start: Value, limit: Value, delta: Value, length?: Dim): V
   return node1(start.graph, "Range", parts, {}, start.dtype, [n]);
 }
 
-/** The value of a float scalar constant, or `undefined`. */
+/** The value of a float scalar constant (an initializer or a `Constant` node), or `undefined`. */
 function constantFloat(v: Value): number | undefined {
-  const t = v.graph.initializers.get(v);
-  return t && !("kind" in t) && (t.dtype === "F32" || t.dtype === "F64")
-    ? Number(t.data[0])
-    : undefined;
+  const t = constantTensor(v);
+  return t && (t.dtype === "F32" || t.dtype === "F64") ? Number(t.data[0]) : undefined;
 }
 
 // saved for backward: y's length; y[i] = start + i·delta, so dStart = Σ dy, dDelta = Σ i·dy

@@ -6,7 +6,7 @@ import { mul } from "./elementwise.ts";
 import { reduceSum } from "./reduce.ts";
 import { range, slice, sliceDynamic, sliceRange } from "./slice.ts";
 import { concat } from "./concat.ts";
-import { dimOf, int64s, scalar } from "./constant.ts";
+import { constantNode, dimOf, int64s, scalar } from "./constant.ts";
 import { squeeze } from "./shape.ts";
 import { assertClose, f32, values } from "../../../tests/_assert.ts";
 import { runGraph, runGraphEach } from "../../../tests/_ops.ts";
@@ -143,6 +143,9 @@ Deno.test("range() counts like ONNX Range; a float range differentiates in start
   deepStrictEqual(positions.shape, ["seq"]);
   deepStrictEqual(odd.shape, [4]);
   match(String(range(scalar(g, 1, "I64"), n, scalar(g, 1, "I64")).shape[0]), /^dim_/);
+  // Float bounds held by Constant nodes (as imported graphs carry them) give a known length too.
+  const f = (x: number) => constantNode(g, { dtype: "F32", shape: [], data: Float32Array.of(x) });
+  deepStrictEqual(range(f(0), f(2.5), f(0.5)).shape, [5]);
   const out = await runGraph(g, {
     ids: { dtype: "I64", shape: [1, 3], data: new BigInt64Array(3) },
   });
