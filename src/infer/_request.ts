@@ -97,9 +97,9 @@ let used = 0;
 /**
  * Float32 rows of requests are views of shared slabs: one allocation per 256 KiB rather than one
  * per request. A typed array of its own costs an off-heap allocation and garbage-collector work
- * that a view does not: with the batcher's reused batch arrays, the server's CPU per request at 64
- * clients fell from 95 to 88 µs (`bench/serve_http_bench.ts`). A slab is freed once no request
- * holds a view of it. Other dtypes, and requests over 64 KiB, get arrays of their own.
+ * that a view does not (the batcher's reused batch arrays save the same per batch). A slab is freed
+ * once no request holds a view of it. Other dtypes, and requests over 64 KiB, get arrays of their
+ * own.
  */
 function slabbed(dtype: Tensor["dtype"], n: number): TensorData {
   if (dtype !== "F32" || 4 * n > SLAB) return allocData(dtype, n);

@@ -27,19 +27,18 @@ import type { Tensor } from "../tensor.ts";
 import type { DoraRatios, LayerWeights } from "../lora/dora.ts";
 import { ADAPTER, BACK, ROWS, stackNames } from "../lora/multi.ts";
 
-/** One layer of a snapshot: B has the scale folded in. */
+/**
+ * One layer of a snapshot, as the serving graph takes it: B has the scale (and DoRA's ratio
+ * `m / ‖W + scale·B·A‖`) folded in.
+ */
 export interface SnapshotLayer {
   /** LoRA A, `[r, in]`. */
   readonly A: Float32Array;
-  /** `scale · B`, `[out, r]`. */
-  readonly sB: Float32Array;
   /** The layer's rank r. */
   readonly rank: number;
-  /** DoRA's `m / ‖W + scale·B·A‖` [out], `null` for LoRA. */
-  readonly ratio: Float32Array | null;
-  /** The B the serving graph multiplies by, `[out, r]`: `ratio ⊙ scale·B` (DoRA), or `sB`. */
+  /** The B the serving graph multiplies by, `[out, r]`: `ratio ⊙ scale·B` (DoRA), or `scale·B`. */
   readonly rB: Float32Array;
-  /** `ratio − 1` [out] (DoRA), or `null`. */
+  /** `ratio − 1` [out] (DoRA), or `null` for LoRA. */
   readonly dr: Float32Array | null;
 }
 
@@ -280,16 +279,14 @@ export async function snapshotLayers(
     }
     const sB = new Float32Array(B.length);
     for (let i = 0; i < sB.length; i++) sB[i] = B[i]! * lw.scale;
-    const ratio = lw.magnitude ? await dora.compute(layer, lw) : null;
-    let rB = sB, dr: Float32Array | null = null;
-    if (ratio) {
-      rB = sB.map((v, i) => v * ratio[Math.floor(i / r)]!); // row o of [out, r] times ratio[o]
-      dr = ratio.map((v) => v - 1);
-    }
-    layers.set(lname, { A, sB, rank: r, ratio, rB, dr });
-    bytes += (A.length + sB.length + (ratio ? ratio.length + rB.length + dr!.length : 0)) * 4;
+    const ratio = lw.magnitude ? await dora.compute(layer, lw) : null; // [out]
+    // row o of [out, r] times ratio[o]
+    const rB = ratio ? sB.map((v, i) => v * ratio[Math.floor(i / r)]!) : sB;
+    const dr = ratio && ratio.map((v) => v - 1);
+    layers.set(lname, { A, rank: r, rB, dr });
+    bytes += (A.length + rB.length + (dr?.length ?? 0)) * 4;
     rank = Math.max(rank, r);
-    anyDora ||= ratio !== null;
+    anyDora ||= dr !== null;
   }
   return { layers, bytes, rank, dora: anyDora };
 }

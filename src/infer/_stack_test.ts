@@ -9,12 +9,9 @@ const layer = { name: "fc", inFeatures: 3, outFeatures: 2 } as LinearLayer;
 function snap(version: number, r: number, dora = false): Stackable {
   const A = new Float32Array(r * 3).fill(version);
   const sB = new Float32Array(2 * r).fill(version);
-  const ratio = dora ? new Float32Array(2).fill(2) : null;
   const l: SnapshotLayer = {
     A,
-    sB,
     rank: r,
-    ratio,
     rB: dora ? sB.map((v) => 2 * v) : sB,
     dr: dora ? new Float32Array(2).fill(1) : null,
   };

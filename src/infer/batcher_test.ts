@@ -50,7 +50,7 @@ Deno.test("batches hold at most maxBatch rows; a larger request runs alone", asy
   const seen: [number, number][] = [];
   const b = new Batcher(engine, {
     maxBatch: 4,
-    maxWaitMs: 50,
+    maxWaitMs: 10_000, // a batch that waited for the timer would take 10 s
     onBatch: (r, q) => seen.push([r, q]),
   });
   const t0 = performance.now();
@@ -59,7 +59,7 @@ Deno.test("batches hold at most maxBatch rows; a larger request runs alone", asy
   await Promise.all([...ones, big]);
   assertEquals(engine.runs.map((r) => r.rows), [4, 2, 6]);
   assertEquals(seen, [[4, 4], [2, 2], [6, 1]]);
-  assert(performance.now() - t0 < 45, "a full batch does not wait for the timer");
+  assert(performance.now() - t0 < 5_000, "a full batch does not wait for the timer");
 });
 
 Deno.test("a failed run rejects every request of its batch, and the next batch still runs", async () => {
@@ -121,7 +121,6 @@ Deno.test("requests whose rows differ in shape run in separate batches, the olde
 Deno.test("an idle batcher runs a request at once; requests arriving meanwhile form the next batch", async () => {
   const engine = fakeEngine(30);
   const b = new Batcher(engine); // maxWaitMs 0: continuous batching
-  const t0 = performance.now();
   const first = b.submit(rows([1, 2]), snap(1));
   await new Promise((r) => setImmediate(r)); // the event loop's next turn
   assertEquals(engine.runs.length, 1, "the first request started without waiting");
@@ -130,7 +129,6 @@ Deno.test("an idle batcher runs a request at once; requests arriving meanwhile f
   await first;
   await Promise.all(later);
   assertEquals(engine.runs, [{ rows: 1, versions: [1] }, { rows: 2, versions: [0, 2] }]);
-  assert(performance.now() - t0 < 200, "no run waited for a timer");
 });
 
 Deno.test("batches in a row, smaller and larger than the one before, each run on their own rows", async () => {

@@ -60,7 +60,7 @@ export interface AdapterSnapshot {
   /** Increases with every registration, engine-wide. */
   readonly version: number;
   /**
-   * Bytes of its float32 arrays (A, scaled B; for DoRA also the ratios and B with them folded in),
+   * Bytes of its float32 arrays (A, scaled B; for DoRA B with the ratio folded in, and ratio − 1),
    * counted against `maxBytes`.
    */
   readonly bytes: number;
@@ -68,7 +68,7 @@ export interface AdapterSnapshot {
   readonly rank: number;
   /** Where the weights came from (`AdapterWeights.source`). */
   readonly source?: string;
-  /** Per layer: A, B with the scale folded in [out, r], and the DoRA ratio [out] (null for LoRA). */
+  /** Per layer: A, B with the scale (and DoRA's ratio) folded in [out, r], and ratio − 1 [out]. */
   readonly layers: ReadonlyMap<string, SnapshotLayer>;
 }
 
@@ -280,13 +280,9 @@ export class InferenceEngine {
         out.push(null);
         continue;
       }
-      let s = seen.get(n) ?? this.#entries.get(n);
-      if (s && this.#entries.get(n) === s) {
-        this.#entries.delete(n);
-        this.#entries.set(n, s);
-      } else if (!s) {
-        s = await this.#load(n);
-      }
+      let s = seen.get(n);
+      if (!s) s = this.use(n) ?? await this.#load(n);
+      else if (this.#entries.get(n) === s) this.use(n); // still current: used again
       seen.set(n, s);
       out.push(s);
     }

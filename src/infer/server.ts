@@ -130,17 +130,10 @@ export async function serve(engine: InferenceEngine, opts: ServeOptions = {}): P
   const authorized = opts.token === undefined ? null : await tokenChecker(opts.token);
 
   /** Where a snapshot came from: relative to the adapters folder when inside it. */
-  const sources = new WeakMap<AdapterSnapshot, string | null>(); // once per snapshot, not request
-  const sourceOf = (s: AdapterSnapshot): string | null => {
-    let source = sources.get(s);
-    if (source === undefined) {
-      source = dir && s.source?.startsWith(dir.root + "/")
-        ? s.source.slice(dir.root.length + 1)
-        : s.source ?? null;
-      sources.set(s, source);
-    }
-    return source;
-  };
+  const sourceOf = (s: AdapterSnapshot): string | null =>
+    dir && s.source?.startsWith(dir.root + "/")
+      ? s.source.slice(dir.root.length + 1)
+      : s.source ?? null;
   const info = (s: AdapterSnapshot) => ({
     name: s.name,
     version: s.version,
@@ -266,8 +259,8 @@ const ROUTES = ["/healthz", "/metrics", "/v1/predict", "/v1/adapters"];
 
 /** The route label of a request URL (bounded set, so metrics stay small). */
 function routeOf(url: string): { route: string; param: string } {
-  // A path that is a route as it stands needs no parsing (`new URL` takes about a microsecond);
-  // any other is normalized first (`/v1/x/../predict`, `%2F`).
+  // A path that is a route as it stands needs no parsing; any other is normalized first
+  // (`/v1/x/../predict`, `%2F`).
   const start = url.indexOf("/", url.indexOf("//") + 2);
   const raw = start < 0 ? "/" : url.slice(start);
   if (ROUTES.includes(raw)) return { route: raw, param: "" };

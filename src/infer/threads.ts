@@ -4,10 +4,8 @@
  * A server runs one batch at a time on the thread that also reads requests, parses JSON and writes
  * answers. A second intra-op thread only pays when a run has enough work to split: for a small
  * model it adds a hand-off per op and a pool thread that spins after each run, taking the core the
- * HTTP work needs. Measured on the 2-core development machine (`bench/serve_http_bench.ts`), one
- * thread serves the MNIST MLP (0.23M multiply-adds a row) and the 256→1024→256 FFN (0.5M) faster
- * at every batch size up to 64 rows, while the 1024→4096→1024 FFN (8.4M) runs 64-row batches
- * about a quarter faster on two.
+ * HTTP work needs. So a model whose linear layers do few multiply-adds a row, and which has no other
+ * op whose cost they would miss, is served on one thread; a larger one gets every core.
  *
  * @module
  */
@@ -17,14 +15,14 @@ import { defaultThreads } from "../engine/runtime.ts";
 import type { BaseModel } from "../models/model.ts";
 
 /** Multiply-adds a row of the linear layers under which a model is served on one thread. */
-export const SMALL_ROW_MACS = 2_000_000;
+const SMALL_ROW_MACS = 2_000_000;
 
 /** Ops whose cost the linear layers' multiply-adds do not count. */
 const UNCOUNTED = new Set(["Conv", "ConvTranspose", "LSTM", "GRU", "RNN", "Loop", "Scan", "If"]);
 
 /**
- * Threads for serving `model`: one when it is small (its linear layers do under
- * {@linkcode SMALL_ROW_MACS} multiply-adds a row, and it has no convolution, recurrence, control
+ * Threads for serving `model`: one when it is small (its linear layers do under 2M
+ * multiply-adds a row, as the MNIST MLP's 0.23M, and it has no convolution, recurrence, control
  * flow or product of two activations whose cost they would not count), else `cores`.
  *
  * @example
