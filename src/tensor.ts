@@ -403,3 +403,19 @@ export function argmaxAt(data: ArrayLike<number>, at: number, k: number): number
   for (let j = 1; j < k; j++) if (data[at + j]! > data[at + best]!) best = j;
   return best;
 }
+
+/**
+ * Whether `dtype` holds whole numbers: the signed and unsigned integers, 8 to 64 bits. `BOOL` is
+ * not one, as in NumPy; callers that take flags too say so.
+ *
+ * @example
+ * ```ts
+ * import { isInteger } from "./tensor.ts";
+ * import { ok, strictEqual } from "node:assert/strict";
+ * ok(isInteger("U16") && isInteger("I64"));
+ * strictEqual(isInteger("BOOL") || isInteger("F32"), false);
+ * ```
+ */
+export function isInteger(dtype: DType): boolean {
+  return /^[IU](8|16|32|64)$/.test(dtype);
+}

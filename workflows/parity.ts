@@ -250,7 +250,7 @@ export async function makeProbe(model: BaseModel, opts: ProbeOptions = {}): Prom
       const data = allocData(input.dtype, n);
       for (let i = 0; i < n; i++) {
         const v = rng.int(2);
-        if (data instanceof BigInt64Array) data[i] = BigInt(v);
+        if (data instanceof BigInt64Array || data instanceof BigUint64Array) data[i] = BigInt(v);
         else (data as Int32Array)[i] = v;
       }
       feeds[input.name] = { dtype: input.dtype, shape, data } as Tensor;

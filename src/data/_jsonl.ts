@@ -11,7 +11,8 @@
  */
 
 import type { Dataset } from "./dataset.ts";
-import { NamedRows, type NamedSpec } from "./_named.ts";
+import type { InputSpec } from "./feeds.ts";
+import { NamedRows } from "./_named.ts";
 import { type DataInputs, openLines, RowsBuilder } from "./_rows.ts";
 
 /** Options of {@link readJsonl}. */
@@ -19,7 +20,7 @@ interface JsonlOptions {
   width?: number;
   classes?: number;
   /** The model's inputs, for rows that give them by name (`{"inputs": {...}}`). */
-  inputs?: readonly NamedSpec[];
+  inputs?: readonly InputSpec[];
 }
 
 /** Reads inputs and, when `withY`, labels or targets from a JSONL file. */
@@ -75,7 +76,7 @@ export async function readJsonl(
   }
   if (!b) throw new SyntaxError(`${where}: the file has no rows`);
   const read = options.withY ? b.dataset() : b.inputs();
-  return named ? { ...read, inputs: named.take(read.rows) } : read;
+  return named ? { ...read, inputs: named.take() } : read;
 }
 
 function parseRow(text: string, line: number, where: string): Record<string, unknown> {

@@ -14,9 +14,6 @@ import { InputColumn, sameSymbols } from "./json_inputs.ts";
 import { formatShape, type Tensor } from "../tensor.ts";
 import type { RowTensor } from "./dataset.ts";
 
-/** A model input the rows are read for. */
-export type NamedSpec = InputSpec;
-
 /**
  * Collects the named inputs of rows as they are read (`json_inputs.ts` reads each value, as the
  * server reads request rows); every error names the file, the row and the input.
@@ -25,7 +22,7 @@ export class NamedRows {
   readonly #columns: InputColumn[];
   #rows = 0;
 
-  constructor(readonly where: string, private readonly specs: readonly NamedSpec[]) {
+  constructor(readonly where: string, private readonly specs: readonly InputSpec[]) {
     if (specs.length === 0) {
       throw new TypeError(`${where}: rows give "inputs" by name, but no model inputs are known`);
     }
@@ -58,14 +55,11 @@ export class NamedRows {
     this.#rows++;
   }
 
-  /** The inputs read, for `rows` rows. */
-  take(rows: number): Map<string, RowTensor> {
-    if (rows !== this.#rows) {
-      throw new Error(`${this.where}: ${this.#rows} rows of named inputs, expected ${rows}`);
-    }
+  /** The inputs of every row added. */
+  take(): Map<string, RowTensor> {
     const out = new Map<string, RowTensor>();
     for (const c of this.#columns) {
-      const { dtype, shape, data } = c.tensor(rows);
+      const { dtype, shape, data } = c.tensor(this.#rows);
       out.set(c.spec.name, { dtype, shape: shape.slice(1), data } as RowTensor);
     }
     return out;
@@ -84,15 +78,14 @@ export class NamedRows {
 }
 
 /**
- * The named inputs of a safetensors data file: a tensor per spec, `[rows, …row shape]`, in the
- * spec's dtype. Returns `undefined` when the file has none of them (it holds `x`).
+ * The named inputs of a safetensors data file that holds some (the caller checks): a tensor per
+ * spec, `[rows, …row shape]`, in the spec's dtype.
  */
 export function namedTensors(
   tensors: ReadonlyMap<string, Tensor>,
-  specs: readonly NamedSpec[],
+  specs: readonly InputSpec[],
   where: string,
-): { rows: number; inputs: Map<string, RowTensor> } | undefined {
-  if (!specs.some((s) => tensors.has(s.name))) return undefined;
+): { rows: number; inputs: Map<string, RowTensor> } {
   const inputs = new Map<string, RowTensor>();
   let rows: number | undefined;
   for (const s of specs) {

@@ -8,14 +8,13 @@
  * @module
  */
 
-import { isFloat, numel, type Tensor, toFloat32 } from "../tensor.ts";
+import { isFloat, isInteger, numel, type Tensor, toFloat32 } from "../tensor.ts";
 import { openSafetensors, type SafetensorsFile, writeSafetensors } from "../io/safetensors.ts";
 import type { AtomicWriteOptions } from "../fs/atomic.ts";
 import type { Dataset } from "./dataset.ts";
 import type { DataInputs } from "./_rows.ts";
-import { type NamedSpec, namedTensors } from "./_named.ts";
-
-const INTEGER = new Set(["I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8"]);
+import type { InputSpec } from "./feeds.ts";
+import { namedTensors } from "./_named.ts";
 
 const shape = (s: readonly number[]): string => `[${s.join(", ")}]`;
 
@@ -23,7 +22,7 @@ const shape = (s: readonly number[]): string => `[${s.join(", ")}]`;
 export async function readSafetensorsData(
   path: string | URL,
   where: string,
-  options: { width?: number; classes?: number; withY: boolean; inputs?: readonly NamedSpec[] },
+  options: { width?: number; classes?: number; withY: boolean; inputs?: readonly InputSpec[] },
 ): Promise<Dataset | DataInputs> {
   using file = await openSafetensors(path);
   const inputs = await readNamed(file, where, options.inputs) ??
@@ -36,7 +35,7 @@ export async function readSafetensorsData(
   }
   const e = file.entry("y");
   const rows = inputs.rows;
-  if (INTEGER.has(e.dtype)) {
+  if (isInteger(e.dtype)) {
     if (e.shape.length !== 1 || e.shape[0] !== rows) {
       throw new TypeError(
         `${where}: tensor "y" (labels) has shape ${shape(e.shape)}, expected [${rows}]`,
@@ -64,12 +63,12 @@ export async function readSafetensorsData(
 async function readNamed(
   file: SafetensorsFile,
   where: string,
-  specs: readonly NamedSpec[] | undefined,
+  specs: readonly InputSpec[] | undefined,
 ): Promise<DataInputs | undefined> {
   if (!specs?.some((s) => file.has(s.name))) return undefined;
   const tensors = new Map<string, Tensor>();
   for (const s of specs) if (file.has(s.name)) tensors.set(s.name, await file.readTensor(s.name));
-  const named = namedTensors(tensors, specs, where)!;
+  const named = namedTensors(tensors, specs, where);
   return { rows: named.rows, width: 0, x: new Float32Array(0), inputs: named.inputs };
 }
 

@@ -89,7 +89,7 @@ export function sliceBatch(
     else (yOut as Float32Array).set(y.data.subarray(r * yw, (r + 1) * yw), i * yw);
   }
   const feeds: Record<string, Tensor> = data.inputs
-    ? sliceInputs(data.inputs, order, start, rows, full ? reuse.inputs : undefined)
+    ? sliceInputs(data.inputs, order, start, rows, full ? reuse.inputs : undefined, reuse?.files)
     : { x: { dtype: "F32", shape: [rows, w], data: x } };
   if (y.kind === "labels") {
     feeds.labels = { dtype: "I64", shape: [rows], data: yOut as BigInt64Array };
@@ -103,6 +103,7 @@ function sliceInputs(
   start: number,
   rows: number,
   reuse?: ReadonlyMap<string, TensorData>,
+  files?: Map<string, Deno.FsFile>,
 ): Record<string, Tensor> {
   const feeds: Record<string, Tensor> = {};
   for (const [name, t] of inputs) {
@@ -110,7 +111,12 @@ function sliceInputs(
     const kept = reuse?.get(name);
     const data = kept && kept.length === rows * n ? kept : allocData(t.dtype, rows * n);
     if (t.spill) {
-      readSpilled(t.spill, data, n, rows, (i) => order ? order[start + i]! : start + i);
+      const rowOf = (i: number) => order ? order[start + i]! : start + i;
+      if (files) readSpilled(spillFile(files, t.spill.path), t.spill, data, n, rows, rowOf);
+      else {
+        using file = Deno.openSync(t.spill.path, { read: true });
+        readSpilled(file, t.spill, data, n, rows, rowOf);
+      }
       feeds[name] = { dtype: t.dtype, shape: [rows, ...t.shape], data } as Tensor;
       continue;
     }
@@ -126,8 +132,16 @@ function sliceInputs(
   return feeds;
 }
 
-/** Reads rows `rowOf(0 … rows-1)` of a spilled input into `data`, `n` elements each. */
+/** The open spill file at `path`, opened on first use. */
+function spillFile(files: Map<string, Deno.FsFile>, path: string): Deno.FsFile {
+  let file = files.get(path);
+  if (!file) files.set(path, file = Deno.openSync(path, { read: true }));
+  return file;
+}
+
+/** Reads rows `rowOf(0 … rows-1)` of a spilled input from `file` into `data`, `n` elements each. */
 function readSpilled(
+  file: Deno.FsFile,
   spill: { readonly path: string; readonly offset: number },
   data: TensorData,
   n: number,
@@ -136,7 +150,6 @@ function readSpilled(
 ): void {
   const rowBytes = n * data.BYTES_PER_ELEMENT;
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  using file = Deno.openSync(spill.path, { read: true });
   for (let i = 0; i < rows; i++) {
     file.seekSync(spill.offset + rowOf(i) * rowBytes, Deno.SeekMode.Start);
     let got = 0;
@@ -150,23 +163,34 @@ function readSpilled(
   }
 }
 
-/** Buffers a training loop reuses for its full batches (see {@link batchBuffers}). */
-export interface BatchBuffers {
+/**
+ * Buffers a training loop reuses for its full batches, and the spill files its batches read, open
+ * until it is disposed (see {@link batchBuffers}).
+ */
+export interface BatchBuffers extends Disposable {
   readonly x: Float32Array;
   readonly y: BigInt64Array | Float32Array;
   /** One buffer per named input (the frozen-prefix cache's values, token ids, …). */
   readonly inputs?: ReadonlyMap<string, TensorData>;
+  /** Spill files by path, each opened by the first batch that reads it, not at every step. */
+  readonly files: Map<string, Deno.FsFile>;
 }
 
-/** Buffers for batches of `size` rows of `data`. */
+/** Buffers for batches of `size` rows of `data`; `using` them closes the spill files they opened. */
 export function batchBuffers(data: Dataset, size: number): BatchBuffers {
   const y = data.y;
   const inputs = data.inputs &&
     new Map([...data.inputs].map(([k, t]) => [k, allocData(t.dtype, size * numel(t.shape))]));
+  const files = new Map<string, Deno.FsFile>();
   return {
     x: new Float32Array(size * data.width),
     y: y.kind === "labels" ? new BigInt64Array(size) : new Float32Array(size * y.width),
     ...(inputs ? { inputs } : {}),
+    files,
+    [Symbol.dispose]() {
+      for (const file of files.values()) file.close();
+      files.clear();
+    },
   };
 }
 

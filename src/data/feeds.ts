@@ -9,7 +9,7 @@
  */
 
 import type { Shape } from "../engine/graph.ts";
-import { allocData, formatShape, numel, type Tensor } from "../tensor.ts";
+import { allocData, formatShape, isInteger, numel, type Tensor } from "../tensor.ts";
 
 /** What a feed is checked against: a model input's name, dtype and (symbolic) shape. */
 export interface InputSpec {
@@ -104,11 +104,9 @@ function check(input: InputSpec, t: Tensor, where: string): void {
   }
 }
 
-const INTEGER = new Set(["I64", "I32", "I16", "I8", "U8", "BOOL"]);
-
 /**
- * Whether a model input takes whole numbers (token ids, masks, flags): what rows of `x` convert to
- * and what a parity probe fills with 0 and 1.
+ * Whether a model input takes whole numbers (token ids, masks, flags): an integer dtype (see
+ * {@link isInteger}) or `BOOL`. Rows of `x` convert to it, and a parity probe fills it with 0 and 1.
  *
  * @example
  * ```ts
@@ -118,7 +116,7 @@ const INTEGER = new Set(["I64", "I32", "I16", "I8", "U8", "BOOL"]);
  * ```
  */
 export function takesIntegers(dtype: Tensor["dtype"]): boolean {
-  return INTEGER.has(dtype);
+  return dtype === "BOOL" || isInteger(dtype);
 }
 
 /** Rows of whole numbers (token ids read as `x`) in the integer dtype the input takes. */
@@ -133,15 +131,22 @@ function integers(input: InputSpec, x: Tensor, where: string): Tensor {
           `rows is ${v}, not a whole number`,
       );
     }
-    if (data instanceof BigInt64Array) data[i] = BigInt(v);
+    if (data instanceof BigInt64Array || data instanceof BigUint64Array) data[i] = BigInt(v);
     else (data as Int32Array)[i] = v;
+    if (Number(data[i]) !== v) {
+      throw new RangeError(
+        `${where}: the model's input "${input.name}" is ${input.dtype}, but value ${i} of the ` +
+          `rows is ${v}, out of its range`,
+      );
+    }
   }
   return { dtype: input.dtype, shape: x.shape, data } as Tensor;
 }
 
 /**
  * Values a row of `x` holds for a model input: the product of its per-row dimensions when they
- * are all fixed, the last one when only that one is (an MLP's `[batch, 784]`), else `undefined`.
+ * are all fixed (784 for an MLP's `[batch, 784]` and a CNN's `[batch, 1, 28, 28]`), else
+ * `undefined`.
  *
  * @example
  * ```ts
@@ -153,9 +158,9 @@ function integers(input: InputSpec, x: Tensor, where: string): Tensor {
  */
 export function rowWidth(input: InputSpec | undefined): number | undefined {
   const row = input?.shape.slice(1) ?? [];
-  if (row.length > 0 && row.every((d) => typeof d === "number")) return numel(row as number[]);
-  const last = input?.shape.at(-1);
-  return row.length === 1 && typeof last === "number" ? last : undefined;
+  return row.length > 0 && row.every((d) => typeof d === "number")
+    ? numel(row as number[])
+    : undefined;
 }
 
 const names = (inputs: readonly InputSpec[]) => inputs.map((i) => `"${i.name}"`).join(", ");

@@ -41,8 +41,10 @@ export interface PrefixPlan {
 
 /**
  * The cache plan of a training graph whose data inputs are `data` and whose step computes
- * `outputs`, or `undefined` when there is nothing worth caching (the adapters read the data
- * inputs directly) or the prefix is not deterministic.
+ * `outputs`, or `undefined` when the data inputs share no symbolic batch dimension, the prefix is
+ * not deterministic, or no value computed from the data alone with the batch as its first
+ * dimension reaches the step. An adapter that reads a data input directly leaves that input fed
+ * (in `fed`) beside whatever its frozen base computes from it.
  */
 export function planPrefix(
   g: Graph,
@@ -153,9 +155,7 @@ export async function cacheDataset(
     for (const s of out.values()) s.file?.close();
   }
   const cached = new Map<string, RowTensor>();
-  const whole = plan.fed.length
-    ? modelFeeds(inputs, sliceBatch(data, null, 0, data.rows).feeds, where)
-    : {};
+  const whole = plan.fed.length ? modelFeeds(inputs, wholeFeeds(data), where) : {};
   for (const v of plan.fed) {
     const t = whole[v.name]!;
     cached.set(v.name, { dtype: t.dtype, shape: t.shape.slice(1), data: t.data });
@@ -166,6 +166,16 @@ export async function cacheDataset(
     cached.set(v.name, { dtype: v.dtype, shape: s.shape, data: s.data, ...spill });
   }
   return { rows: data.rows, width: 0, x: new Float32Array(0), inputs: cached, y: data.y };
+}
+
+/** Every row of `data` as feeds that view its own arrays (its inputs are in memory, not spilled). */
+function wholeFeeds(data: Dataset): Record<string, Tensor> {
+  if (!data.inputs) return { x: { dtype: "F32", shape: [data.rows, data.width], data: data.x } };
+  return Object.fromEntries(
+    [...data.inputs].map(([name, t]) => {
+      return [name, { dtype: t.dtype, shape: [data.rows, ...t.shape], data: t.data } as Tensor];
+    }),
+  );
 }
 
 /** Memory for every cached value, or spill files when the whole cache passes the budget. */

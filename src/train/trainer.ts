@@ -279,7 +279,8 @@ export async function train(
   // A signal after the last step changes nothing: the run ends as planned, evaluation included.
   const stop = () => signal?.aborted === true && stepNo < lastStep;
   // Reused for every full batch: each step is done with its feeds before the next is sliced.
-  const buffers = batchBuffers(data, batchSize);
+  // Disposing them when training ends closes the spill files of a frozen-prefix cache.
+  using buffers = batchBuffers(data, batchSize);
   outer: while (
     stepNo < lastStep && epoch < Math.max(epochs, Math.ceil(totalSteps / stepsPerEpoch))
   ) {
