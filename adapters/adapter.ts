@@ -12,7 +12,13 @@ import type { TensorInput } from "../src/io/safetensors.ts";
 import type { BaseModel, LinearLayer } from "../src/models/model.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { type JsonValue, layerHyper, type PeftConfig } from "./config.ts";
-import { type LayerAdapter, peftKeys, peftPrefix } from "../src/lora/branch.ts";
+import {
+  type LayerAdapter,
+  parsePeftKey,
+  PEFT_PREFIX,
+  peftKeys,
+  peftPrefix,
+} from "../src/lora/branch.ts";
 import { loadMlxAdapter, type LoadMlxOptions, MLX_WEIGHTS_FILE } from "./mlx.ts";
 import { loadPeftAdapter, PEFT_BIN_FILE, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE } from "./peft.ts";
 import { listFolder } from "./folder.ts";
@@ -242,8 +248,11 @@ function matchError(
 
 /** The module a PEFT key belongs to (`base_model.model.fc1.lora_A.weight` → `fc1`). */
 function moduleOf(key: string): string {
-  return key.replace(/^base_model\.model\./, "")
-    .replace(/\.(lora_[A-Za-z_]+(\.weight)?|base_layer\.bias|bias|weight)$/, "");
+  const lora = parsePeftKey(key);
+  if (lora) return lora.module;
+  // A bias or a `modules_to_save` tensor.
+  const k = key.startsWith(PEFT_PREFIX) ? key.slice(PEFT_PREFIX.length) : key;
+  return k.replace(/\.(base_layer\.bias|bias|weight)$/, "");
 }
 
 /** The adapter formats ffwd reads. */

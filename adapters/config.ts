@@ -14,7 +14,7 @@
  */
 
 import { z } from "npm:zod@4.6.7";
-import { patternValue, type TargetOptions } from "./targets.ts";
+import { isNoTargets, patternValue, type TargetOptions } from "./targets.ts";
 import { loraScale } from "../src/lora/branch.ts";
 import { at, copy, type JsonValue, readJsonFile, sameJson, show, sortKeys } from "./_json.ts";
 
@@ -218,7 +218,7 @@ export async function readPeftConfig(path: string): Promise<PeftConfig> {
  * and trains only `modules_to_save` (`ffwd train --full`, `--targets none`). Written for an
  * empty list, read back as one.
  */
-export const NO_TARGETS_MARKER = "dummy-target-modules";
+const NO_TARGETS_MARKER = "dummy-target-modules";
 
 /**
  * The config as PEFT writes it: snake_case, every field, PEFT's other keys with their defaults,
@@ -237,7 +237,7 @@ export function peftConfigToJson(config: PeftConfig): Record<string, JsonValue> 
     r: config.r,
     lora_alpha: config.loraAlpha,
     // PEFT refuses an empty list (no module matches it); its marker for no targets loads.
-    target_modules: Array.isArray(config.targetModules) && config.targetModules.length === 0
+    target_modules: isNoTargets(config.targetModules)
       ? NO_TARGETS_MARKER
       : copy(config.targetModules),
     lora_dropout: config.loraDropout,

@@ -27,7 +27,9 @@ import { formatShape, transpose2d } from "../src/tensor.ts";
 import { writeFolderAtomic } from "../src/fs/atomic_folder.ts";
 import { loraScale } from "../src/lora/branch.ts";
 
+/** MLX-LM's config file: the training arguments, `lora_parameters` among them. */
 export const MLX_CONFIG_FILE = "adapter_config.json";
+/** MLX-LM's weights file (safetensors), `lora_a` / `lora_b` in MLX's layout. */
 export const MLX_WEIGHTS_FILE = "adapters.safetensors";
 
 /** Options of {@linkcode loadMlxAdapter}. */

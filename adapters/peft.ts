@@ -25,7 +25,9 @@ import { parsePeftKey, PEFT_PREFIX, peftKeys, peftPrefix } from "../src/lora/bra
 import { checkAdapter, listFolder } from "./folder.ts";
 import { writeFolderAtomic } from "../src/fs/atomic_folder.ts";
 
+/** PEFT's config file, read and written by `save_pretrained` / `from_pretrained`. */
 export const PEFT_CONFIG_FILE = "adapter_config.json";
+/** PEFT's weights file (safetensors), in PEFT's key layout. */
 export const PEFT_WEIGHTS_FILE = "adapter_model.safetensors";
 /** PEFT's pickled weights file (not read). */
 export const PEFT_BIN_FILE = "adapter_model.bin";

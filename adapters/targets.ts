@@ -130,6 +130,22 @@ export function selectLayers(
   return chosen;
 }
 
+/**
+ * `text` with every regular-expression metacharacter escaped, so that it matches itself: a module
+ * path as a `target_modules` or `rank_pattern` regular expression (dots literal).
+ *
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert/strict";
+ * import { escapeRegExp } from "./targets.ts";
+ * strictEqual(escapeRegExp("layers.0.fc(1)"), "layers\\.0\\.fc\\(1\\)");
+ * strictEqual(new RegExp(`^${escapeRegExp("a.b")}$`).test("aXb"), false);
+ * ```
+ */
+export function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
 /** The transformer layer index in a module path (`model.layers.3.mlp.up_proj` → 3). */
 export function layerIndex(name: string): number | undefined {
   const m = /(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)/.exec(name);

@@ -10,6 +10,7 @@ import { Rng } from "../src/rng.ts";
 import type { Tensor } from "../src/tensor.ts";
 import type { Adapter, AdapterLayer } from "../adapters/adapter.ts";
 import { defaultPeftConfig } from "../adapters/config.ts";
+import { escapeRegExp } from "../adapters/targets.ts";
 
 /** Options of {@linkcode randomAdapter}. */
 export interface RandomAdapterOptions {
@@ -45,7 +46,7 @@ export function randomAdapter(
   const rankPattern: Record<string, number> = {};
   for (const l of targets) {
     const k = Math.min(r, l.inFeatures, l.outFeatures);
-    if (k !== r) rankPattern[l.name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")] = k;
+    if (k !== r) rankPattern[escapeRegExp(l.name)] = k;
     const bound = 1 / Math.sqrt(l.inFeatures);
     const A = rng.fillUniform(new Float32Array(k * l.inFeatures), -bound, bound) as Float32Array;
     const B = rng.fillNormal(new Float32Array(l.outFeatures * k), 0, opts.bScale ?? 0.2);

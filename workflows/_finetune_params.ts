@@ -9,10 +9,11 @@
 
 import type { BaseModel } from "../src/models/model.ts";
 import { Rng } from "../src/rng.ts";
-import type { Tensor } from "../src/tensor.ts";
+import { type Tensor, toFloat32 } from "../src/tensor.ts";
 import { type Adapter, loadAdapter, matchAdapter } from "../adapters/adapter.ts";
 import type { JsonValue, PeftConfig } from "../adapters/config.ts";
 import {
+  escapeRegExp,
   isAllLinear,
   isNoTargets,
   namesLayer,
@@ -42,23 +43,22 @@ export async function initialParams(
   }
   if (opts.initAdapter) {
     const warm = await loadAdapter(opts.initAdapter);
-    const match = matchAdapter(warm, model);
-    for (const ad of match.layers) {
-      const l = warm.layers.get(ad.layer.name)!;
-      const k = peftKeys(ad.layer.name);
-      const set = (key: string, t: Tensor | undefined) => {
-        const p = params.get(key);
-        if (!p || !t) return;
-        if (t.data.length !== p.length) {
-          throw new TypeError(
-            `Cannot warm-start from "${opts.initAdapter}": tensor "${key}" has ${t.data.length} values, the adapter being trained needs ${p.length} (check --rank and --targets)`,
-          );
-        }
-        p.set(t.data as Float32Array);
-      };
-      set(k.A, l.A);
-      set(k.B, l.B);
-      set(k.magnitude, l.magnitude);
+    matchAdapter(warm, model);
+    // A BF16 / F16 adapter holds 16-bit patterns: widen them before copying.
+    const layers = new Map([...warm.layers].map(([name, l]) => [name, {
+      A: toFloat32(l.A),
+      B: toFloat32(l.B),
+      ...(l.magnitude ? { magnitude: toFloat32(l.magnitude) } : {}),
+    }]));
+    for (const [key, v] of adapterParams({ ...warm, layers }, adapters, new Map())) {
+      const p = params.get(key);
+      if (!p) continue; // a DoRA magnitude the run does not train
+      if (v.length !== p.length) {
+        throw new TypeError(
+          `Cannot warm-start from "${opts.initAdapter}": tensor "${key}" has ${v.length} values, the adapter being trained needs ${p.length} (check --rank and --targets)`,
+        );
+      }
+      p.set(v);
     }
   }
   return params;
@@ -153,7 +153,7 @@ export function runAdapters(
   if (!isAllLinear(t) || saved.length === 0) return planAdapters(model, options);
   const rest = selectLayers(model, "all-linear").filter((l) => !namesLayer(saved, l.name));
   if (rest.length === 0) return [];
-  const exactly = rest.map((l) => l.name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|");
+  const exactly = rest.map((l) => escapeRegExp(l.name)).join("|");
   return planAdapters(model, { ...options, targetModules: exactly });
 }
 

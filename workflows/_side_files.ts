@@ -7,7 +7,7 @@
  */
 
 /** Names copied from the base's folder when it has them. */
-export const SIDE_FILES: readonly string[] = [
+const SIDE_FILES: readonly string[] = [
   "config.json",
   "generation_config.json",
   "tokenizer.json",

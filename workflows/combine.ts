@@ -19,6 +19,7 @@
 import { type Tensor, toFloat32 } from "../src/tensor.ts";
 import type { Adapter, AdapterLayer } from "../adapters/adapter.ts";
 import { defaultPeftConfig, layerHyper } from "../adapters/config.ts";
+import { escapeRegExp } from "../adapters/targets.ts";
 import { matmul, qr, svd, transpose } from "./_svd.ts";
 
 /** How {@linkcode combineAdapters} combines. */
@@ -92,7 +93,7 @@ export function combineAdapters(adapters: readonly Adapter[], opts: CombineOptio
   const ranks = new Map([...layers].map(([m, t]) => [m, t.A.shape[0]!]));
   const r = mostCommon([...ranks.values()]);
   const pattern: Record<string, number> = {};
-  for (const [m, k] of ranks) if (k !== r) pattern[escape(m)] = k;
+  for (const [m, k] of ranks) if (k !== r) pattern[escapeRegExp(m)] = k;
   const first = adapters[0]!.config;
   const config = defaultPeftConfig({
     r,
@@ -206,9 +207,4 @@ function mostCommon(values: readonly number[]): number {
   const counts = new Map<number, number>();
   for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
   return [...counts].sort((a, b) => b[1] - a[1] || b[0] - a[0])[0]![0];
-}
-
-/** A module path as a `rank_pattern` key that matches only that path's end (dots literal). */
-function escape(module: string): string {
-  return module.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

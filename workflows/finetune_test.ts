@@ -5,7 +5,9 @@ import { Graph } from "../src/engine/graph.ts";
 import { Session } from "../src/engine/runtime.ts";
 import { Rng } from "../src/rng.ts";
 import type { Dataset } from "../src/data/dataset.ts";
-import { loadAdapter } from "../adapters/adapter.ts";
+import { type Adapter, loadAdapter } from "../adapters/adapter.ts";
+import { savePeftAdapter } from "../adapters/peft.ts";
+import { castFloat, type Tensor, toFloat32 } from "../src/tensor.ts";
 import { defaultPeftConfig } from "../adapters/config.ts";
 import { finetune, readCheckpoint } from "./finetune.ts";
 import { engineWeights } from "../adapters/weights.ts";
@@ -322,6 +324,37 @@ Deno.test("with saveBest the saved adapter is the best epoch's: its eval loss re
     epochs: 1,
   });
   assertEquals(again.eval!.loss, lowest);
+});
+
+Deno.test("warm-starting from a BF16-saved adapter starts where its F32 copy does", async () => {
+  const trained = await Deno.makeTempDir();
+  await finetune(await openSafetensorsModel(MODEL), toyData(16), { ...overfit, outDir: trained });
+  const each = (a: Adapter, f: (t: Tensor) => Tensor): Adapter => ({
+    ...a,
+    layers: new Map([...a.layers].map(([name, l]) => [name, { A: f(l.A), B: f(l.B) }])),
+  });
+  const bf16 = each(await loadAdapter(trained), (t) => castFloat(toFloat32(t), "BF16"));
+  const dirs = [await Deno.makeTempDir(), await Deno.makeTempDir()];
+  await savePeftAdapter(dirs[0]!, bf16);
+  await savePeftAdapter(dirs[1]!, each(bf16, toFloat32));
+  assertEquals((await loadAdapter(dirs[0]!)).layers.get("fc1")!.B.dtype, "BF16");
+  // lr = 0: the adapter each run saves is the one it started from.
+  const starts = [];
+  for (const initAdapter of dirs) {
+    const outDir = await Deno.makeTempDir();
+    await finetune(await openSafetensorsModel(MODEL), toyData(16), {
+      ...overfit,
+      saveBest: false,
+      initAdapter,
+      outDir,
+      lr: 0,
+      epochs: 1,
+    });
+    starts.push((await loadAdapter(outDir)).layers);
+  }
+  assert(starts[1]!.get("fc1")!.B.data.some((v) => v !== 0), "B is zero: the test shows nothing");
+  assertEquals(starts[0], starts[1]);
+  assertEquals(starts[1]!.get("fc1")!.B, toFloat32(bf16.layers.get("fc1")!.B));
 });
 
 Deno.test("with saveBest a run interrupted after its best epoch resumes to the same best adapter", async () => {

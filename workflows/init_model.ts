@@ -34,7 +34,7 @@ import { detectBlocks, type HfConfig } from "../src/models/blocks/detect.ts";
 import { writeFileAtomic } from "../src/fs/atomic.ts";
 import { Rng } from "../src/rng.ts";
 import { linearInitBound } from "../src/lora/branch.ts";
-import type { Tensor } from "../src/tensor.ts";
+import { type Tensor, transpose2d } from "../src/tensor.ts";
 
 /** Options of {@linkcode initModel} and {@linkcode initTensors}. */
 export interface InitModelOptions {
@@ -119,12 +119,11 @@ function newTensors(spec: BlockSpec, seed: number, source: string): Map<string, 
   for (const { layer, inF, outF } of layers) {
     const bound = linearInitBound(inF);
     const w = rng.fillUniform(new Float32Array(outF * inF), -bound, bound) as Float32Array;
-    const inOut = layer.orientation === "in_out";
-    put(layer.weight ?? `${layer.name}.weight`, {
-      dtype: "F32",
-      shape: inOut ? [inF, outF] : [outF, inF],
-      data: inOut ? transposed(w, outF, inF) : w,
-    });
+    const weight: Tensor<"F32"> = { dtype: "F32", shape: [outF, inF], data: w };
+    put(
+      layer.weight ?? `${layer.name}.weight`,
+      layer.orientation === "in_out" ? transpose2d(weight) as Tensor<"F32"> : weight,
+    );
     const bias = layer.bias === undefined ? `${layer.name}.bias` : layer.bias;
     if (bias !== null) {
       const b = rng.fillUniform(new Float32Array(outF), -bound, bound) as Float32Array;
@@ -262,13 +261,6 @@ function sizedLayers(
       outF: need(down, "out_features", "the width of the model's output"),
     },
   ];
-}
-
-/** `[rows, cols]` row-major → `[cols, rows]`. */
-function transposed(a: Float32Array, rows: number, cols: number): Float32Array {
-  const t = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c]!;
-  return t;
 }
 
 /** Whether ffwd, reading the file's names and `config`, finds exactly `block`. */

@@ -47,10 +47,9 @@ import {
 export type { TensorCheck } from "./_checkpoint_check.ts";
 
 /**
- * Intra-op threads of the merge's onnxruntime sessions. The merge is memory-bound and the kernel
- * copy, the writes and the checks run on other threads meanwhile: on the 2-core development
- * machine, merging the benchmark checkpoint took 2.35–2.53 s with one thread and 2.33–2.61 s with
- * two, which doubled the user CPU time (1.1–1.2 s against 2.3–2.6 s).
+ * Intra-op threads of the merge's onnxruntime sessions. The merge is memory-bound, and the copy of
+ * unchanged bytes, the writes and the checks run on other threads meanwhile, so more intra-op
+ * threads would compete with them for the cores and memory bandwidth rather than finish sooner.
  */
 const THREADS = 1;
 
