@@ -13,45 +13,7 @@ import { tensor } from "../src/tensor.ts";
 import { REALDATA, realdataTest as sharedRealdataTest } from "./_realdata.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
 import { withTempDir } from "./_assert.ts";
-
-const ROOT = new URL("../", import.meta.url);
-const MAIN = new URL("cli/main.ts", ROOT).pathname;
-
-function denoBinary(): string {
-  const exec = Deno.execPath();
-  const granted = (command: string) =>
-    Deno.permissions.querySync({ name: "run", command }).state === "granted";
-  if (granted(exec)) return exec;
-  if (granted("deno")) return "deno";
-  throw new Error(
-    `Cannot run the CLI: --allow-run covers neither Deno.execPath() (${exec}) nor a \`deno\` ` +
-      "on PATH; run the tests with `deno task test` (or `npx deno task test`) with deno on PATH",
-  );
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The permissions of the `ffwd` task in deno.json, so the test runs the CLI as users do. */
-function taskFlags(): string[] {
-  const config = JSON.parse(Deno.readTextFileSync(new URL("deno.json", ROOT)));
-  const task: string = config.tasks.ffwd;
-  return task.split(/\s+/).filter((word) => word.startsWith("--allow-"));
-}
-
-async function ffwd(...args: string[]): Promise<Run> {
-  const out = await new Deno.Command(denoBinary(), {
-    args: ["run", ...taskFlags(), MAIN, ...args],
-    cwd: ROOT.pathname,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
-}
+import { ffwd } from "./_cli.ts";
 
 async function withModel(run: (path: string, dir: string) => Promise<void>): Promise<void> {
   await withTempDir(async (dir) => {

@@ -6,15 +6,14 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
+import { denoBinary } from "./_cli.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = `${ROOT}cli/main.ts`;
 
 /** `deno <args>` from the repository root, `NO_COLOR=1`. */
 async function deno(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const exec = Deno.execPath();
-  const granted = Deno.permissions.querySync({ name: "run", command: exec }).state === "granted";
-  const out = await new Deno.Command(granted ? exec : "deno", {
+  const out = await new Deno.Command(denoBinary(), {
     args,
     cwd: ROOT,
     env: { NO_COLOR: "1" },

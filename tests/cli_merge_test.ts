@@ -6,39 +6,12 @@
 
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { withTempDir } from "./_assert.ts";
+import { ffwd } from "./_cli.ts";
 
 const ROOT = new URL("../", import.meta.url);
-const MAIN = new URL("cli/main.ts", ROOT).pathname;
 const PEFT = new URL("fixtures/peft/", ROOT).pathname;
 const CK = new URL("fixtures/checkpoints/", ROOT).pathname;
 const MNIST = new URL("fixtures/mnist/base.onnx", ROOT).pathname;
-
-function denoBinary(): string {
-  const exec = Deno.execPath();
-  const granted = (command: string) =>
-    Deno.permissions.querySync({ name: "run", command }).state === "granted";
-  if (granted(exec)) return exec;
-  if (granted("deno")) return "deno";
-  throw new Error("Cannot run the CLI: --allow-run covers neither Deno.execPath() nor `deno`");
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function ffwd(...args: string[]): Promise<Run> {
-  const perms = ["--allow-read", "--allow-write", "--allow-env", "--allow-ffi", "--allow-sys"];
-  const out = await new Deno.Command(denoBinary(), {
-    args: ["run", ...perms, MAIN, ...args],
-    cwd: ROOT.pathname,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
-}
 
 Deno.test("ffwd merge writes the merged model and prints the verdict and where the report is", async () => {
   await withTempDir(async (dir) => {

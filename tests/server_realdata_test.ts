@@ -8,13 +8,11 @@
  * Served rows, whatever adapters their batch mixes, equal `ffwd predict` bit for bit.
  */
 
-import { assert, assertEquals, maxDiff, withTempDir } from "./_assert.ts";
+import { assert, assertEquals, maxDiff, randomTensor, withTempDir } from "./_assert.ts";
 import { REALDATA, realdataTest, runOriginal } from "./_onnx.ts";
 import { call, predictLines, sameNested, writeAdapter } from "./_serve_fixtures.ts";
 import { startServe } from "../cli/serve.ts";
 import { rowValues } from "../src/infer/rows.ts";
-import { Rng } from "../src/rng.ts";
-import type { Tensor } from "../src/tensor.ts";
 
 const LENET = `${REALDATA}FYH620__lenet-mnist-openvino/lenet.onnx`;
 const LENET_SIZES = { fc1: [256, 120], fc2: [120, 84], fc3: [84, 10] } as const;
@@ -24,12 +22,6 @@ const JARVIS_SIZES = {
   "model.4": [128, 128],
   "model.7": [128, 1],
 } as const;
-
-function uniform(shape: number[], seed: number, lo: number, hi: number): Tensor<"F32"> {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  new Rng(seed).fillUniform(data, lo, hi);
-  return { dtype: "F32", shape, data };
-}
 
 /** Adapter folders a0…a3 for a model's layers (ranks 1–4, DoRA on a0 and a3). */
 async function adapterDir(
@@ -55,7 +47,7 @@ async function offline(model: string, root: string, lines: unknown[]) {
 realdataTest(
   "LeNet-5: predict equals onnxruntime on the file, and served mixed rows equal predict",
   async () => {
-    const x = uniform([6, 1, 28, 28], 1, 0, 1);
+    const x = randomTensor([6, 1, 28, 28], 1, { lo: 0, hi: 1 });
     const images = rowValues(x) as number[][][][];
     const base = await predictLines({ model: LENET }, images.map((im) => ({ x: im.flat(2) })));
     let diff = 0; // the file declares a batch of 1 (the importer frees it): a row at a time
@@ -121,7 +113,7 @@ realdataTest(
 realdataTest(
   "hey_jarvis (batch fixed at 1): rows run one at a time, equal onnxruntime and across adapters",
   async () => {
-    const x = uniform([3, 16, 96], 2, -2, 2);
+    const x = randomTensor([3, 16, 96], 2, { lo: -2, hi: 2 });
     const rows = (rowValues(x) as number[][][]).map((r) => ({ x: r }));
     const base = await predictLines({ model: JARVIS }, rows);
     for (let i = 0; i < 3; i++) {

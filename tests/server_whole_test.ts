@@ -7,7 +7,7 @@
  * named inputs and nest outputs, and bad inputs answer 400s that name the input and the row.
  */
 
-import { assert, assertEquals, maxDiff, relError, withTempDir } from "./_assert.ts";
+import { assert, assertEquals, maxDiff, relError, sameBytes, withTempDir } from "./_assert.ts";
 import { runOriginal } from "./_onnx.ts";
 import { runGraph } from "./_ops.ts";
 import {
@@ -53,8 +53,7 @@ function weights(seed: number, rank: number, layers: string[], dora = false): Ad
 const rowOf = (feeds: Record<string, Tensor>, i: number) =>
   Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, sliceRows(t, i, 1)]));
 
-const same = (a: Tensor, b: Tensor) =>
-  a.data.length === b.data.length && a.data.every((v, i) => Object.is(v, b.data[i]));
+const same = (a: Tensor, b: Tensor) => sameBytes(a.data as Float32Array, b.data as Float32Array);
 
 async function tinyEngine(dir: string, batch?: number) {
   const model = await openModel(await writeTinyModel(dir, batch));
